@@ -1,0 +1,245 @@
+"""The Dataset: train and test images in the uint8 contract, and their labels.
+
+A Dataset is immutable; every helper (``take``, ``keep_classes``,
+``for_task``, ``resized``) returns a new one, so a loaded dataset can be
+shared between experiments without surprises.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from digitlab.data.formats import Splits, check_pair
+from digitlab.errors import DataError
+from digitlab.tasks import Task, parse_task
+
+SPLIT_NAMES = ("train", "test")
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """Images uint8 ``(n, h, w)`` (0 background, 255 ink) and labels int64 ``(n,)``.
+
+    Attributes
+    ----------
+    name : str
+        Short name of the source ("mnist-sample", a path, ...).
+    train_images, test_images : ndarray of shape (n, h, w), uint8
+    train_labels, test_labels : ndarray of shape (n,), int64
+    class_names : tuple of str
+        Name of each label value: ``class_names[label]``.
+    notes : tuple of str
+        What was done to the data on the way in (e.g. a hold-out split).
+    """
+
+    name: str
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    class_names: tuple[str, ...] = ()
+    notes: tuple[str, ...] = field(default=())
+    task: str = "all"
+
+    def __post_init__(self) -> None:
+        for split in SPLIT_NAMES:
+            images, labels = self.images(split), self.labels(split)
+            if images.dtype != np.uint8 or images.ndim != 3:
+                raise DataError(self.name, f"{split} images must be uint8 (n, h, w)")
+            if labels.dtype != np.int64 or labels.shape != (len(images),):
+                raise DataError(self.name, f"{split} labels must be int64 of shape ({len(images)},)")
+        if self.train_images.shape[1:] != self.test_images.shape[1:]:
+            raise DataError(self.name, "train and test images differ in shape")
+        if not self.class_names:
+            n_classes = int(max(self.train_labels.max(initial=-1), self.test_labels.max(initial=-1))) + 1
+            object.__setattr__(self, "class_names", tuple(str(c) for c in range(n_classes)))
+
+    # ------------------------------------------------------------ construction
+
+    @classmethod
+    def from_splits(
+        cls,
+        name: str,
+        splits: Splits,
+        *,
+        test_fraction: float = 0.2,
+        seed: int = 0,
+        class_names: tuple[str, ...] = (),
+        notes: tuple[str, ...] = (),
+    ) -> Dataset:
+        """Build a Dataset from a reader's splits, holding out a test split if none.
+
+        Without a ``"test"`` split, a stratified ``test_fraction`` of the train
+        images is held out, drawn with ``seed``, and a note says so.
+        """
+        train_images, train_labels = check_pair(*splits["train"], name)
+        if "test" in splits:
+            test_images, test_labels = check_pair(*splits["test"], name)
+        else:
+            train_idx, test_idx = stratified_holdout(train_labels, test_fraction, seed, source=name)
+            test_images, test_labels = train_images[test_idx], train_labels[test_idx]
+            train_images, train_labels = train_images[train_idx], train_labels[train_idx]
+            notes = (
+                *notes,
+                f"no test split in the source: held out a stratified {test_fraction:.0%} "
+                f"({len(test_idx)} images) with seed {seed}",
+            )
+        return cls(name, train_images, train_labels, test_images, test_labels, class_names, notes)
+
+    # ------------------------------------------------------------ access
+
+    def images(self, split: str) -> np.ndarray:
+        """Images of ``split`` ("train" or "test"), uint8 ``(n, h, w)``."""
+        return getattr(self, f"{_check_split(split)}_images")  # type: ignore[no-any-return]
+
+    def labels(self, split: str) -> np.ndarray:
+        """Labels of ``split``, int64 ``(n,)``."""
+        return getattr(self, f"{_check_split(split)}_labels")  # type: ignore[no-any-return]
+
+    def features(self, split: str) -> np.ndarray:
+        """Model input: float32 ``(n, h*w)`` in [0, 1] (pixel / 255)."""
+        images = self.images(split)
+        out = images.reshape(len(images), -1).astype(np.float32)
+        out *= np.float32(1.0 / 255.0)
+        return out
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """``(h, w)`` of every image."""
+        h, w = self.train_images.shape[1:]
+        return int(h), int(w)
+
+    @property
+    def classes(self) -> np.ndarray:
+        """Sorted label values present in either split, int64."""
+        return np.union1d(self.train_labels, self.test_labels)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    def counts(self, split: str) -> dict[int, int]:
+        """Images per label in ``split``."""
+        values, counts = np.unique(self.labels(split), return_counts=True)
+        return {int(v): int(c) for v, c in zip(values, counts, strict=True)}
+
+    def fingerprint(self) -> str:
+        """SHA-256 over both splits' images and labels: identifies training data."""
+        digest = hashlib.sha256()
+        for split in SPLIT_NAMES:
+            images = np.ascontiguousarray(self.images(split))
+            digest.update(str(images.shape).encode())
+            digest.update(images.tobytes())
+            digest.update(np.ascontiguousarray(self.labels(split)).tobytes())
+        return digest.hexdigest()
+
+    # ------------------------------------------------------------ derived datasets
+
+    def replace(self, **changes: object) -> Dataset:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def take(self, split: str, start: int = 0, count: int | None = None) -> Dataset:
+        """Keep images ``start .. start+count`` of ``split`` (in stored order).
+
+        The classic "train on the first 1,000, test on the next 500" protocol is
+        ``take("train", 0, 1000).take("test", 0, 500)`` on a source whose test
+        split continues the train split.
+        """
+        images, labels = self.images(split), self.labels(split)
+        if start < 0 or start >= len(images):
+            raise DataError(self.name, f"start {start} is outside the {len(images)} {split} images")
+        stop = len(images) if count is None else start + count
+        if count is not None and (count <= 0 or stop > len(images)):
+            raise DataError(
+                self.name,
+                f"count {count} from {start} runs past the {len(images)} {split} images",
+            )
+        return self.replace(**{f"{split}_images": images[start:stop], f"{split}_labels": labels[start:stop]})
+
+    def keep_classes(self, classes: list[int] | tuple[int, ...] | np.ndarray) -> Dataset:
+        """Keep only images whose label is in ``classes`` (labels unchanged)."""
+        wanted = np.asarray(classes, dtype=np.int64)
+        changes: dict[str, object] = {}
+        for split in SPLIT_NAMES:
+            keep = np.isin(self.labels(split), wanted)
+            if not keep.any():
+                raise DataError(self.name, f"no {split} images of classes {wanted.tolist()}")
+            changes[f"{split}_images"] = self.images(split)[keep]
+            changes[f"{split}_labels"] = self.labels(split)[keep]
+        return self.replace(**changes)
+
+    def for_task(self, task: str | Task) -> Dataset:
+        """Map labels for a task: ``"all"``, ``"is-2"`` (2 vs rest), ``"0-vs-1"`` ..."""
+        task = parse_task(task) if isinstance(task, str) else task
+        if task.kind == "all":
+            return self
+        problem = task.check_labels({int(c) for c in self.classes})
+        if problem:
+            raise DataError(self.name, problem)
+        changes: dict[str, object] = {"task": task.name, "class_names": task.class_names(self.class_names)}
+        for split in SPLIT_NAMES:
+            images, labels = task.apply(self.images(split), self.labels(split))
+            changes[f"{split}_images"], changes[f"{split}_labels"] = images, labels
+        return self.replace(**changes)
+
+    def map_images(self, transform: object, note: str) -> Dataset:
+        """Apply ``transform(images) -> images`` to both splits (e.g. a resize)."""
+        assert callable(transform)
+        return self.replace(
+            train_images=transform(self.train_images),
+            test_images=transform(self.test_images),
+            notes=(*self.notes, note),
+        )
+
+    def summary(self) -> dict[str, object]:
+        """Counts per class and split, shape, dtype and notes, JSON-ready."""
+        return {
+            "name": self.name,
+            "task": self.task,
+            "image_shape": list(self.image_shape),
+            "dtype": str(self.train_images.dtype),
+            "classes": list(self.class_names),
+            "splits": {
+                split: {"count": len(self.labels(split)), "per_class": self.counts(split)}
+                for split in SPLIT_NAMES
+            },
+            "notes": list(self.notes),
+        }
+
+
+def _check_split(split: str) -> str:
+    if split not in SPLIT_NAMES:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    return split
+
+
+def stratified_holdout(
+    labels: np.ndarray, test_fraction: float, seed: int, *, source: str = "data"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``(train, test)`` of a seeded, stratified hold-out.
+
+    Each class gives ``round(test_fraction * n_class)`` images to the test set
+    (at least one when the class has two or more), chosen by a permutation
+    drawn from ``np.random.default_rng(seed)``. Both index arrays are sorted,
+    so stored order is kept within each split.
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise DataError(source, f"test fraction must be between 0 and 1, got {test_fraction}")
+    rng = np.random.default_rng(seed)
+    test_parts = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        n_test = int(round(test_fraction * len(members)))
+        if len(members) >= 2:
+            n_test = min(max(n_test, 1), len(members) - 1)
+        test_parts.append(rng.permutation(members)[:n_test])
+    test_idx = np.sort(np.concatenate(test_parts)) if test_parts else np.empty(0, np.int64)
+    if len(test_idx) == 0:
+        raise DataError(source, "too few images to hold out a test split")
+    train_mask = np.ones(len(labels), dtype=bool)
+    train_mask[test_idx] = False
+    return np.flatnonzero(train_mask), test_idx
