@@ -22,3 +22,11 @@ def small_splits(sample: Dataset) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         "train": (sample.train_images[:50].copy(), sample.train_labels[:50].copy()),
         "test": (sample.test_images[:20].copy(), sample.test_labels[:20].copy()),
     }
+
+
+@pytest.fixture(autouse=True)
+def _isolated_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads or writes the user's real data or cache folders."""
+    base = tmp_path_factory.mktemp("digitlab-home")
+    monkeypatch.setenv("DIGITLAB_DATA", str(base / "data"))
+    monkeypatch.setenv("DIGITLAB_CACHE", str(base / "cache"))

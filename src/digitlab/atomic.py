@@ -51,3 +51,11 @@ def atomic_dir(dest: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def write_json(dest: str | os.PathLike[str], data: object) -> None:
+    """Write ``data`` as indented JSON, atomically."""
+    import json
+
+    with atomic_file(dest) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")

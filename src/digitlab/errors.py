@@ -36,3 +36,7 @@ class DataWarning(UserWarning):
     Library code warns (``warnings.warn(..., DataWarning)``) instead of
     printing; the command line shows each warning as one line.
     """
+
+
+class SettingsError(DigitlabError, ValueError):
+    """A model or run setting with a value it cannot take (``metric="cosine"``)."""

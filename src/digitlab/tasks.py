@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from digitlab.errors import SettingsError
+
 _IS = re.compile(r"^is-(\d+)$")
 _VS = re.compile(r"^(\d+)-vs-(\d+)$")
 
@@ -66,7 +68,7 @@ def _name(names: tuple[str, ...], label: int | None) -> str:
 
 
 def parse_task(text: str) -> Task:
-    """Parse ``all``, ``is-D`` or ``A-vs-B``; raise ValueError on anything else."""
+    """Parse ``all``, ``is-D`` or ``A-vs-B``; raise SettingsError on anything else."""
     text = text.strip().lower()
     if text in ("all", "multiclass", "multi-class"):
         return Task("all", "all")
@@ -75,6 +77,6 @@ def parse_task(text: str) -> Task:
     if match := _VS.match(text):
         negative, positive = int(match[1]), int(match[2])
         if negative == positive:
-            raise ValueError(f"task {text!r}: the two digits must differ")
+            raise SettingsError(f"task {text!r}: the two digits must differ")
         return Task(text, "vs", positive=positive, negative=negative)
-    raise ValueError(f"unknown task {text!r}: use 'all', 'is-D' (e.g. is-2) or 'A-vs-B' (e.g. 0-vs-1)")
+    raise SettingsError(f"unknown task {text!r}: use 'all', 'is-D' (e.g. is-2) or 'A-vs-B' (e.g. 0-vs-1)")

@@ -1,0 +1,298 @@
+"""The ``digitlab`` command line: the only module that talks to people.
+
+Every command is ``main(argv) -> exit code``. Errors digitlab raises on
+purpose (bad data, bad settings) become one line on stderr and exit code 2;
+warnings about the data (skipped stray files, hold-out splits) become one
+line each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from digitlab import __version__
+from digitlab.errors import DataError, DataWarning, DigitlabError
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+DATA_HELP = (
+    "a named dataset (mnist-sample, digits, fashion-mnist, mnist) or a path: an image folder "
+    "tree, a folder of IDX files, a Keras .npz, a CSV or a MATLAB .mat"
+)
+
+
+# ---------------------------------------------------------------- parser
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show every real default in --help, but not the noise of None and False."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False or action.required:
+            return action.help or ""
+        return super()._get_help_string(action) or ""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="digitlab",
+        description="Handwritten-digit classification: load any MNIST layout, train, inspect.",
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"digitlab {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_train(commands)
+    _add_data(commands)
+    return parser
+
+
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--test-fraction", type=float, default=0.2,
+                        help="share held out as a stratified test split when the source has none")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random choice")
+    parser.add_argument("--label-column", default=None,
+                        help="CSV only: label column name or index (default: 'label' or the first)")
+
+
+def _add_train(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from digitlab.models import MODELS
+
+    parser = commands.add_parser(
+        "train", help="train a model and write its metrics",
+        description="Train a model, evaluate it beside the majority-class baseline, and write "
+        "metrics.json and config.json into the run folder.",
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument("--data", default="mnist-sample", help=DATA_HELP)
+    parser.add_argument("--model", default="template", choices=sorted(MODELS), help="model to train")
+    parser.add_argument("--task", default="all",
+                        help="'all' digits, 'is-D' (D against the rest) or 'A-vs-B' (only A and B)")
+    parser.add_argument("--image-size", type=int, default=None, choices=(28, 20, 8),
+                        help="resize images to SIZExSIZE first (default: keep the source's size)")
+    _add_data_options(parser)
+    parser.add_argument("--out", type=Path, required=True, help="run folder to write into")
+    parser.add_argument("--quiet", action="store_true", help="print only errors")
+    _add_model_settings(parser)
+    parser.set_defaults(handler=_cmd_train)
+
+
+def _add_model_settings(parser: argparse.ArgumentParser) -> None:
+    """One ``--setting-name`` option per model setting, named after the Python keyword."""
+    from digitlab.models import MODELS
+
+    by_name: dict[str, list[tuple[str, Any]]] = {}
+    for kind, cls in sorted(MODELS.items()):
+        for param in inspect.signature(cls.__init__).parameters.values():
+            if param.kind is inspect.Parameter.KEYWORD_ONLY:
+                by_name.setdefault(param.name, []).append((kind, param.default))
+    group = parser.add_argument_group("model settings (used by the models named in each help)")
+    for name, uses in sorted(by_name.items()):
+        defaults = ", ".join(f"{kind}: {default!r}" for kind, default in uses)
+        group.add_argument(
+            "--" + name.replace("_", "-"), dest=f"setting_{name}", default=argparse.SUPPRESS,
+            type=_setting_type(uses[0][1]), metavar=name.upper(), help=f"default {defaults}",
+        )
+
+
+def _setting_type(default: object) -> Callable[[str], object]:
+    if isinstance(default, bool):
+        return _parse_bool
+    if isinstance(default, int):
+        return int
+    if isinstance(default, float):
+        return float
+    return str
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _add_data(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser("data", help="inspect and convert datasets")
+    sub = parser.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
+
+    info = sub.add_parser("info", help="counts per class and split, shape, dtype, source",
+                          formatter_class=_HelpFormatter)
+    info.add_argument("source", help=DATA_HELP)
+    info.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_data_options(info)
+    info.set_defaults(handler=_cmd_data_info)
+
+    convert = sub.add_parser(
+        "convert", help="write a source as a PNG tree, .npz or IDX folder",
+        description="Write SRC to DEST: a .npz file (Keras keys), or a new folder holding a PNG "
+        "tree in the Kaggle layout (--format png) or the four MNIST IDX files (--format idx).",
+        formatter_class=_HelpFormatter,
+    )
+    convert.add_argument("source", help=DATA_HELP)
+    convert.add_argument("dest", type=Path, help="destination .npz file or new folder")
+    convert.add_argument("--format", choices=("png", "idx", "npz"), default=None,
+                         help="output format (default: npz for a .npz DEST, else png)")
+    _add_data_options(convert)
+    convert.set_defaults(handler=_cmd_data_convert)
+
+
+# ---------------------------------------------------------------- commands
+
+
+def _cmd_train(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from digitlab.run import RunConfig, train
+
+    settings = {key[len("setting_"):]: value for key, value in vars(args).items()
+                if key.startswith("setting_")}
+    config = RunConfig(
+        data=args.data, model=args.model, task=args.task, image_size=args.image_size,
+        seed=args.seed, test_fraction=args.test_fraction, label_column=args.label_column,
+        settings=settings,
+    )
+    _check_settings(config.model, settings)
+    with err.status("starting", spinner="dots") if not args.quiet else _nothing() as status:
+        def on_stage(name: str) -> None:
+            if status is not None:
+                status.update(name)
+        result = train(config, args.out, on_stage=on_stage)
+    if args.quiet:
+        return EXIT_OK
+    for note in result.dataset.notes:
+        err.print(f"note: {note}", highlight=False)
+    m = result.metrics
+    table = Table(title=f"{config.model} on {result.dataset.name} ({config.task})")
+    for column in ("split", "accuracy", "majority baseline"):
+        table.add_column(column, justify="right" if column != "split" else "left")
+    table.add_row("train", f"{m['train']['accuracy']:.2%}", "")
+    table.add_row("test", f"{m['test']['accuracy']:.2%}", f"{m['test']['majority_baseline']:.2%}")
+    out.print(table)
+    out.print(f"trained in {result.seconds:.2f} s; wrote {args.out / 'metrics.json'}", highlight=False)
+    return EXIT_OK
+
+
+def _check_settings(model: str, settings: dict[str, Any]) -> None:
+    from digitlab.models import MODELS
+
+    accepted = set(inspect.signature(MODELS[model].__init__).parameters) - {"self"}
+    foreign = sorted(set(settings) - accepted)
+    if foreign:
+        options = ", ".join("--" + name.replace("_", "-") for name in foreign)
+        raise DigitlabError(f"model {model!r} has no setting {options}")
+
+
+def _cmd_data_info(args: argparse.Namespace, out: Console, err: Console) -> int:
+    dataset = _load(args)
+    summary = dataset.summary()
+    summary["source"] = str(args.source)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return EXIT_OK
+    h, w = dataset.image_shape
+    out.print(f"[bold]{args.source}[/]: {h}x{w} {summary['dtype']} images, "
+              f"{len(dataset.class_names)} classes", highlight=False)
+    table = Table()
+    table.add_column("class")
+    for split in ("train", "test"):
+        table.add_column(split, justify="right")
+    train_counts, test_counts = dataset.counts("train"), dataset.counts("test")
+    for label in dataset.classes.tolist():
+        name = dataset.class_names[label] if label < len(dataset.class_names) else str(label)
+        table.add_row(f"{label} {name}" if name != str(label) else name,
+                      str(train_counts.get(label, 0)), str(test_counts.get(label, 0)))
+    table.add_row("[bold]all", str(len(dataset.train_labels)), str(len(dataset.test_labels)))
+    out.print(table)
+    for note in dataset.notes:
+        out.print(f"note: {note}", highlight=False)
+    return EXIT_OK
+
+
+def _cmd_data_convert(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from digitlab.data import formats, imagetree
+
+    fmt = args.format or ("npz" if args.dest.suffix.lower() == ".npz" else "png")
+    if args.dest.exists() and (fmt == "npz" or not args.dest.is_dir() or any(args.dest.iterdir())):
+        raise DigitlabError(f"{args.dest}: already exists; choose a new destination")
+    dataset = _load(args)
+    splits = {split: (dataset.images(split), dataset.labels(split)) for split in ("train", "test")}
+    if fmt == "npz":
+        formats.write_npz(args.dest, splits)
+    elif fmt == "idx":
+        if int(dataset.classes.max()) > 255:
+            raise DigitlabError(f"{args.source}: labels above 255 do not fit IDX's uint8 labels")
+        formats.write_idx_folder(args.dest, splits)
+    else:
+        imagetree.write_image_tree(args.dest, splits)
+    out.print(f"wrote {args.dest} ({fmt}: {len(dataset.train_labels)} train, "
+              f"{len(dataset.test_labels)} test images)", highlight=False)
+    return EXIT_OK
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from digitlab.data.sources import load
+
+    return load(args.source, test_fraction=args.test_fraction, seed=args.seed,
+                label_column=args.label_column)
+
+
+class _nothing:
+    """A do-nothing context manager standing in for a status spinner under --quiet."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version and usage errors exit through argparse
+        return int(exc.code or 0)
+    out, err = Console(), Console(stderr=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DataWarning)
+        try:
+            code = int(args.handler(args, out, err))
+        except (DigitlabError, FileExistsError) as exc:
+            _report(caught, err)
+            err.print(f"digitlab: error: {exc}", highlight=False, markup=False, soft_wrap=True)
+            return EXIT_USAGE
+        except KeyboardInterrupt:
+            err.print("digitlab: interrupted", highlight=False)
+            return 130
+    _report(caught, err)
+    return code
+
+
+def _report(caught: list[warnings.WarningMessage], err: Console) -> None:
+    for warning in caught:
+        if issubclass(warning.category, DataWarning):
+            err.print(f"digitlab: warning: {warning.message}", highlight=False, markup=False,
+                      soft_wrap=True)
+        else:
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+
+
+def entry_point() -> None:
+    """The installed ``digitlab`` script."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry_point()
