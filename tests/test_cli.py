@@ -27,13 +27,15 @@ def test_train_template_writes_metrics(tmp_path, capsys) -> None:
     out = tmp_path / "run"
     assert main(["train", "--data", "mnist-sample", "--model", "template", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "majority baseline" in printed and "10.00%" in printed
+    assert "majority baseline" in printed
+    assert "10.00%" in printed
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0.55 < metrics["test"]["accuracy"] < 0.75
     assert metrics["test"]["majority_baseline"] == pytest.approx(0.1)
     assert 0.55 < metrics["train"]["accuracy"] < 0.75
     config = json.loads((out / "config.json").read_text())
-    assert config["model"] == "template" and config["seed"] == 0
+    assert config["model"] == "template"
+    assert config["seed"] == 0
 
 
 def test_train_binary_task_and_model_setting(tmp_path, capsys) -> None:
@@ -76,7 +78,8 @@ def test_version_and_help(capsys) -> None:
     assert __version__ in capsys.readouterr().out
     assert main(["train", "--help"]) == 0
     helptext = capsys.readouterr().out
-    assert "(default: mnist-sample)" in helptext and "--metric" in helptext
+    assert "(default: mnist-sample)" in helptext
+    assert "--metric" in helptext
 
 
 def test_data_info_json(capsys) -> None:
@@ -92,7 +95,9 @@ def test_data_info_json(capsys) -> None:
 def test_data_info_table(capsys) -> None:
     assert main(["data", "info", "mnist-sample"]) == 0
     printed = capsys.readouterr().out
-    assert "28x28 uint8" in printed and "4000" in printed and "1000" in printed
+    assert "28x28 uint8" in printed
+    assert "4000" in printed
+    assert "1000" in printed
 
 
 @pytest.mark.parametrize("fmt", ["npz", "idx", "png"])
@@ -130,4 +135,5 @@ def test_installed_script_runs(tmp_path) -> None:
     bad = subprocess.run([script, "data", "info", str(tmp_path / "nothing-here")],
                          capture_output=True, text=True, timeout=300, check=False)
     assert bad.returncode == 2
-    assert bad.stderr.strip().count("\n") == 0 and "no such file" in bad.stderr
+    assert bad.stderr.strip().count("\n") == 0
+    assert "no such file" in bad.stderr

@@ -25,7 +25,8 @@ def test_features_are_float32_in_unit_range(sample: Dataset) -> None:
     features = sample.features("test")
     assert features.dtype == np.float32
     assert features.shape == (1000, 784)
-    assert features.min() == 0.0 and features.max() == 1.0
+    assert features.min() == 0.0
+    assert features.max() == 1.0
     np.testing.assert_allclose(features[3].reshape(28, 28) * 255, sample.test_images[3], atol=1e-4)
 
 

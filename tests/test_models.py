@@ -28,7 +28,8 @@ def test_estimator_contract(kind, small) -> None:
         model.predict(X_test)
     assert model.fit(X, y) is model
     predicted = model.predict(X_test)
-    assert predicted.dtype == y.dtype and predicted.shape == y_test.shape
+    assert predicted.dtype == y.dtype
+    assert predicted.shape == y_test.shape
     proba = model.predict_proba(X_test)
     assert proba.shape == (len(X_test), 10)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
@@ -54,7 +55,7 @@ def test_works_with_sklearn_tools(kind, small) -> None:
 
 
 def test_grid_search_over_template_metric(small) -> None:
-    X, y, X_test, y_test = small
+    X, y, _X_test, _y_test = small
     search = GridSearchCV(Template(), {"metric": ["dot", "euclidean"]}, cv=3).fit(X, y)
     # nearest centroid beats the raw dot product on MNIST, where dark templates dominate
     assert search.best_params_ == {"metric": "euclidean"}

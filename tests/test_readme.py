@@ -10,7 +10,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _commands() -> list[str]:
     spec = importlib.util.spec_from_file_location("readme_commands", ROOT / "scripts" / "readme_commands.py")
-    assert spec and spec.loader
+    assert spec
+    assert spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.readme_commands((ROOT / "README.md").read_text(encoding="utf-8"))  # type: ignore[no-any-return]
@@ -23,8 +24,11 @@ def test_readme_opens_with_two_commands() -> None:
     commands = _commands()
     assert len(commands) == 2
     main_job, tests = commands
-    assert main_job.startswith("pip install") and "digitlab " in main_job and "mnist-sample" in main_job
-    assert tests.startswith("pip install") and "pytest" in tests
+    assert main_job.startswith("pip install")
+    assert "digitlab " in main_job
+    assert "mnist-sample" in main_job
+    assert tests.startswith("pip install")
+    assert "pytest" in tests
 
 
 def test_ci_runs_the_readme_test_command() -> None:

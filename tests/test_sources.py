@@ -27,8 +27,10 @@ def test_digits_keep_order_and_raw_values_exactly() -> None:
     digits = load("digits")
     reference = sklearn_digits()
     assert digits.image_shape == (8, 8)
-    assert digits.train_images.dtype == np.uint8 and digits.train_images.max() == 255
-    assert len(digits.train_labels) == 1000 and len(digits.test_labels) == 797
+    assert digits.train_images.dtype == np.uint8
+    assert digits.train_images.max() == 255
+    assert len(digits.train_labels) == 1000
+    assert len(digits.test_labels) == 797
     np.testing.assert_array_equal(digits.train_labels, reference.target[:1000])
     np.testing.assert_array_equal(digits.test_labels, reference.target[1000:])
     raw = digits_raw_values(np.concatenate([digits.train_images, digits.test_images]))

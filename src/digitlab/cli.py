@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from digitlab import __version__
-from digitlab.errors import DataError, DataWarning, DigitlabError
+from digitlab.errors import DataWarning, DigitlabError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 DATA_HELP = (

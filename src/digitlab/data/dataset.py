@@ -94,11 +94,11 @@ class Dataset:
 
     def images(self, split: str) -> np.ndarray:
         """Images of ``split`` ("train" or "test"), uint8 ``(n, h, w)``."""
-        return getattr(self, f"{_check_split(split)}_images")  # type: ignore[no-any-return]
+        return getattr(self, f"{_check_split(split)}_images")
 
     def labels(self, split: str) -> np.ndarray:
         """Labels of ``split``, int64 ``(n,)``."""
-        return getattr(self, f"{_check_split(split)}_labels")  # type: ignore[no-any-return]
+        return getattr(self, f"{_check_split(split)}_labels")
 
     def features(self, split: str) -> np.ndarray:
         """Model input: float32 ``(n, h*w)`` in [0, 1] (pixel / 255)."""
@@ -233,7 +233,7 @@ def stratified_holdout(
     test_parts = []
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
-        n_test = int(round(test_fraction * len(members)))
+        n_test = round(test_fraction * len(members))
         if len(members) >= 2:
             n_test = min(max(n_test, 1), len(members) - 1)
         test_parts.append(rng.permutation(members)[:n_test])

@@ -19,7 +19,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
 
-class DigitClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
+class DigitClassifier(ClassifierMixin, BaseEstimator):
     """Base class: input checks, label encoding, predict from scores, state dicts.
 
     Subclasses implement ``_fit(X, y_index)`` (``y_index`` are positions in
