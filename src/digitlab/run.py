@@ -6,6 +6,7 @@ call works from Python and returns everything it measured.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -17,7 +18,9 @@ from digitlab.atomic import write_json
 from digitlab.data.dataset import Dataset
 from digitlab.data.sources import load
 from digitlab.errors import SettingsError
+from digitlab.io import save_model
 from digitlab.models import MODELS, DigitClassifier
+from digitlab.models.training import Callback
 
 
 @dataclass
@@ -62,9 +65,36 @@ def prepare_data(config: RunConfig) -> Dataset:
 
 
 def build_model(config: RunConfig) -> DigitClassifier:
+    """The configured model; ``--seed`` seeds it unless an ``rng`` setting was given."""
     if config.model not in MODELS:
         raise SettingsError(f"unknown model {config.model!r}: choose from {', '.join(MODELS)}")
-    return MODELS[config.model](**config.settings)
+    cls = MODELS[config.model]
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    foreign = sorted(set(config.settings) - accepted)
+    if foreign:
+        options = ", ".join("--" + name.replace("_", "-") for name in foreign)
+        raise SettingsError(f"model {config.model!r} has no setting {options}")
+    settings = dict(config.settings)
+    if "rng" in accepted and settings.get("rng") is None:
+        settings["rng"] = config.seed
+    return cls(**settings)
+
+
+def fit_model(
+    model: DigitClassifier,
+    dataset: Dataset,
+    *,
+    callback: Callback | None = None,
+) -> DigitClassifier:
+    """Fit on the train split, passing a progress callback and the test split for
+    learning curves to models whose ``fit`` takes them."""
+    accepted = inspect.signature(model.fit).parameters
+    extra: dict[str, Any] = {}
+    if "callback" in accepted:
+        extra["callback"] = callback
+    if "eval_set" in accepted:
+        extra["eval_set"] = (dataset.features("test"), dataset.test_labels)
+    return model.fit(dataset.features("train"), dataset.train_labels, **extra)
 
 
 def evaluate(model: DigitClassifier, dataset: Dataset) -> dict[str, Any]:
@@ -84,24 +114,51 @@ def train(
     out: str | Path | None = None,
     *,
     on_stage: Callable[[str], None] | None = None,
+    callback: Callback | None = None,
 ) -> RunResult:
-    """Run ``config``; when ``out`` is given write ``metrics.json`` and ``config.json`` there."""
+    """Run ``config``; when ``out`` is given write the model and its figures there.
+
+    ``out`` receives ``model.safetensors``, ``metrics.json`` and ``config.json``.
+    """
     stage = on_stage or (lambda _name: None)
     stage("loading data")
     dataset = prepare_data(config)
     model = build_model(config)
     stage(f"training {config.model}")
     started = time.perf_counter()
-    model.fit(dataset.features("train"), dataset.train_labels)
+    fit_model(model, dataset, callback=callback)
     seconds = time.perf_counter() - started
     stage("evaluating")
     measured = evaluate(model, dataset)
     measured["seconds"] = {"fit": seconds}
     measured["model"] = config.model
+    measured["interrupted"] = bool(getattr(model, "interrupted_", False))
+    history = getattr(model, "history_", None)
+    if history:
+        measured["history"] = history
     measured["data"] = dataset.summary()
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
+        save_model(
+            out / "model.safetensors",
+            model,
+            input_shape=dataset.image_shape,
+            class_names=dataset.class_names,
+            preprocessing=preprocessing_of(config, dataset),
+            data_fingerprint=dataset.fingerprint(),
+            extra={"task": config.task, "test_accuracy": measured["test"]["accuracy"]},
+        )
         write_json(out / "config.json", asdict(config))
         write_json(out / "metrics.json", measured)
     return RunResult(config, dataset, model, measured, seconds)
+
+
+def preprocessing_of(config: RunConfig, dataset: Dataset) -> dict[str, Any]:
+    """How raw images become this model's input, stored in the model file."""
+    return {
+        "image_shape": list(dataset.image_shape),
+        "resized_to": config.image_size,
+        "features": "pixel / 255, flattened row by row",
+        "ink": "255 on 0 background",
+    }

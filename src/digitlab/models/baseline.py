@@ -1,7 +1,8 @@
-"""Baselines every real model must beat: always the majority class."""
+"""Baselines every real model must beat: random scores, and always the majority class."""
 
 from __future__ import annotations
 
+import zlib
 from typing import ClassVar
 
 import numpy as np
@@ -32,3 +33,34 @@ class Majority(DigitClassifier):
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         self.decision_function(X)  # checks fitted state and X
         return np.tile(self.class_prior_, (len(X), 1))
+
+
+class RandomScores(DigitClassifier):
+    """The "random classifier" of the classic exercise: random scores per image.
+
+    Each image gets ``n_classes`` scores drawn uniformly from [0, 1); the largest
+    wins, so accuracy is about 1 / n_classes. Scores are drawn from a generator
+    seeded by ``rng`` and the bytes of ``X``, so the same images always get the
+    same answer (reproducible figures) while different images get different ones.
+
+    Parameters
+    ----------
+    rng : int, optional
+        Seed of the scores. (Only an int or None: the scores must not depend on
+        how often ``predict`` was called.)
+    """
+
+    kind: ClassVar[str] = "random"
+    _state_names: ClassVar[tuple[str, ...]] = ("seed_",)
+
+    def __init__(self, *, rng: int | None = None) -> None:
+        self.rng = rng
+
+    def _fit(self, X: np.ndarray, y_index: np.ndarray) -> None:
+        seed = self.rng if self.rng is not None else np.random.default_rng().integers(2**32)
+        self.seed_ = np.array(seed, dtype=np.int64)
+
+    def _scores(self, X: np.ndarray) -> np.ndarray:
+        digest = zlib.crc32(np.ascontiguousarray(X).tobytes())
+        generator = np.random.default_rng([int(self.seed_), digest])
+        return generator.random((len(X), len(self.classes_)))
