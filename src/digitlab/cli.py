@@ -81,6 +81,7 @@ def _add_train(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _add_data_options(parser)
     parser.add_argument("--out", type=Path, required=True, help="run folder to write into")
     parser.add_argument("--quiet", action="store_true", help="print only errors")
+    parser.add_argument("--verbose", action="store_true", help="also print each new best")
     _add_model_settings(parser)
     parser.set_defaults(handler=_cmd_train)
 
@@ -178,13 +179,12 @@ def _cmd_train(args: argparse.Namespace, out: Console, err: Console) -> int:
         seed=args.seed, test_fraction=args.test_fraction, label_column=args.label_column,
         settings=settings,
     )
-    with err.status("starting", spinner="dots") if not args.quiet else _nothing() as status:
-        def on_stage(name: str) -> None:
-            if status is not None:
-                status.update(name)
-        result = train(config, args.out, on_stage=on_stage)
+    with _TrainingDisplay(err, enabled=not args.quiet, verbose=args.verbose) as display:
+        result = train(config, args.out, on_stage=display.stage, callback=display.report)
     if args.quiet:
         return EXIT_OK
+    if result.metrics.get("interrupted"):
+        err.print("interrupted: kept the best model so far and wrote the outputs", highlight=False)
     for note in result.dataset.notes:
         err.print(f"note: {note}", highlight=False)
     m = result.metrics
@@ -253,14 +253,46 @@ def _load(args: argparse.Namespace) -> Any:
                 label_column=args.label_column)
 
 
-class _nothing:
-    """A do-nothing context manager standing in for a status spinner under --quiet."""
+class _TrainingDisplay:
+    """Stages and a model's progress reports as one progress bar, as Keras shows them."""
 
-    def __enter__(self) -> None:
-        return None
+    def __init__(self, console: Console, *, enabled: bool, verbose: bool) -> None:
+        from rich.progress import (
+            BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
+        )  # fmt: skip
+
+        self.console, self.verbose = console, verbose
+        # A live bar on a terminal; in a log (CI, a pipe) one plain line per epoch instead.
+        self.lines = enabled and not console.is_terminal
+        self.bar = Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TextColumn("{task.fields[logs]}"),
+            console=console, disable=not enabled or self.lines, transient=True,
+        )
+        self.task = self.bar.add_task("starting", total=None, logs="")
+
+    def __enter__(self) -> _TrainingDisplay:
+        self.bar.start()
+        return self
 
     def __exit__(self, *exc: object) -> None:
-        return None
+        self.bar.stop()
+
+    def stage(self, name: str) -> None:
+        self.bar.update(self.task, description=name)
+
+    def report(self, progress: Any) -> None:
+        logs = "  ".join(f"{key} {value:.4f}" for key, value in progress.logs.items())
+        if progress.stage == "best":
+            if self.verbose:
+                self.console.print(f"new best at {progress.step}: {logs}", highlight=False)
+            return
+        if self.lines:
+            self.console.print(f"{progress.stage} {progress.step}/{progress.total}  {logs}",
+                               highlight=False)
+            return
+        self.bar.update(self.task, description=progress.stage, total=progress.total,
+                        completed=progress.step, logs=logs)
 
 
 # ---------------------------------------------------------------- entry points
