@@ -14,16 +14,36 @@ from digitlab.errors import SettingsError
 from digitlab.models import MODELS, Majority, Template
 
 
+def _arrays(data):
+    return data.features("train"), data.train_labels, data.features("test"), data.test_labels
+
+
 @pytest.fixture(scope="module")
 def small(sample):
-    sub = sample.take("train", 0, 600).take("test", 0, 200)
-    return sub.features("train"), sub.train_labels, sub.features("test"), sub.test_labels
+    return _arrays(sample.take("train", 0, 600).take("test", 0, 200))
+
+
+@pytest.fixture(scope="module")
+def small_binary(sample):
+    return _arrays(sample.for_task("is-2").take("train", 0, 600).take("test", 0, 200))
+
+
+def _data_for(kind, small, small_binary):
+    return small_binary if MODELS[kind].binary_only else small
+
+
+def _seeded(kind):
+    model = MODELS[kind]()
+    if "rng" in model.get_params():
+        model.set_params(rng=0)
+    return model
 
 
 @pytest.mark.parametrize("kind", sorted(MODELS))
-def test_estimator_contract(kind, small) -> None:
-    X, y, X_test, y_test = small
-    model = MODELS[kind]()
+def test_estimator_contract(kind, small, small_binary) -> None:
+    X, y, X_test, y_test = _data_for(kind, small, small_binary)
+    n_classes = len(np.unique(y))
+    model = _seeded(kind)
     with pytest.raises(NotFittedError):
         model.predict(X_test)
     assert model.fit(X, y) is model
@@ -31,10 +51,14 @@ def test_estimator_contract(kind, small) -> None:
     assert predicted.dtype == y.dtype
     assert predicted.shape == y_test.shape
     proba = model.predict_proba(X_test)
-    assert proba.shape == (len(X_test), 10)
+    assert proba.shape == (len(X_test), n_classes)
+    assert np.all(proba >= 0)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
     assert 0.0 <= model.score(X_test, y_test) <= 1.0
-    np.testing.assert_array_equal(model.classes_, np.arange(10))
+    np.testing.assert_array_equal(model.classes_, np.arange(n_classes))
+    for name, value in model.state_dict().items():
+        assert isinstance(value, np.ndarray), name
+        assert value.dtype.kind in "fiu", (name, value.dtype)
     with pytest.raises(ValueError, match="features"):
         model.predict(X_test[:, :100])
     # state round trip gives identical predictions in a fresh model
@@ -47,11 +71,22 @@ def test_estimator_contract(kind, small) -> None:
 
 
 @pytest.mark.parametrize("kind", sorted(MODELS))
-def test_works_with_sklearn_tools(kind, small) -> None:
-    X, y, _, _ = small
-    pipeline = make_pipeline(FunctionTransformer(lambda a: a * 1.0), MODELS[kind]())
+def test_same_seed_gives_identical_weights(kind, small, small_binary) -> None:
+    X, y, X_test, _ = _data_for(kind, small, small_binary)
+    first = _seeded(kind).fit(X, y).state_dict()
+    second = _seeded(kind).fit(X, y).state_dict()
+    assert first.keys() == second.keys()
+    for name in first:
+        np.testing.assert_array_equal(first[name], second[name], err_msg=name)
+
+
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_works_with_sklearn_tools(kind, small, small_binary) -> None:
+    X, y, _, _ = _data_for(kind, small, small_binary)
+    pipeline = make_pipeline(FunctionTransformer(lambda a: a * 1.0), _seeded(kind))
     scores = cross_val_score(pipeline, X, y, cv=3)
     assert scores.shape == (3,)
+    assert np.all((scores >= 0) & (scores <= 1))
 
 
 def test_grid_search_over_template_metric(small) -> None:

@@ -158,7 +158,7 @@ def _fetch_one(
     alg, expected = _split_hash(known_hash)
     if dest.is_file():
         if _digest(dest, alg) == expected:
-            pass  # cached and intact: no network at all
+            return  # cached and intact: no network at all
         dest.unlink()  # stale or corrupt; a good download would replace it anyway
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)

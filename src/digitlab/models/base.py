@@ -29,6 +29,7 @@ class DigitClassifier(ClassifierMixin, BaseEstimator):
     """
 
     kind: ClassVar[str] = "base"
+    binary_only: ClassVar[bool] = False  # True for models of two classes only (guess-and-check)
     _state_names: ClassVar[tuple[str, ...]] = ()
 
     # ------------------------------------------------------------ fit / predict
