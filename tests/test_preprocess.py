@@ -1,0 +1,454 @@
+"""Tests for digitlab.data.preprocess: resizing, reading users' pictures, MNIST-style normalisation.
+
+The "photos" are made from real sample digits the way a user would take
+them: dark ink on white paper (inverted), scaled up 10x, somewhere off-centre
+on a larger page, saved as JPEG and read back.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+from scipy import ndimage
+
+from digitlab.data.dataset import Dataset
+from digitlab.data.preprocess import (
+    MNIST_BOX,
+    load_user_image,
+    normalise_digit,
+    prepare_for_model,
+    resize_images,
+    to_greyscale,
+)
+from digitlab.errors import DataError
+
+N_PHOTOS = 200
+
+
+def corr(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two images' pixels."""
+    return float(np.corrcoef(a.ravel().astype(float), b.ravel().astype(float))[0, 1])
+
+
+def bbox_side(image: np.ndarray) -> int:
+    """Longer side of the bounding box of the non-zero pixels."""
+    rows, cols = np.flatnonzero(image.any(axis=1)), np.flatnonzero(image.any(axis=0))
+    return int(max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1))
+
+
+def make_photo(digit: np.ndarray, rng: np.random.Generator, scale: int = 10) -> Image.Image:
+    """A sample digit as a user's photo: dark on white, scale x larger, off-centre on a page."""
+    side = digit.shape[0] * scale
+    ink = Image.fromarray(255 - digit).resize((side, side), Image.Resampling.BICUBIC)
+    width, height = (int(v) for v in rng.integers(side + 80, 2 * side, size=2))
+    page = Image.new("L", (width, height), 255)
+    # Off-centre: anywhere on the page, usually far from the middle.
+    page.paste(ink, (int(rng.integers(0, width - side)), int(rng.integers(0, height - side))))
+    return page.convert("RGB")
+
+
+def save_jpeg(image: Image.Image, path: Path, **kwargs: object) -> Path:
+    image.save(path, "JPEG", quality=80, **kwargs)
+    return path
+
+
+@pytest.fixture(scope="module")
+def digits(sample: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """The first N_PHOTOS sample test digits and their labels."""
+    return sample.test_images[:N_PHOTOS], sample.test_labels[:N_PHOTOS]
+
+
+@pytest.fixture(scope="module")
+def photos(
+    digits: tuple[np.ndarray, np.ndarray], tmp_path_factory: pytest.TempPathFactory
+) -> list[np.ndarray]:
+    """Each digit as a JPEG photo on disk, read back with load_user_image."""
+    folder = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(5)
+    return [
+        load_user_image(save_jpeg(make_photo(digit, rng), folder / f"digit_{i}.jpg"))
+        for i, digit in enumerate(digits[0])
+    ]
+
+
+@pytest.fixture(scope="module")
+def normalised_photos(photos: list[np.ndarray]) -> np.ndarray:
+    return np.stack([normalise_digit(photo) for photo in photos])
+
+
+@pytest.fixture(scope="module")
+def normalised_raw(digits: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    return np.stack([normalise_digit(digit) for digit in digits[0]])
+
+
+# ---------------------------------------------------------------- resize_images
+
+
+@pytest.mark.parametrize(
+    ("size", "shape"),
+    [(20, (20, 20)), (8, (8, 8)), (14, (14, 14)), ((20, 10), (20, 10)), (56, (56, 56))],
+)
+def test_resize_shape_and_dtype(
+    sample: Dataset, size: int | tuple[int, int], shape: tuple[int, int]
+) -> None:
+    out = resize_images(sample.train_images[:30], size)
+    assert out.dtype == np.uint8
+    assert out.shape == (30, *shape)
+
+
+def test_resize_same_size_is_identity(sample: Dataset) -> None:
+    images = sample.train_images[:10]
+    assert resize_images(images, 28) is images
+
+
+def test_resize_tiny_examples_exact() -> None:
+    # 3 -> 2 per axis: output pixel 0 covers source pixels 0 and 1 by 2/3 and 1/3.
+    centre = np.zeros((1, 3, 3), np.uint8)
+    centre[0, 1, 1] = 255
+    np.testing.assert_array_equal(resize_images(centre, 2)[0], [[28, 28], [28, 28]])  # 255/9
+    corner = np.zeros((1, 3, 3), np.uint8)
+    corner[0, 0, 0] = 255
+    np.testing.assert_array_equal(resize_images(corner, 2)[0], [[113, 0], [0, 0]])  # 255*4/9
+    blocks = np.arange(16, dtype=np.uint8).reshape(1, 4, 4) * 10
+    np.testing.assert_array_equal(resize_images(blocks, 2)[0], [[25, 45], [105, 125]])
+    # Enlarging interpolates linearly between pixel centres, clamped at the edges.
+    row = np.array([[[0, 255]]], np.uint8)
+    np.testing.assert_array_equal(resize_images(row, (1, 4))[0], [[0, 64, 191, 255]])
+
+
+def test_resize_28_to_20_is_exact_area_average(sample: Dataset) -> None:
+    # Area averaging 28 -> 20 equals: repeat each pixel 5x (140), then mean of 7x7 blocks.
+    images = sample.train_images[:200]
+    fine = images.repeat(5, axis=1).repeat(5, axis=2).astype(np.float64)  # (n, 140, 140)
+    expected = np.rint(fine.reshape(-1, 20, 7, 20, 7).mean(axis=(2, 4)))
+    np.testing.assert_array_equal(resize_images(images, 20), expected)
+
+
+def test_resize_keeps_the_ink(sample: Dataset) -> None:
+    images = sample.train_images
+    small = resize_images(images, 20)
+    per_image = small.mean(axis=(1, 2)) - images.mean(axis=(1, 2))
+    assert np.abs(per_image).max() < 0.5  # only rounding: area averaging keeps the mean
+    assert small.mean() / images.mean() == pytest.approx(1.0, abs=0.002)
+
+
+def test_resize_agrees_with_pillow_box_at_integer_ratio(sample: Dataset) -> None:
+    images = sample.train_images[:100]
+    pillow = np.stack(
+        [np.asarray(Image.fromarray(x).resize((14, 14), Image.Resampling.BOX)) for x in images]
+    )
+    assert np.abs(resize_images(images, 14).astype(int) - pillow).max() <= 1
+
+
+def test_resize_enlarging_keeps_flat_images_flat() -> None:
+    flat = np.full((3, 8, 8), 200, np.uint8)
+    np.testing.assert_array_equal(resize_images(flat, 28), np.full((3, 28, 28), 200))
+
+
+def test_resize_rejects_non_uint8_stacks() -> None:
+    with pytest.raises(ValueError, match="uint8"):
+        resize_images(np.zeros((2, 28, 28), np.float32), 20)
+    with pytest.raises(ValueError, match="uint8"):
+        resize_images(np.zeros((28, 28), np.uint8), 20)
+    with pytest.raises(ValueError, match="positive"):
+        resize_images(np.zeros((1, 28, 28), np.uint8), 0)
+
+
+# ---------------------------------------------------------------- to_greyscale
+
+
+def test_greyscale_transparent_is_white_paper() -> None:
+    rgba = np.zeros((4, 4, 4), np.uint8)  # what a canvas exports: black, fully transparent
+    rgba[1, 1] = (0, 0, 0, 255)  # one opaque black pixel
+    rgba[2, 2] = (0, 0, 0, 128)  # one half-transparent black pixel
+    grey = to_greyscale(Image.fromarray(rgba, "RGBA"))
+    assert grey.dtype == np.uint8
+    assert grey.shape == (4, 4)
+    assert grey[0, 0] == 255
+    assert grey[1, 1] == 0
+    assert grey[2, 2] == 127  # 255 * (1 - 128/255)
+
+
+def test_greyscale_palette_transparency_is_white() -> None:
+    image = Image.new("P", (3, 3), 0)
+    image.putpalette([0, 0, 0, 255, 0, 0])
+    image.info["transparency"] = 0
+    image.putpixel((1, 1), 1)
+    grey = to_greyscale(image)
+    assert grey[0, 0] == 255
+    assert grey[1, 1] == 76  # pure red: 0.299 * 255
+
+
+def test_greyscale_luminance_and_16_bit() -> None:
+    rgb = np.zeros((1, 3, 3), np.uint8)
+    rgb[0, 0], rgb[0, 1], rgb[0, 2] = (255, 0, 0), (0, 255, 0), (0, 0, 255)
+    np.testing.assert_array_equal(to_greyscale(Image.fromarray(rgb, "RGB")), [[76, 150, 29]])
+    deep = Image.fromarray(np.array([[0, 32896, 65535]], dtype=np.uint16))
+    assert deep.mode.startswith("I")
+    np.testing.assert_array_equal(to_greyscale(deep), [[0, 128, 255]])
+
+
+def test_greyscale_applies_exif_orientation(sample: Dataset, tmp_path: Path) -> None:
+    upright = make_photo(sample.test_images[7], np.random.default_rng(0), scale=6)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display", as phones tag portrait shots
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # what the camera wrote
+    path = save_jpeg(stored, tmp_path / "portrait.jpg", exif=exif)
+    loaded = load_user_image(path)
+    expected = to_greyscale(upright)
+    assert loaded.shape == expected.shape != to_greyscale(stored).shape
+    assert corr(loaded, expected) > 0.95
+    assert corr(normalise_digit(loaded), normalise_digit(sample.test_images[7])) > 0.9
+
+
+# ---------------------------------------------------------------- load_user_image
+
+
+def test_load_truncated_file_names_it(sample: Dataset, tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    Image.fromarray(sample.test_images[0]).resize((200, 200)).save(buffer, "PNG")
+    path = tmp_path / "cut.png"
+    path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    with pytest.raises(DataError, match="truncated or corrupt") as info:
+        load_user_image(path)
+    assert info.value.source == str(path)
+    assert str(path) in str(info.value)
+
+
+def test_load_non_image_and_missing_file(tmp_path: Path) -> None:
+    text = tmp_path / "notes.png"
+    text.write_text("not a picture")
+    with pytest.raises(DataError, match="not an image file") as info:
+        load_user_image(text)
+    assert info.value.source == str(text)
+    with pytest.raises(DataError, match="cannot read"):
+        load_user_image(tmp_path / "missing.png")
+
+
+@pytest.mark.parametrize("side", [40, 100])  # 1,600 px: Pillow's warning range; 10,000: its error
+def test_load_refuses_decompression_bombs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, side: int
+) -> None:
+    path = tmp_path / "bomb.png"
+    Image.new("L", (side, side), 255).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(DataError, match="decompression bomb") as info:
+        load_user_image(path)
+    assert info.value.source == str(path)
+
+
+def test_load_big_jpeg_with_max_side_decodes_smaller(tmp_path: Path) -> None:
+    path = tmp_path / "big.jpg"
+    Image.new("RGB", (2000, 1600), (250, 250, 250)).save(path, "JPEG")
+    assert load_user_image(path).shape == (1600, 2000)
+    reduced = load_user_image(path, max_side=500)
+    assert min(reduced.shape) >= 500
+    assert reduced.shape[0] < 1600
+
+
+# ---------------------------------------------------------------- normalise_digit
+
+
+def test_photos_normalise_like_the_raw_digits(
+    normalised_photos: np.ndarray, normalised_raw: np.ndarray
+) -> None:
+    assert normalised_photos.dtype == np.uint8
+    assert normalised_photos.shape == (N_PHOTOS, 28, 28)
+    assert (normalised_photos.max(axis=(1, 2)) == 255).all()
+    r = [corr(a, b) for a, b in zip(normalised_photos[:50], normalised_raw[:50], strict=True)]
+    assert np.mean(r) > 0.9
+
+
+def test_photos_centre_of_mass_is_centred(normalised_photos: np.ndarray) -> None:
+    com = np.array([ndimage.center_of_mass(x.astype(float)) for x in normalised_photos])
+    assert np.abs(com - 14.0).max() < 1.0
+
+
+def test_photos_fill_the_20_pixel_box(normalised_photos: np.ndarray) -> None:
+    sides = np.array([bbox_side(x) for x in normalised_photos])
+    assert np.abs(sides - MNIST_BOX).max() <= 1
+
+
+def test_raw_mnist_is_not_inverted_and_barely_changed(
+    digits: tuple[np.ndarray, np.ndarray], normalised_raw: np.ndarray
+) -> None:
+    # White-on-black input is already MNIST's form: normalising must keep it.
+    r = [corr(a, b) for a, b in zip(normalised_raw[:50], digits[0][:50], strict=True)]
+    assert np.mean(r) > 0.95
+    # The same digits dark-on-light are inverted back to the same result.
+    dark_on_light = np.stack([normalise_digit(255 - x) for x in digits[0][:50]])
+    r = [corr(a, b) for a, b in zip(dark_on_light, normalised_raw[:50], strict=True)]
+    assert np.mean(r) > 0.98
+
+
+def test_template_classifier_accuracy_survives_photos(
+    sample: Dataset,
+    digits: tuple[np.ndarray, np.ndarray],
+    photos: list[np.ndarray],
+    normalised_photos: np.ndarray,
+) -> None:
+    """Mirrors issue 5's acceptance test for `digitlab predict`."""
+    templates = np.stack(
+        [sample.train_images[sample.train_labels == k].mean(axis=0) for k in range(10)]
+    )
+
+    def accuracy(images: np.ndarray) -> float:
+        distances = ((images[:, None].astype(float) - templates[None]) ** 2).sum(axis=(2, 3))
+        return float((distances.argmin(axis=1) == digits[1]).mean())
+
+    raw = accuracy(digits[0])
+    photo = accuracy(normalised_photos)
+    unnormalised = accuracy(np.stack([resize_images(p[None], 28)[0] for p in photos]))
+    assert raw > 0.6
+    assert abs(photo - raw) <= 0.05
+    assert unnormalised < raw - 0.3
+
+
+def test_uneven_lighting_and_sensor_noise(sample: Dataset) -> None:
+    # Paper lit from the left: brightness falls from ~250 to ~110 across the page;
+    # ink absorbs 75% of the light wherever it is, plus sensor noise.
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:500, 0:600]
+    light = 250.0 - 140.0 * (xx / 600) * (0.5 + yy / 1000)
+    r = []
+    for digit in sample.test_images[:20]:
+        ink = np.zeros((500, 600))
+        top, left = rng.integers(0, 220), rng.integers(0, 320)
+        big = Image.fromarray(digit).resize((280, 280), Image.Resampling.BICUBIC)
+        ink[top : top + 280, left : left + 280] = np.asarray(big) / 255.0
+        photo = np.clip(light * (1 - 0.75 * ink) + rng.normal(0, 3, ink.shape), 0, 255)
+        r.append(corr(normalise_digit(photo.astype(np.uint8)), normalise_digit(digit)))
+    assert np.mean(r) > 0.9
+
+
+def test_transparent_canvas_drawing(sample: Dataset) -> None:
+    # Black strokes whose alpha is the ink, on a fully transparent canvas.
+    r = []
+    for digit in sample.test_images[:10]:
+        rgba = np.zeros((280, 280, 4), np.uint8)
+        rgba[..., 3] = np.asarray(
+            Image.fromarray(digit).resize((280, 280), Image.Resampling.BICUBIC)
+        )
+        r.append(corr(normalise_digit(Image.fromarray(rgba, "RGBA")), normalise_digit(digit)))
+    assert np.mean(r) > 0.9
+
+
+def test_colour_array_input(sample: Dataset) -> None:
+    digit = sample.test_images[0]
+    colour = np.stack(
+        [255 - digit, 255 - digit // 2, 255 - digit], axis=-1
+    )  # greenish ink on white
+    assert corr(normalise_digit(colour), normalise_digit(digit)) > 0.95
+
+
+def test_isolated_specks_are_ignored(sample: Dataset) -> None:
+    page = make_photo(sample.test_images[1], np.random.default_rng(1))
+    clean = normalise_digit(page)
+    draw = ImageDraw.Draw(page)
+    for x, y in [
+        (3, 3),
+        (page.width - 8, 10),
+        (15, page.height - 9),
+        (page.width - 6, page.height - 6),
+    ]:
+        draw.rectangle([x, y, x + 3, y + 3], fill=(30, 30, 30))  # dust near the corners
+    # Kept, the dust would stretch the crop to the whole page and shrink the digit.
+    result = normalise_digit(page)
+    assert np.abs(result.astype(int) - clean).max() <= 2
+
+
+def test_table_at_the_edge_of_the_photo_is_not_ink(sample: Dataset) -> None:
+    r = []
+    for i, digit in enumerate(sample.test_images[:10]):
+        page = np.asarray(make_photo(digit, np.random.default_rng(i)).convert("L")).copy()
+        page[:, : page.shape[1] // 8] = 70  # the dark table beside the sheet of paper
+        r.append(corr(normalise_digit(page), normalise_digit(digit)))
+    assert np.mean(r) > 0.85
+
+
+def test_tightly_cropped_digits(sample: Dataset) -> None:
+    # Dark on light, cropped to the ink: strokes touch every edge of the picture.
+    r = []
+    ones = sample.test_images[sample.test_labels == 1][:5]
+    for digit in [*sample.test_images[:15], *ones]:
+        rows, cols = np.flatnonzero(digit.any(axis=1)), np.flatnonzero(digit.any(axis=0))
+        crop = 255 - digit[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+        big = Image.fromarray(crop).resize(
+            (crop.shape[1] * 8, crop.shape[0] * 8), Image.Resampling.BICUBIC
+        )
+        r.append(corr(normalise_digit(big), normalise_digit(digit)))
+    assert min(r) > 0.6
+    assert np.mean(r) > 0.9
+
+
+def test_thin_stroke_on_a_big_page() -> None:
+    page = Image.new("L", (800, 600), 235)
+    ImageDraw.Draw(page).line([(400, 100), (420, 500)], fill=40, width=3)
+    result = normalise_digit(page)
+    rows, cols = np.flatnonzero(result.any(axis=1)), np.flatnonzero(result.any(axis=0))
+    assert rows[-1] - rows[0] + 1 == MNIST_BOX  # a "1": tall ...
+    assert cols[-1] - cols[0] + 1 <= 4  # ... and thin
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.full((60, 60), 255, np.uint8),
+        np.zeros((28, 28), np.uint8),
+        np.full((30, 40), 128, np.uint8),
+    ],
+    ids=["white", "black", "grey"],
+)
+def test_blank_image_is_refused(image: np.ndarray) -> None:
+    with pytest.raises(DataError, match="no digit found: the image is blank") as info:
+        normalise_digit(image, source="blank.png")
+    assert info.value.source == "blank.png"
+
+
+def test_blank_shaded_noisy_paper_is_refused(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    yy, xx = np.mgrid[0:400, 0:500]
+    paper = 240.0 - 80.0 * (xx / 500) * (yy / 400) + rng.normal(0, 4, xx.shape)
+    path = save_jpeg(
+        Image.fromarray(np.clip(paper, 0, 255).astype(np.uint8)), tmp_path / "paper.jpg"
+    )
+    with pytest.raises(DataError, match="blank"):
+        normalise_digit(load_user_image(path), source=path)
+
+
+def test_wrong_shape_is_refused() -> None:
+    with pytest.raises(DataError, match="shape"):
+        normalise_digit(np.zeros((2, 28, 28), np.uint8), source="stack.npy")
+
+
+# ---------------------------------------------------------------- prepare_for_model
+
+
+def test_prepare_for_mnist_models_matches_resized_training_data(sample: Dataset) -> None:
+    digit = sample.test_images[4]
+    assert prepare_for_model(digit).shape == (28, 28)
+    small = prepare_for_model(digit, (20, 20))
+    assert small.dtype == np.uint8
+    np.testing.assert_array_equal(small, resize_images(normalise_digit(digit)[None], 20)[0])
+
+
+def test_prepare_fill_layout_for_8x8_digits() -> None:
+    from digitlab.data.sources import load_digits
+
+    data = load_digits()
+    images = data.test_images[:100]
+    out = np.stack([prepare_for_model(x, (8, 8), layout="fill") for x in images])
+    assert out.shape == (100, 8, 8)
+    assert out.dtype == np.uint8
+    # Those digits span the frame's full height; so do the prepared ones.
+    assert all(np.ptp(np.flatnonzero(x.any(axis=1))) == 7 for x in out)
+    assert np.mean([corr(a, b) for a, b in zip(out, images, strict=True)]) > 0.8
+
+
+def test_prepare_rejects_unknown_layout(sample: Dataset) -> None:
+    with pytest.raises(ValueError, match="layout"):
+        prepare_for_model(sample.test_images[0], layout="centred")  # type: ignore[arg-type]
