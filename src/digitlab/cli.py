@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"digitlab {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_train(commands)
+    _add_evaluate(commands)
+    _add_inspect(commands)
     _add_data(commands)
     return parser
 
@@ -84,6 +86,36 @@ def _add_train(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--verbose", action="store_true", help="also print each new best")
     _add_model_settings(parser)
     parser.set_defaults(handler=_cmd_train)
+
+
+def _add_evaluate(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "evaluate", help="evaluate a saved model on a dataset",
+        description="Accuracy beside the majority baseline and balanced accuracy, per-class "
+        "figures and costs of a saved model on one split, or on a range of it.",
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument("model", type=Path, help="a model.safetensors written by digitlab train")
+    parser.add_argument("--data", default="mnist-sample", help=DATA_HELP)
+    parser.add_argument("--split", default="test", choices=("train", "test"), help="split to evaluate")
+    parser.add_argument("--start", type=int, default=0, help="first image of the range")
+    parser.add_argument("--count", type=int, default=None, help="images in the range (default: all)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_data_options(parser)
+    parser.set_defaults(handler=_cmd_evaluate)
+
+
+def _add_inspect(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "inspect", help="figures and a report of what a saved model learned",
+        description="Write figures/*.png, metrics.json and report.html for a saved model.",
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument("model", type=Path, help="a model.safetensors written by digitlab train")
+    parser.add_argument("--data", default="mnist-sample", help=DATA_HELP)
+    parser.add_argument("--out", type=Path, required=True, help="folder to write into")
+    _add_data_options(parser)
+    parser.set_defaults(handler=_cmd_inspect)
 
 
 def _add_model_settings(parser: argparse.ArgumentParser) -> None:
@@ -188,14 +220,70 @@ def _cmd_train(args: argparse.Namespace, out: Console, err: Console) -> int:
     for note in result.dataset.notes:
         err.print(f"note: {note}", highlight=False)
     m = result.metrics
-    table = Table(title=f"{config.model} on {result.dataset.name} ({config.task})")
-    for column in ("split", "accuracy", "majority baseline"):
-        table.add_column(column, justify="right" if column != "split" else "left")
-    table.add_row("train", f"{m['train']['accuracy']:.2%}", "")
-    table.add_row("test", f"{m['test']['accuracy']:.2%}", f"{m['test']['majority_baseline']:.2%}")
-    out.print(table)
+    out.print(_metrics_table(f"{config.model} on {result.dataset.name} ({config.task})",
+                             {split: m[split] for split in ("train", "test")}))
     out.print(f"trained in {result.seconds:.2f} s; wrote {args.out}/ (model.safetensors, "
-              "metrics.json, config.json)", highlight=False)
+              "metrics.json, config.json, figures/)", highlight=False)
+    out.print(f"report: {args.out / 'report.html'}", highlight=False, soft_wrap=True)
+    return EXIT_OK
+
+
+def _metrics_table(title: str, evaluation: dict[str, dict[str, Any]]) -> Table:
+    """Accuracy always beside the majority baseline and the balanced accuracy."""
+    table = Table(title=title)
+    table.add_column("split")
+    for column in ("images", "accuracy", "balanced accuracy", "majority baseline", "cross-entropy"):
+        table.add_column(column, justify="right")
+    for split, figures in evaluation.items():
+        baseline = figures.get("majority_baseline")
+        table.add_row(split, str(figures["count"]), f"{figures['accuracy']:.2%}",
+                      f"{figures['balanced_accuracy']:.2%}",
+                      "" if baseline is None else f"{baseline:.2%}",
+                      f"{figures['costs']['cross_entropy']:.4f}")
+    return table
+
+
+def _load_model_and_data(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    from digitlab.io import load_model
+    from digitlab.run import data_for_model
+
+    model, info = load_model(args.model)
+    dataset = data_for_model(info, args.data, test_fraction=args.test_fraction, seed=args.seed,
+                             label_column=args.label_column)
+    return model, info, dataset
+
+
+def _cmd_evaluate(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from digitlab.inspection import inspect_model
+
+    model, info, dataset = _load_model_and_data(args)
+    if args.start or args.count is not None:
+        dataset = dataset.take(args.split, args.start, args.count)
+    inspection = inspect_model(model, dataset, splits=(args.split,), figures=False)
+    if args.json:
+        print(json.dumps({"evaluation": inspection.evaluation, "analysis": inspection.analysis},
+                         indent=2))
+        return EXIT_OK
+    span = "" if not (args.start or args.count) else f", images {args.start}..{args.start + len(dataset.labels(args.split)) - 1}"
+    out.print(_metrics_table(f"{info.kind} on {args.data} ({args.split}{span})", inspection.evaluation))
+    for reading in inspection.readings:
+        out.print(reading, highlight=False)
+    return EXIT_OK
+
+
+def _cmd_inspect(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from digitlab.atomic import write_json
+    from digitlab.inspection import inspect_model
+    from digitlab.report import write_report
+
+    model, info, dataset = _load_model_and_data(args)
+    inspection = inspect_model(model, dataset)
+    write_json(args.out / "metrics.json", {**inspection.evaluation, "analysis": inspection.analysis,
+                                           "model": info.kind, "data": dataset.summary()})
+    path = write_report(args.out, title=f"{info.kind} on {args.data}", data_summary=dataset.summary(),
+                        model_summary=model.summary(), inspection=inspection)
+    out.print(_metrics_table(f"{info.kind} on {args.data}", inspection.evaluation))
+    out.print(f"report: {path}", highlight=False, soft_wrap=True)
     return EXIT_OK
 
 
@@ -236,8 +324,6 @@ def _cmd_data_convert(args: argparse.Namespace, out: Console, err: Console) -> i
     if fmt == "npz":
         formats.write_npz(args.dest, splits)
     elif fmt == "idx":
-        if int(dataset.classes.max()) > 255:
-            raise DigitlabError(f"{args.source}: labels above 255 do not fit IDX's uint8 labels")
         formats.write_idx_folder(args.dest, splits)
     else:
         imagetree.write_image_tree(args.dest, splits)

@@ -1,14 +1,34 @@
-"""How good a model really is: accuracy beside the baseline it has to beat."""
+"""How good a model really is: accuracy beside the baselines it has to beat.
+
+Accuracy alone misleads on unbalanced tasks: a detector of 2s that answers
+"not a 2" every time is 90% accurate. So every figure here comes with the
+majority-class baseline and the balanced accuracy (the mean of per-class
+recalls, which is 50% for any constant answer on a binary task).
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
-from sklearn.metrics import accuracy_score
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    precision_recall_fscore_support,
+)
+
+EPS = 1e-12  # keeps log(0) out of the cross-entropies
 
 
 def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """Share of correct predictions."""
     return float(accuracy_score(y_true, y_pred))
+
+
+def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Mean recall over the classes present in ``y_true``."""
+    return float(balanced_accuracy_score(y_true, y_pred))
 
 
 def majority_baseline(y_train: np.ndarray, y_test: np.ndarray) -> float:
@@ -19,3 +39,108 @@ def majority_baseline(y_train: np.ndarray, y_test: np.ndarray) -> float:
     values, counts = np.unique(y_train, return_counts=True)
     majority = values[np.argmax(counts)]
     return float(np.mean(np.asarray(y_test) == majority))
+
+
+def per_class(
+    y_true: np.ndarray, y_pred: np.ndarray, labels: np.ndarray | list[int]
+) -> dict[str, dict[str, float]]:
+    """Precision, recall, F1 and support of each label, keyed by the label as text.
+
+    A label never predicted has precision 0 (scikit-learn's ``zero_division=0``).
+    """
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0
+    )
+    return {
+        str(int(label)): {
+            "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s),
+        }
+        for label, p, r, f, s in zip(labels, precision, recall, f1, support, strict=True)
+    }  # fmt: skip
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, labels: np.ndarray | list[int]) -> np.ndarray:
+    """Counts ``C[i, j]`` of true label ``labels[i]`` predicted as ``labels[j]``, int64."""
+    return confusion_matrix(y_true, y_pred, labels=labels).astype(np.int64)
+
+
+def one_hot(y_index: np.ndarray, n_classes: int) -> np.ndarray:
+    """``(n,)`` class positions -> ``(n, n_classes)`` float64 one-hot rows."""
+    out = np.zeros((len(y_index), n_classes))
+    out[np.arange(len(y_index)), y_index] = 1.0
+    return out
+
+
+def squared_distance_cost(outputs: np.ndarray, y_index: np.ndarray) -> float:
+    """Mean over samples of ||output - one_hot(y)||^2: the classic "total cost" of an MLP.
+
+    ``outputs`` has shape (n, n_classes): the network's output activations
+    (or probabilities); ``y_index`` the position of each true class.
+    """
+    outputs = np.asarray(outputs, dtype=np.float64)
+    return float(np.mean(np.sum((outputs - one_hot(y_index, outputs.shape[1])) ** 2, axis=1)))
+
+
+def cross_entropy(proba: np.ndarray, y_index: np.ndarray) -> float:
+    """Mean of -log p(true class); ``proba`` of shape (n, n_classes)."""
+    proba = np.asarray(proba, dtype=np.float64)
+    return float(-np.mean(np.log(np.clip(proba[np.arange(len(y_index)), y_index], EPS, 1.0))))
+
+
+def binary_cross_entropy(p_positive: np.ndarray, y01: np.ndarray) -> float:
+    """Mean of -[y log p + (1 - y) log(1 - p)] for a positive-class probability ``p``."""
+    p = np.clip(np.asarray(p_positive, dtype=np.float64), EPS, 1.0 - EPS)
+    y = np.asarray(y01, dtype=np.float64)
+    return float(-np.mean(y * np.log(p) + (1.0 - y) * np.log(1.0 - p)))
+
+
+def class_positions(classes: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Position of each label of ``y`` in the sorted ``classes``; -1 for unknown labels."""
+    positions = np.searchsorted(classes, y)
+    positions = np.clip(positions, 0, len(classes) - 1)
+    return np.where(classes[positions] == y, positions, -1)
+
+
+def evaluate_predictions(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    proba: np.ndarray,
+    classes: np.ndarray,
+    *,
+    y_train: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Every figure of one split, JSON-ready.
+
+    Parameters
+    ----------
+    y_true, y_pred : ndarray of shape (n_samples,)
+    proba : ndarray of shape (n_samples, n_classes)
+        Predicted probabilities, columns in the order of ``classes``.
+    classes : ndarray of shape (n_classes,)
+        The model's classes (sorted labels).
+    y_train : ndarray, optional
+        Training labels; gives the majority-class baseline.
+    """
+    labels = np.union1d(classes, y_true)
+    result: dict[str, Any] = {
+        "count": len(y_true),
+        "accuracy": accuracy(y_true, y_pred),
+        "balanced_accuracy": balanced_accuracy(y_true, y_pred),
+    }
+    if y_train is not None:
+        result["majority_baseline"] = majority_baseline(y_train, y_true)
+    result["per_class"] = per_class(y_true, y_pred, labels)
+    result["confusion"] = {
+        "labels": [int(label) for label in labels],
+        "matrix": confusion(y_true, y_pred, labels).tolist(),
+    }
+    positions = class_positions(np.asarray(classes), np.asarray(y_true))
+    known = positions >= 0  # a label the model never saw has no probability column
+    costs = {
+        "cross_entropy": cross_entropy(proba[known], positions[known]),
+        "squared_distance": squared_distance_cost(proba[known], positions[known]),
+    }
+    if proba.shape[1] == 2:
+        costs["binary_cross_entropy"] = binary_cross_entropy(proba[known, 1], positions[known])
+    result["costs"] = costs
+    return result

@@ -13,14 +13,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from digitlab import metrics
 from digitlab.atomic import write_json
 from digitlab.data.dataset import Dataset
 from digitlab.data.sources import load
-from digitlab.errors import SettingsError
-from digitlab.io import save_model
+from digitlab.errors import DataError, SettingsError
+from digitlab.inspection import inspect_model
+from digitlab.io import ModelInfo, save_model
 from digitlab.models import MODELS, DigitClassifier
 from digitlab.models.training import Callback
+from digitlab.report import write_report
 
 
 @dataclass
@@ -64,6 +65,25 @@ def prepare_data(config: RunConfig) -> Dataset:
     return dataset
 
 
+def data_for_model(
+    info: ModelInfo,
+    source: str,
+    *,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    label_column: str | None = None,
+) -> Dataset:
+    """Load ``source`` the way a saved model expects it: its task and input size."""
+    height = info.input_shape[0] if info.input_shape else None
+    config = RunConfig(data=source, task=str(info.extra.get("task", "all")), image_size=height,
+                       seed=seed, test_fraction=test_fraction, label_column=label_column)
+    dataset = prepare_data(config)
+    if list(dataset.image_shape) != list(info.input_shape):
+        raise DataError(source, f"images are {dataset.image_shape[0]}x{dataset.image_shape[1]}, "
+                        f"the model takes {'x'.join(map(str, info.input_shape))}")
+    return dataset
+
+
 def build_model(config: RunConfig) -> DigitClassifier:
     """The configured model; ``--seed`` seeds it unless an ``rng`` setting was given."""
     if config.model not in MODELS:
@@ -97,18 +117,6 @@ def fit_model(
     return model.fit(dataset.features("train"), dataset.train_labels, **extra)
 
 
-def evaluate(model: DigitClassifier, dataset: Dataset) -> dict[str, Any]:
-    """Train and test accuracy, with the majority-class baseline beside the test figure."""
-    result: dict[str, Any] = {}
-    for split in ("train", "test"):
-        predicted = model.predict(dataset.features(split))
-        result[split] = {"accuracy": metrics.accuracy(dataset.labels(split), predicted)}
-    result["test"]["majority_baseline"] = metrics.majority_baseline(
-        dataset.train_labels, dataset.test_labels
-    )
-    return result
-
-
 def train(
     config: RunConfig,
     out: str | Path | None = None,
@@ -118,7 +126,8 @@ def train(
 ) -> RunResult:
     """Run ``config``; when ``out`` is given write the model and its figures there.
 
-    ``out`` receives ``model.safetensors``, ``metrics.json`` and ``config.json``.
+    ``out`` receives ``model.safetensors``, ``metrics.json``, ``config.json``,
+    ``figures/*.png`` and ``report.html``.
     """
     stage = on_stage or (lambda _name: None)
     stage("loading data")
@@ -129,11 +138,13 @@ def train(
     fit_model(model, dataset, callback=callback)
     seconds = time.perf_counter() - started
     stage("evaluating")
-    measured = evaluate(model, dataset)
+    history = getattr(model, "history_", None) or {}
+    inspection = inspect_model(model, dataset, history=history, figures=out is not None)
+    measured: dict[str, Any] = dict(inspection.evaluation)
+    measured["analysis"] = inspection.analysis
     measured["seconds"] = {"fit": seconds}
     measured["model"] = config.model
     measured["interrupted"] = bool(getattr(model, "interrupted_", False))
-    history = getattr(model, "history_", None)
     if history:
         measured["history"] = history
     measured["data"] = dataset.summary()
@@ -151,6 +162,10 @@ def train(
         )
         write_json(out / "config.json", asdict(config))
         write_json(out / "metrics.json", measured)
+        stage("writing the report")
+        write_report(out, title=f"{config.model} on {dataset.name} ({config.task})",
+                     data_summary=dataset.summary(), model_summary=model.summary(),
+                     inspection=inspection)
     return RunResult(config, dataset, model, measured, seconds)
 
 

@@ -93,6 +93,20 @@ class DigitClassifier(ClassifierMixin, BaseEstimator):
             "n_parameters": int(sum(a.size for a in arrays.values())),
         }
 
+    # ------------------------------------------------------------ what it learned
+
+    def linear_weights(self) -> np.ndarray | None:
+        """Pixel weights of a model whose scores are linear in the pixels, else None.
+
+        Shape (1, n_features) for a binary model scoring only the positive
+        class, or (n_classes, n_features): one row per class score.
+        """
+        return None
+
+    def hidden_weights(self) -> np.ndarray | None:
+        """First-layer weights of a network, (n_hidden, n_features), else None."""
+        return None
+
     # ------------------------------------------------------------ for subclasses
 
     def _fit(self, X: np.ndarray, y_index: np.ndarray) -> None:

@@ -70,6 +70,10 @@ class Template(DigitClassifier):
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         return softmax(self.decision_function(X) / float(self.temperature_))
 
+    def linear_weights(self) -> np.ndarray:
+        # Both metrics score linearly in x: x·t, or 2 x·t - ||t||^2 (same pixel ranking).
+        return self.templates_ if self.metric == "dot" else 2.0 * self.templates_
+
 
 def _fit_temperature(scores: np.ndarray, y_index: np.ndarray) -> float:
     """The temperature T minimising the cross-entropy of softmax(scores / T)."""

@@ -1,0 +1,177 @@
+"""Everything worth knowing about one fitted model on one dataset: its figures
+on both splits, what it learned, and the figures that show it.
+
+:func:`inspect_model` is what ``digitlab train``, ``evaluate`` and ``inspect``
+share; it returns numbers (JSON-ready) and matplotlib Figures, and writes
+nothing. :mod:`digitlab.report` turns the result into files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from digitlab import analysis, metrics, plots
+from digitlab.data.dataset import Dataset
+from digitlab.models import DigitClassifier
+
+N_EXAMPLES = 20
+N_WORST = 10
+N_HIDDEN_SHOWN = 16
+SIMILARITY_TARGET = 5  # "which digit is most often mistaken for a 5", the classic question
+
+
+@dataclass
+class Figures:
+    """Named figures with a caption each, in the order the report shows them."""
+
+    items: list[tuple[str, str, Figure]] = field(default_factory=list)
+
+    def add(self, name: str, caption: str, figure: Figure) -> None:
+        self.items.append((name, caption, figure))
+
+    def names(self) -> list[str]:
+        return [name for name, _, _ in self.items]
+
+
+@dataclass
+class Inspection:
+    evaluation: dict[str, Any]  # split -> metrics.evaluate_predictions(...)
+    analysis: dict[str, Any]
+    figures: Figures
+    readings: list[str]  # plain-language sentences for the report
+
+
+def inspect_model(
+    model: DigitClassifier,
+    dataset: Dataset,
+    *,
+    history: dict[str, list[float]] | None = None,
+    splits: tuple[str, ...] = ("train", "test"),
+    figures: bool = True,
+) -> Inspection:
+    """Evaluate ``model`` on ``splits`` of ``dataset`` and analyse what it learned.
+
+    The analysis and figures use the last of ``splits`` (the test split by default).
+    """
+    classes = np.asarray(model.classes_)
+    names = list(dataset.class_names)
+    evaluation: dict[str, Any] = {}
+    outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for split in splits:
+        X, y = dataset.features(split), dataset.labels(split)
+        proba = model.predict_proba(X)
+        predicted = classes[np.argmax(proba, axis=1)]
+        outputs[split] = (predicted, proba)
+        evaluation[split] = metrics.evaluate_predictions(
+            y, predicted, proba, classes, y_train=dataset.train_labels
+        )
+    split = splits[-1]
+    predicted, proba = outputs[split]
+    images, y = dataset.images(split), dataset.labels(split)
+    found: dict[str, Any] = {}
+    readings: list[str] = []
+    shown = Figures()
+    shape = dataset.image_shape
+
+    def name_of(label: int) -> str:
+        return names[label] if 0 <= label < len(names) else str(label)
+
+    # -- pixel importance: linear models, and first-layer weights of networks
+    weights = model.linear_weights()
+    if weights is not None:
+        if weights.shape[0] <= 2:  # binary: the positive class's score, or its difference
+            vector = weights[-1] - (weights[0] if weights.shape[0] == 2 else 0.0)
+            ranking = analysis.pixel_ranking(vector, shape)
+            found.update(ranking)
+            positive = name_of(int(classes[-1]))
+            readings.append(analysis.describe_pixel_ranking(ranking, positive))
+            if figures:
+                shown.add("weights", f"Pixel weights towards “{positive}” (red raises the score, "
+                          "blue lowers it)", plots.weight_image(vector, shape, title=f"weights: {positive}"))
+                row_col = (ranking["most_positive_pixel"], ranking["most_negative_pixel"])
+                shown.add("pixel_arrows", "Most positive pixel (green) and most negative pixel "
+                          "(red) on example digits", plots.pixel_arrows(
+                              images[:6], tuple(row_col[0]), tuple(row_col[1]),
+                              titles=[name_of(int(v)) for v in y[:6]]))
+        else:
+            found["per_class_pixels"] = {
+                name_of(int(c)): analysis.pixel_ranking(w, shape, k=3)
+                for c, w in zip(classes, weights, strict=True)
+            }
+            if figures:
+                shown.add("weights", "Pixel weights of each class score",
+                          plots.weight_images(weights, shape, [name_of(int(c)) for c in classes],
+                                              suptitle="Weights per class"))
+    hidden = model.hidden_weights()
+    if hidden is not None and figures:
+        count = min(len(hidden), N_HIDDEN_SHOWN)
+        shown.add("hidden_weights", f"First-layer weights of {count} hidden units",
+                  plots.weight_images(hidden[:count], shape, [f"unit {i}" for i in range(count)],
+                                      suptitle="First-layer weights"))
+
+    # -- mistakes: the most confused pairs, and what is mistaken for the target digit
+    conf = evaluation[split]["confusion"]
+    found["most_confused_pairs"] = analysis.most_confused_pairs(np.array(conf["matrix"]), conf["labels"])
+    if len(classes) > 2:
+        target = SIMILARITY_TARGET if SIMILARITY_TARGET in classes else int(classes[-1])
+        ranking_for = analysis.mistaken_for(y, predicted, target, classes)
+        found["mistaken_for"] = {"target": target, "ranking": ranking_for}
+        top = ranking_for[0]
+        readings.append(
+            f"The digit most often mistaken for {name_of(target)} is {name_of(top['label'])}: "
+            f"{top['percent']:.1f}% of them ({top['count']} of {top['total']}) were read as "
+            f"{name_of(target)}."
+        )
+        if figures:
+            shown.add("similarity", f"Share of each true digit predicted as {name_of(target)}",
+                      plots.similarity_bars(ranking_for, name_of(target), names))
+
+    # -- worst-written digits: the lowest probability of their own label
+    worst = analysis.top_losses(proba, y, classes, k=N_WORST)
+    p_true = analysis.true_class_probability(proba, y, classes)
+    found["top_losses"] = [{"index": int(i), "label": int(y[i]), "predicted": int(predicted[i]),
+                            "p_true": float(p_true[i])} for i in worst]
+    if figures:
+        shown.add("worst_written", f"The {len(worst)} {split} digits least like their own label",
+                  plots.worst_written(images[worst], p_true[worst],
+                                      [name_of(int(v)) for v in y[worst]],
+                                      [name_of(int(v)) for v in predicted[worst]]))
+        n = min(N_EXAMPLES, len(y))
+        shown.add("examples", f"The first {n} {split} digits: true,predicted (mistakes in red)",
+                  plots.digit_grid(images[:n], [f"{name_of(int(t))},{name_of(int(p))}"
+                                                for t, p in zip(y[:n], predicted[:n], strict=True)],
+                                   mistakes=y[:n] != predicted[:n],
+                                   suptitle=f"{split}: true,predicted"))
+        means = analysis.average_images(dataset.train_images, dataset.train_labels, classes)
+        shown.add("average_digits", "The average training image of each class",
+                  plots.average_digits(means, [name_of(int(c)) for c in classes]))
+        shown.add("confusion", f"Confusion matrix on the {split} split",
+                  plots.confusion_figure(np.array(conf["matrix"]),
+                                         [name_of(int(v)) for v in conf["labels"]]))
+        shown.add("digit_values", "One digit with its pixel values, as the model reads them",
+                  plots.digit_with_values(images[0], title=f"{split} digit 0: {name_of(int(y[0]))}"))
+        if history and history.get("loss"):
+            shown.add("learning_curves", "Loss and accuracy per epoch (train and test)",
+                      plots.learning_curves(history))
+        if history and history.get("candidate"):
+            shown.add("candidates", "Best training accuracy against candidates tried",
+                      plots.candidates_curve(history["candidate"], history["best_accuracy"],
+                                             int(getattr(model, "n_candidates", 0)) or
+                                             history["candidate"][-1] + 1,
+                                             baseline=metrics.majority_baseline(
+                                                 dataset.train_labels, dataset.train_labels)))
+    test_eval = evaluation[split]
+    if "majority_baseline" in test_eval:
+        gap = test_eval["accuracy"] - test_eval["majority_baseline"]
+        readings.insert(0, (
+            f"On the {split} split the model is right {test_eval['accuracy']:.1%} of the time; "
+            f"always answering the most frequent class would be right "
+            f"{test_eval['majority_baseline']:.1%} of the time, a difference of {gap:+.1%}. "
+            f"Balanced accuracy (the mean of per-class recalls; 50% for any constant answer "
+            f"on two classes) is {test_eval['balanced_accuracy']:.1%}."
+        ))
+    return Inspection(evaluation, found, shown, readings)

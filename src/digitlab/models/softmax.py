@@ -1,0 +1,448 @@
+"""Softmax (multinomial logistic) regression, and binary logistic regression.
+
+One linear layer, ``Z = X @ W + b``, trained on mini-batches with SGD
+(momentum) or Adam to minimise the mean cross-entropy plus an L2 penalty::
+
+    objective = mean_i CE(z_i, y_i) + alpha / 2 * ||W||^2      (b is not penalised)
+
+With ten classes ``W`` has one column per class and CE is the softmax
+cross-entropy; with two classes ``W`` has a single column and CE is the
+sigmoid (binary) cross-entropy, which is the same model with half the
+parameters. ``alpha`` is scikit-learn's ``SGDClassifier`` L2 strength; the
+same optimum as ``LogisticRegression(C=...)`` on ``n`` samples is reached with
+``alpha = 1 / (C * n)``.
+
+The loss is convex, so weights start at zero by default and any optimiser
+that converges reaches the same answer; the settings only change how fast.
+
+Forward and backward are split in the numpy-ml style: :func:`loss_and_grads`
+returns the gradients in a dict beside the parameters, and the softmax (or
+sigmoid) and the cross-entropy use their fused gradient ``(P - Y) / n``
+instead of the softmax Jacobian. The loss functions are the ones the MLP
+uses, from :mod:`digitlab.models.losses`.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import ClassVar
+
+import numpy as np
+from sklearn.utils.validation import check_is_fitted
+from threadpoolctl import threadpool_limits
+
+from digitlab.errors import SettingsError
+from digitlab.models.base import DigitClassifier
+from digitlab.models.losses import sigmoid_cross_entropy, softmax_cross_entropy
+from digitlab.models.optim import OPTIMIZERS, make_optimizer
+from digitlab.models.training import Callback, minibatches, run_epochs
+
+INITS = ("zeros", "normal")
+LR_SCHEDULES = ("constant", "cosine")
+# Mini-batch products smaller than this (multiply-adds of X_batch @ W) run on one
+# BLAS thread: a (256, 784) @ (784, 10) product is over before a second thread
+# is worth waking, and on a busy machine waiting for it made epochs up to 30x
+# slower (measured: 0.2 ms against 8 ms a product on 2 cores).
+SINGLE_THREAD_BELOW = 2**25
+
+
+# ---------------------------------------------------------------------------- the layer
+
+
+def forward(params: dict[str, np.ndarray], X: np.ndarray) -> np.ndarray:
+    """Scores ``Z = X @ W + b``: (n, d) @ (d, k) + (k,) -> (n, k)."""
+    return X @ params["coef_"] + params["intercept_"]
+
+
+def _targets(y_index: np.ndarray, n_out: int, dtype: np.dtype) -> np.ndarray:
+    """Class positions (n,) -> target matrix: one-hot (n, k), or a 0/1 column (n, 1) for k = 1."""
+    if n_out == 1:
+        return y_index.astype(dtype)[:, None]
+    Y = np.zeros((len(y_index), n_out), dtype=dtype)
+    Y[np.arange(len(y_index)), y_index] = 1
+    return Y
+
+
+def loss_and_grads(
+    params: dict[str, np.ndarray],
+    X: np.ndarray,
+    y_index: np.ndarray,
+    *,
+    alpha: float = 0.0,
+) -> tuple[float, dict[str, np.ndarray], np.ndarray]:
+    """One forward and backward pass over a batch.
+
+    Parameters
+    ----------
+    params : dict with ``coef_`` (d, k) and ``intercept_`` (k,)
+        ``k == 1`` is binary logistic regression (sigmoid output, class 1 is
+        positive); ``k >= 2`` is softmax regression.
+    X : ndarray of shape (n, d)
+    y_index : ndarray of shape (n,)
+        Class positions, ``0..k-1`` (``0..1`` when ``k == 1``).
+    alpha : float
+        L2 strength: the gradient is that of ``CE + alpha / 2 * ||W||^2``.
+
+    Returns
+    -------
+    loss : float
+        Mean cross-entropy of the batch (without the penalty).
+    grads : dict of ndarray
+        Same keys and shapes as ``params``.
+    predicted : ndarray of shape (n,)
+        The class positions the weights before this step predict, for the
+        caller's running accuracy.
+    """
+    W = params["coef_"]
+    n_out = W.shape[1]
+    Z = forward(params, X)  # (n, k)
+    predicted = _predicted_index(Z)
+    Y = _targets(y_index, n_out, Z.dtype)
+    # Both losses overwrite Z with dL/dZ = (P - Y) / n: Z is not needed again.
+    if n_out == 1:
+        loss, dZ = sigmoid_cross_entropy(Z, Y, overwrite=True)
+    else:
+        loss, dZ = softmax_cross_entropy(Z, Y, overwrite=True)
+    dW = X.T @ dZ  # (d, n) @ (n, k) -> (d, k)
+    if alpha:
+        dW += W.dtype.type(alpha) * W
+    return loss, {"coef_": dW, "intercept_": dZ.sum(axis=0)}, predicted
+
+
+def _predicted_index(Z: np.ndarray) -> np.ndarray:
+    """Class positions from scores: ``z >= 0`` for one sigmoid output, else argmax."""
+    if Z.shape[1] == 1:
+        return (Z[:, 0] >= 0).astype(np.int64)
+    return np.argmax(Z, axis=1)
+
+
+# ---------------------------------------------------------------------------- the estimator
+
+
+class Softmax(DigitClassifier):
+    """Softmax regression (binary logistic regression for two classes), mini-batch trained.
+
+    Parameters
+    ----------
+    optimizer : {"adam", "sgd"}
+        Adam, or SGD with ``momentum``.
+    lr : float
+        Learning rate (the peak rate with ``lr_schedule="cosine"``).
+    batch_size : int
+        Samples per update; the last batch of an epoch holds the remainder.
+    epochs : int
+        Most passes over the training data.
+    momentum : float
+        SGD momentum in [0, 1); unused by Adam.
+    alpha : float
+        L2 penalty ``alpha / 2 * ||W||^2`` (intercepts are not penalised).
+        ``LogisticRegression(C=C)`` on ``n`` samples is ``alpha = 1 / (C * n)``.
+    lr_schedule : {"constant", "cosine"}
+        ``"cosine"`` lowers the rate along half a cosine from ``lr`` to 0 over
+        ``epochs`` epochs, batch by batch, so the last epochs average out the
+        mini-batch noise instead of bouncing around the optimum.
+    init : {"zeros", "normal"}
+        Starting weights: zeros (the loss is convex, so nothing is gained by
+        random ones) or N(0, 0.01^2).
+    tol : float or None
+        An epoch improves on the best monitored loss only if it beats it by
+        more than ``tol``; ``None`` always runs ``epochs`` epochs.
+    n_iter_no_change : int
+        Stop after this many epochs without improvement.
+    early_stopping : bool
+        ``False``: monitor the training loss and keep the last weights, as
+        scikit-learn's MLP does. ``True``: hold out ``validation_fraction`` of
+        the training data (stratified), monitor its loss and end with the
+        weights of its best epoch.
+    validation_fraction : float
+        Share of the training data held out when ``early_stopping``.
+    rng : int, numpy Generator or None
+        Seeds the shuffling, the hold-out and a ``"normal"`` start; an int
+        gives identical weights on every fit.
+
+    Attributes
+    ----------
+    coef_ : ndarray of shape (n_features, n_classes), or (n_features, 1) for two classes
+        Weights; column ``c`` is the "template" class ``c`` is scored with.
+        With two classes the single column scores ``classes_[1]``.
+    intercept_ : ndarray of shape (n_classes,), or (1,) for two classes
+    classes_ : ndarray of shape (n_classes,)
+    history_ : dict of str to list of float
+        Per epoch: ``loss`` and ``accuracy`` (running means over the epoch's
+        mini-batches, as Keras reports them; the loss is the cross-entropy
+        without the penalty), ``holdout_loss`` / ``holdout_accuracy`` with
+        ``early_stopping``, and ``val_loss`` / ``val_accuracy`` for an
+        ``eval_set`` (measured after the epoch).
+    n_iter_ : int
+        Epochs run.
+    interrupted_ : bool
+        True when Ctrl-C (KeyboardInterrupt) ended training; the model is
+        still fitted and usable.
+
+    Notes
+    -----
+    While ``fit`` trains on mini-batches of fewer than
+    ``SINGLE_THREAD_BELOW / (n_features * n_outputs)`` samples, BLAS runs
+    on one thread in this process (threadpoolctl, as scikit-learn's KMeans
+    does): products that small lose more to waking threads than they gain.
+    """
+
+    kind: ClassVar[str] = "softmax"
+    _state_names: ClassVar[tuple[str, ...]] = ("coef_", "intercept_")
+
+    def __init__(
+        self,
+        *,
+        optimizer: str = "adam",
+        lr: float = 0.001,
+        batch_size: int = 64,
+        epochs: int = 30,
+        momentum: float = 0.9,
+        alpha: float = 1e-4,
+        lr_schedule: str = "constant",
+        init: str = "zeros",
+        tol: float | None = 1e-4,
+        n_iter_no_change: int = 5,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        rng: int | np.random.Generator | None = None,
+    ) -> None:
+        self.optimizer = optimizer
+        self.lr = lr
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.momentum = momentum
+        self.alpha = alpha
+        self.lr_schedule = lr_schedule
+        self.init = init
+        self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.rng = rng
+
+    # ------------------------------------------------------------------ fit
+
+    def fit(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        *,
+        callback: Callback | None = None,
+        eval_set: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> Softmax:
+        """Fit to ``X`` of shape (n_samples, n_features) and labels ``y`` of shape (n_samples,).
+
+        Parameters
+        ----------
+        callback : callable(Progress), optional
+            Called after every epoch with the epoch's figures.
+        eval_set : (X_val, y_val), optional
+            Evaluated after every epoch into ``val_loss`` / ``val_accuracy``
+            (for learning curves; it never steers training).
+        """
+        # Settings first, so a bad one leaves a fitted model as it was.
+        self._check_settings()
+        # The base class checks X and y and encodes the labels, then calls _fit;
+        # the two fit-time options ride along for the length of this call only.
+        self._fit_options = (callback, eval_set)
+        try:
+            super().fit(X, y)
+        finally:
+            del self._fit_options
+        return self
+
+    def _fit(self, X: np.ndarray, y_index: np.ndarray) -> None:
+        callback, eval_set = getattr(self, "_fit_options", (None, None))
+        n_classes = len(self.classes_)
+        if n_classes < 2:
+            raise ValueError(f"softmax needs at least two classes, got {n_classes}")
+        rng = np.random.default_rng(self.rng)
+        n_features = X.shape[1]
+        n_out = 1 if n_classes == 2 else n_classes
+
+        # Evaluation sets as (features, class positions); the hold-out comes out of X.
+        sets: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        if self.early_stopping:
+            train, held = _stratified_split(y_index, self.validation_fraction, rng)
+            sets["holdout"] = (X[held], y_index[held])
+            X, y_index = X[train], y_index[train]
+        if eval_set is not None:
+            sets["val"] = self._encode_eval_set(eval_set)
+
+        if self.init == "normal":
+            W = rng.normal(0.0, 0.01, size=(n_features, n_out)).astype(np.float32)
+        else:
+            W = np.zeros((n_features, n_out), dtype=np.float32)
+        # The optimiser updates these arrays in place, so coef_ is current after
+        # every step (a callback may look at it) and on Ctrl-C.
+        self.coef_, self.intercept_ = W, np.zeros(n_out, dtype=np.float32)
+        params = {"coef_": self.coef_, "intercept_": self.intercept_}
+        optimizer = make_optimizer(self.optimizer, params, lr=self.lr, momentum=self.momentum)
+
+        n = len(X)
+        batch_size = int(self.batch_size)
+        steps_per_epoch = math.ceil(n / batch_size)
+        total_steps = steps_per_epoch * int(self.epochs)
+        alpha = float(self.alpha)
+        running = {"loss": 0.0, "correct": 0}
+        step = 0
+
+        def train_epoch(epoch: int) -> None:
+            nonlocal step
+            loss_sum, correct = 0.0, 0
+            for idx in minibatches(n, batch_size, rng):
+                if self.lr_schedule == "cosine":
+                    optimizer.lr = 0.5 * self.lr * (1.0 + math.cos(math.pi * step / total_steps))
+                Xb, yb = X[idx], y_index[idx]
+                loss, grads, predicted = loss_and_grads(params, Xb, yb, alpha=alpha)
+                optimizer.step(grads)
+                loss_sum += loss * len(idx)
+                correct += int(np.count_nonzero(predicted == yb))
+                step += 1
+            running["loss"], running["correct"] = loss_sum / n, correct
+
+        def evaluate() -> dict[str, float]:
+            logs = {"loss": running["loss"], "accuracy": running["correct"] / n}
+            for name, (X_eval, y_eval) in sets.items():
+                logs[f"{name}_loss"], logs[f"{name}_accuracy"] = _loss_accuracy(
+                    params, X_eval, y_eval
+                )
+            return logs
+
+        def snapshot() -> dict[str, np.ndarray]:
+            return {name: value.copy() for name, value in params.items()}
+
+        def restore(best: dict[str, np.ndarray]) -> None:
+            for name, value in params.items():
+                value[...] = best[name]
+
+        small = batch_size * n_features * n_out < SINGLE_THREAD_BELOW
+        with threadpool_limits(limits=1 if small else None, user_api="blas"):
+            result = run_epochs(
+                epochs=int(self.epochs),
+                train_epoch=train_epoch,
+                evaluate=evaluate,
+                monitor="holdout_loss" if self.early_stopping else "loss",
+                mode="min",
+                tol=0.0 if self.tol is None else float(self.tol),
+                n_iter_no_change=int(self.n_iter_no_change),
+                early_stopping=self.tol is not None,
+                snapshot=snapshot if self.early_stopping else None,
+                restore=restore if self.early_stopping else None,
+                callback=callback,
+            )
+        # Ctrl-C before the first epoch ended leaves no figures, but the same keys.
+        keys = ["loss", "accuracy"] + [f"{name}_{m}" for name in sets for m in ("loss", "accuracy")]
+        self.history_ = {key: result.history.get(key, []) for key in keys}
+        self.n_iter_ = result.epochs_run
+        self.interrupted_ = result.interrupted
+
+    def _scores(self, X: np.ndarray) -> np.ndarray:
+        Z = forward({"coef_": self.coef_, "intercept_": self.intercept_}, X).astype(np.float64)
+        if Z.shape[1] == 1:
+            # softmax([0, z]) = [1 - s(z), s(z)]: the base class's predict_proba
+            # then gives exactly the sigmoid probabilities.
+            return np.hstack([np.zeros_like(Z), Z])
+        return Z
+
+    def linear_weights(self) -> np.ndarray:
+        """Pixel weights, ``coef_.T``: (n_classes, n_features), or (1, n_features) for two classes.
+
+        With two classes the one row scores ``classes_[1]`` against ``classes_[0]``.
+        """
+        check_is_fitted(self, "coef_")
+        return np.asarray(self.coef_).T
+
+    # ------------------------------------------------------------------ helpers
+
+    def _encode_eval_set(
+        self, eval_set: tuple[np.ndarray, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        X_val, y_val = eval_set
+        X_val = self._check_features(X_val)
+        y_val = np.asarray(y_val)
+        if y_val.shape != (len(X_val),):
+            raise ValueError(f"eval_set y has shape {y_val.shape}, expected ({len(X_val)},)")
+        index = np.searchsorted(self.classes_, y_val).clip(0, len(self.classes_) - 1)
+        unknown = self.classes_[index] != y_val
+        if np.any(unknown):
+            raise ValueError(
+                f"eval_set has labels not seen in training: {np.unique(y_val[unknown])}"
+            )
+        return X_val, index.astype(np.int64)
+
+    def _check_settings(self) -> None:
+        def is_int(value: object) -> bool:
+            return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+        def is_real(value: object) -> bool:
+            return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+        if self.optimizer not in OPTIMIZERS:
+            raise SettingsError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if not (is_real(self.lr) and 0 < self.lr < math.inf):
+            raise SettingsError(f"lr must be a positive number, got {self.lr!r}")
+        if not (is_int(self.batch_size) and self.batch_size >= 1):
+            raise SettingsError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        if not (is_int(self.epochs) and self.epochs >= 1):
+            raise SettingsError(f"epochs must be a positive integer, got {self.epochs!r}")
+        if not (is_real(self.momentum) and 0 <= self.momentum < 1):
+            raise SettingsError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        if not (is_real(self.alpha) and 0 <= self.alpha < math.inf):
+            raise SettingsError(f"alpha must be a number >= 0, got {self.alpha!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise SettingsError(
+                f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}"
+            )
+        if self.init not in INITS:
+            raise SettingsError(f"init must be one of {INITS}, got {self.init!r}")
+        if self.tol is not None and not (is_real(self.tol) and 0 <= self.tol < math.inf):
+            raise SettingsError(f"tol must be a number >= 0 or None, got {self.tol!r}")
+        if not (is_int(self.n_iter_no_change) and self.n_iter_no_change >= 1):
+            raise SettingsError(
+                f"n_iter_no_change must be a positive integer, got {self.n_iter_no_change!r}"
+            )
+        if not isinstance(self.early_stopping, (bool, np.bool_)):
+            raise SettingsError(
+                f"early_stopping must be True or False, got {self.early_stopping!r}"
+            )
+        if not (is_real(self.validation_fraction) and 0 < self.validation_fraction < 1):
+            raise SettingsError(
+                f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}"
+            )
+
+
+def _loss_accuracy(
+    params: dict[str, np.ndarray], X: np.ndarray, y_index: np.ndarray
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of the current weights on a whole set."""
+    Z = forward(params, X)
+    accuracy = float(np.mean(_predicted_index(Z) == y_index))
+    Y = _targets(y_index, Z.shape[1], Z.dtype)
+    loss_fn = sigmoid_cross_entropy if Z.shape[1] == 1 else softmax_cross_entropy
+    loss, _ = loss_fn(Z, Y, overwrite=True)
+    return loss, accuracy
+
+
+def _stratified_split(
+    y_index: np.ndarray, fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted (train, held-out) positions; each class gives ``round(fraction * count)``.
+
+    Every class with two or more samples gives at least one and keeps at
+    least one, so the hold-out loss sees every class.
+    """
+    held: list[np.ndarray] = []
+    for c in np.unique(y_index):
+        members = rng.permutation(np.flatnonzero(y_index == c))
+        if len(members) < 2:
+            continue
+        take = min(max(1, round(fraction * len(members))), len(members) - 1)
+        held.append(members[:take])
+    held_index = np.sort(np.concatenate(held)) if held else np.empty(0, dtype=np.int64)
+    if len(held_index) == 0:
+        raise ValueError("too few samples to hold out a validation set for early_stopping")
+    train_index = np.setdiff1d(np.arange(len(y_index)), held_index)
+    return train_index, held_index

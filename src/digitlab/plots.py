@@ -1,0 +1,276 @@
+"""Figures of what a model learned. Each function takes arrays (and optionally
+an Axes to draw into) and returns the matplotlib Figure.
+
+Figures are built on ``matplotlib.figure.Figure`` directly, never through
+pyplot: no global state, no window, safe in a web server's threads, and
+nothing ever calls ``show()``. :func:`save_png` writes one atomically.
+
+Images are drawn as stored: uint8 (or float) ``(h, w)``, 0 background and
+255 ink, shown as dark ink on white paper ("gray_r"). Images stored
+column-major on disk (the course ``.mat`` files) were already transposed
+upright when they were read.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from digitlab.atomic import atomic_file
+
+INK = "gray_r"  # 0 -> white paper, 255 -> black ink
+DIVERGING = "RdBu_r"  # negative weights blue, positive red, zero white
+MISTAKE_COLOUR = "#c0392b"
+
+
+def _figure(ax: Axes | None, size: tuple[float, float]) -> tuple[Figure, Axes]:
+    if ax is not None:
+        return ax.get_figure(), ax  # type: ignore[return-value]
+    fig = Figure(figsize=size, dpi=100, layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def save_png(fig: Figure, path: str | os.PathLike[str], *, dpi: int = 100) -> None:
+    """Write ``fig`` as a PNG, atomically."""
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+
+
+def png_bytes(fig: Figure, *, dpi: int = 100) -> bytes:
+    """``fig`` as PNG bytes (for embedding in the HTML report)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------- digits
+
+
+def digit_grid(
+    images: np.ndarray,
+    titles: Sequence[str] | None = None,
+    *,
+    mistakes: Sequence[bool] | np.ndarray | None = None,
+    suptitle: str | None = None,
+    ncols: int = 10,
+) -> Figure:
+    """A grid of digits with a title each ("label" or "label,prediction").
+
+    Parameters
+    ----------
+    images : ndarray of shape (n, h, w)
+    titles : sequence of str, optional
+    mistakes : sequence of bool, optional
+        Marks wrong predictions: red title and a red frame.
+    suptitle : str, optional
+    """
+    images = np.asarray(images)
+    n = len(images)
+    ncols = max(1, min(ncols, n))
+    nrows = max(1, math.ceil(n / ncols))
+    fig = Figure(figsize=(1.1 * ncols, 1.25 * nrows + (0.4 if suptitle else 0)), dpi=100,
+                 layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for i, ax in enumerate(axes.ravel()):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i >= n:
+            ax.set_axis_off()
+            continue
+        ax.imshow(images[i], cmap=INK, vmin=0, vmax=255, interpolation="nearest")
+        wrong = bool(mistakes[i]) if mistakes is not None else False
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=9, color=MISTAKE_COLOUR if wrong else "black")
+        if wrong:
+            for spine in ax.spines.values():
+                spine.set_color(MISTAKE_COLOUR)
+                spine.set_linewidth(2)
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
+
+
+def digit_with_values(image: np.ndarray, *, title: str | None = None, ax: Axes | None = None) -> Figure:
+    """One digit, large, with each pixel's value written on it."""
+    image = np.asarray(image)
+    h, w = image.shape
+    fig, ax = _figure(ax, (0.32 * w + 1, 0.32 * h + 1))
+    ax.imshow(image, cmap=INK, vmin=0, vmax=255, interpolation="nearest")
+    fontsize = max(3.0, min(8.0, 120.0 / max(h, w)))
+    for (row, col), value in np.ndenumerate(image):
+        if value:
+            ax.text(col, row, f"{value:g}" if image.dtype.kind == "f" else str(value),
+                    ha="center", va="center", fontsize=fontsize,
+                    color="white" if value > 127 else "black")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def average_digits(means: np.ndarray, names: Sequence[str], *, suptitle: str = "Average digits") -> Figure:
+    """The average image of each class, side by side."""
+    return digit_grid(np.asarray(means), list(names), suptitle=suptitle)
+
+
+# ---------------------------------------------------------------- weights
+
+
+def weight_image(
+    weights: np.ndarray,
+    shape: tuple[int, int],
+    *,
+    title: str | None = None,
+    ax: Axes | None = None,
+) -> Figure:
+    """A weight vector as an image on a diverging colour map centred on zero."""
+    grid = np.asarray(weights, dtype=np.float64).reshape(shape)
+    limit = float(np.abs(grid).max()) or 1.0
+    fig, ax = _figure(ax, (4.2, 3.6))
+    shown = ax.imshow(grid, cmap=DIVERGING, vmin=-limit, vmax=limit, interpolation="nearest")
+    fig.colorbar(shown, ax=ax, shrink=0.85, label="weight")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def weight_images(
+    weights: np.ndarray, shape: tuple[int, int], titles: Sequence[str], *, suptitle: str | None = None
+) -> Figure:
+    """Several weight vectors (rows of ``weights``) as images, one colour scale each."""
+    weights = np.asarray(weights, dtype=np.float64)
+    n = len(weights)
+    ncols = min(n, 8)
+    nrows = math.ceil(n / ncols)
+    fig = Figure(figsize=(1.5 * ncols, 1.6 * nrows + 0.4), dpi=100, layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for i, ax in enumerate(axes.ravel()):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i >= n:
+            ax.set_axis_off()
+            continue
+        limit = float(np.abs(weights[i]).max()) or 1.0
+        ax.imshow(weights[i].reshape(shape), cmap=DIVERGING, vmin=-limit, vmax=limit,
+                  interpolation="nearest")
+        ax.set_title(titles[i], fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
+
+
+def pixel_arrows(
+    images: np.ndarray,
+    positive: tuple[int, int],
+    negative: tuple[int, int],
+    *,
+    titles: Sequence[str] | None = None,
+    suptitle: str | None = None,
+) -> Figure:
+    """Example digits with the most positive pixel marked by a green arrow and the
+    most negative by a red one (``(row, col)`` each)."""
+    fig = digit_grid(images, titles, suptitle=suptitle, ncols=min(len(images), 6))
+    for ax in fig.axes[: len(images)]:
+        for (row, col), colour in ((positive, "#1e8449"), (negative, MISTAKE_COLOUR)):
+            ax.annotate("", xy=(col, row), xytext=(col + 5, row - 5),
+                        arrowprops={"arrowstyle": "-|>", "color": colour, "lw": 2},
+                        annotation_clip=False)
+            ax.plot(col, row, "o", markersize=4, markerfacecolor="none", markeredgecolor=colour)
+    return fig
+
+
+# ---------------------------------------------------------------- errors
+
+
+def confusion_figure(matrix: np.ndarray, names: Sequence[str], *, ax: Axes | None = None) -> Figure:
+    """The confusion matrix: rows are true labels, columns predictions, counts written in."""
+    matrix = np.asarray(matrix)
+    k = len(names)
+    fig, ax = _figure(ax, (1.0 + 0.55 * k, 0.8 + 0.5 * k))
+    ax.imshow(matrix, cmap="Blues", interpolation="nearest")
+    limit = matrix.max() or 1
+    for (i, j), count in np.ndenumerate(matrix):
+        ax.text(j, i, str(count), ha="center", va="center", fontsize=8,
+                color="white" if count > limit / 2 else "black")
+    ax.set_xticks(range(k), names, rotation=45 if max(map(len, names)) > 2 else 0, ha="right")
+    ax.set_yticks(range(k), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("Confusion matrix")
+    return fig
+
+
+def similarity_bars(
+    ranking: list[dict[str, Any]], target_name: str, names: Sequence[str], *, ax: Axes | None = None
+) -> Figure:
+    """Bars: the share of each true digit predicted as ``target_name`` (from
+    :func:`digitlab.analysis.mistaken_for`)."""
+    fig, ax = _figure(ax, (6.0, 3.2))
+    labels = [names[e["label"]] if e["label"] < len(names) else str(e["label"]) for e in ranking]
+    ax.bar(labels, [e["percent"] for e in ranking], color="#2e86c1")
+    ax.set_ylabel(f"% predicted as {target_name}")
+    ax.set_xlabel("true digit")
+    ax.set_title(f"Which digit is most often mistaken for {target_name}")
+    return fig
+
+
+def worst_written(
+    images: np.ndarray, p_true: np.ndarray, labels: Sequence[str], predicted: Sequence[str]
+) -> Figure:
+    """The images the model found least like their own label, with p(true label)."""
+    titles = [f"{t},{p} {q:.2f}" for t, p, q in zip(labels, predicted, p_true, strict=True)]
+    mistakes = [t != p for t, p in zip(labels, predicted, strict=True)]
+    return digit_grid(images, titles, mistakes=mistakes,
+                      suptitle="Worst-written: true,predicted p(true)")
+
+
+# ---------------------------------------------------------------- training
+
+
+def learning_curves(history: dict[str, list[float]]) -> Figure:
+    """Loss and accuracy per epoch, train and (when recorded) test/validation."""
+    fig = Figure(figsize=(9.0, 3.4), dpi=100, layout="constrained")
+    axes = fig.subplots(1, 2)
+    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        for key, label, style in ((metric, "train", "-"), (f"val_{metric}", "test", "--")):
+            values = history.get(key)
+            if values:
+                ax.plot(range(1, len(values) + 1), values, style, marker="o", markersize=3,
+                        label=label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    fig.suptitle("Learning curves")
+    return fig
+
+
+def candidates_curve(
+    candidates: Sequence[int], best_accuracy: Sequence[float], n_candidates: int,
+    *, baseline: float | None = None, ax: Axes | None = None,
+) -> Figure:
+    """Guess-and-check: the best training accuracy so far against candidates tried."""
+    fig, ax = _figure(ax, (6.0, 3.4))
+    xs = [c + 1 for c in candidates] + [n_candidates]
+    ys = list(best_accuracy) + [best_accuracy[-1]] if best_accuracy else []
+    ax.step(xs, ys, where="post", label="best so far")
+    if baseline is not None:
+        ax.axhline(baseline, color="grey", linestyle=":", label="majority baseline")
+    ax.set_xscale("log")
+    ax.set_xlabel("candidates tried")
+    ax.set_ylabel("training accuracy")
+    ax.set_title("Guess-and-check: accuracy versus candidates")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig

@@ -1,0 +1,151 @@
+"""One self-contained HTML report per run: data, model, metrics, figures.
+
+The page embeds every figure as a base64 PNG and its own CSS, so it opens
+anywhere with no network and can be mailed as one file. The same figures
+are also written as PNG files under ``figures/``.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+from pathlib import Path
+from typing import Any
+
+from digitlab import __version__
+from digitlab.atomic import atomic_file
+from digitlab.inspection import Inspection
+from digitlab.plots import png_bytes
+
+CSS = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em;
+       color: #222; line-height: 1.45; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; }
+table { border-collapse: collapse; margin: 0.5em 0 1em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+thead th { background: #f3f3f3; }
+figure { margin: 1em 0 2em; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { color: #555; font-size: 0.95em; }
+.reading { background: #f7f9fc; border-left: 4px solid #2e86c1; padding: 0.5em 1em; }
+.muted { color: #777; font-size: 0.9em; }
+"""
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in row) + "</tr>"
+        for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _pct(value: float | None) -> str:
+    return "" if value is None else f"{value:.2%}"
+
+
+def render_html(
+    *,
+    title: str,
+    data_summary: dict[str, Any],
+    model_summary: dict[str, Any],
+    inspection: Inspection,
+    extra_sections: list[tuple[str, str]] | None = None,
+    pngs: dict[str, bytes] | None = None,
+) -> str:
+    """The report page as a string; ``extra_sections`` are ``(heading, html)`` pairs.
+
+    ``pngs`` holds already rendered figures by name, so none is rendered twice.
+    """
+    pngs = pngs or {}
+    parts = [f"<h1>{html.escape(title)}</h1>",
+             f"<p class='muted'>digitlab {html.escape(__version__)}</p>"]
+
+    parts.append("<h2 id='data'>Data</h2>")
+    h, w = data_summary["image_shape"]
+    splits = data_summary["splits"]
+    parts.append(
+        f"<p>{html.escape(str(data_summary['name']))}: {h}x{w} "
+        f"{html.escape(str(data_summary['dtype']))} images, task "
+        f"<b>{html.escape(str(data_summary['task']))}</b>.</p>"
+    )
+    names = data_summary["classes"]
+    labels = sorted({int(k) for s in splits.values() for k in s["per_class"]})
+    rows = [[names[label] if label < len(names) else label,
+             splits["train"]["per_class"].get(label, 0), splits["test"]["per_class"].get(label, 0)]
+            for label in labels]
+    rows.append(["all", splits["train"]["count"], splits["test"]["count"]])
+    parts.append(_table(["class", "train", "test"], rows))
+    for note in data_summary.get("notes", []):
+        parts.append(f"<p class='muted'>note: {html.escape(note)}</p>")
+
+    parts.append("<h2 id='model'>Model</h2>")
+    parts.append(f"<p><b>{html.escape(str(model_summary['kind']))}</b>, settings "
+                 f"<code>{html.escape(str(model_summary.get('settings', {})))}</code></p>")
+    layers = model_summary.get("layers")
+    if layers:
+        parts.append(_table(["layer", "weights", "bias", "parameters"],
+                            [[layer.get("name", i), layer.get("weight_shape", ""),
+                              layer.get("bias_shape", ""), f"{layer.get('n_parameters', 0):,}"]
+                             for i, layer in enumerate(layers)]))
+    else:
+        parts.append(_table(["array", "shape"], [[name, "x".join(map(str, shape)) or "scalar"]
+                                                   for name, shape in model_summary.get("parameters", {}).items()]))
+    parts.append(f"<p>{model_summary.get('n_parameters', 0):,} learned parameters.</p>")
+
+    parts.append("<h2 id='metrics'>Metrics</h2>")
+    rows = []
+    for split, figures in inspection.evaluation.items():
+        costs = figures.get("costs", {})
+        rows.append([split, figures["count"], _pct(figures["accuracy"]),
+                     _pct(figures["balanced_accuracy"]), _pct(figures.get("majority_baseline")),
+                     f"{costs.get('cross_entropy', float('nan')):.4f}",
+                     f"{costs.get('squared_distance', float('nan')):.4f}"])
+    parts.append(_table(["split", "images", "accuracy", "balanced accuracy", "majority baseline",
+                         "cross-entropy", "squared distance"], rows))
+    last = list(inspection.evaluation.values())[-1]
+    parts.append(_table(["class", "precision", "recall", "F1", "support"],
+                        [[names[int(k)] if int(k) < len(names) else k, f"{v['precision']:.3f}",
+                          f"{v['recall']:.3f}", f"{v['f1']:.3f}", v["support"]]
+                         for k, v in last["per_class"].items()]))
+
+    parts.append("<h2 id='reading'>Reading</h2>")
+    parts.extend(f"<p class='reading'>{html.escape(text)}</p>" for text in inspection.readings)
+
+    parts.append("<h2 id='figures'>Figures</h2>")
+    for name, caption, figure in inspection.figures.items:
+        png = pngs[name] if name in pngs else png_bytes(figure)
+        encoded = base64.b64encode(png).decode("ascii")
+        parts.append(f"<figure id='fig-{html.escape(name)}'><img alt='{html.escape(caption)}' "
+                     f"src='data:image/png;base64,{encoded}'><figcaption>{html.escape(caption)}"
+                     "</figcaption></figure>")
+    for heading, body in extra_sections or []:
+        parts.append(f"<h2>{html.escape(heading)}</h2>{body}")
+
+    return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+            f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"
+            + "\n".join(parts) + "</body></html>\n")
+
+
+def write_report(
+    out: str | os.PathLike[str],
+    *,
+    title: str,
+    data_summary: dict[str, Any],
+    model_summary: dict[str, Any],
+    inspection: Inspection,
+) -> Path:
+    """Write ``figures/*.png`` and ``report.html`` into ``out``; return the report's path."""
+    out = Path(out)
+    pngs = {name: png_bytes(figure) for name, _caption, figure in inspection.figures.items}
+    for name, png in pngs.items():
+        with atomic_file(out / "figures" / f"{name}.png") as tmp:
+            tmp.write_bytes(png)
+    page = render_html(title=title, data_summary=data_summary, model_summary=model_summary,
+                       inspection=inspection, pngs=pngs)
+    path = out / "report.html"
+    with atomic_file(path) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    return path
