@@ -344,7 +344,12 @@ class _TrainingDisplay:
 
     def __init__(self, console: Console, *, enabled: bool, verbose: bool) -> None:
         from rich.progress import (
-            BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
         )  # fmt: skip
 
         self.console, self.verbose = console, verbose

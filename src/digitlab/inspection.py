@@ -158,12 +158,12 @@ def inspect_model(
             shown.add("learning_curves", "Loss and accuracy per epoch (train and test)",
                       plots.learning_curves(history))
         if history and history.get("candidate"):
+            tried = [int(c) for c in history["candidate"]]
+            n_candidates = int(getattr(model, "n_candidates", 0)) or tried[-1] + 1
+            train_baseline = metrics.majority_baseline(dataset.train_labels, dataset.train_labels)
             shown.add("candidates", "Best training accuracy against candidates tried",
-                      plots.candidates_curve(history["candidate"], history["best_accuracy"],
-                                             int(getattr(model, "n_candidates", 0)) or
-                                             history["candidate"][-1] + 1,
-                                             baseline=metrics.majority_baseline(
-                                                 dataset.train_labels, dataset.train_labels)))
+                      plots.candidates_curve(tried, history["best_accuracy"], n_candidates,
+                                             baseline=train_baseline))
     test_eval = evaluation[split]
     if "majority_baseline" in test_eval:
         gap = test_eval["accuracy"] - test_eval["majority_baseline"]

@@ -37,13 +37,13 @@ def _figure(ax: Axes | None, size: tuple[float, float]) -> tuple[Figure, Axes]:
     return fig, fig.add_subplot()
 
 
-def save_png(fig: Figure, path: str | os.PathLike[str], *, dpi: int = 100) -> None:
+def save_png(fig: Figure, path: str | os.PathLike[str], *, dpi: float | str = "figure") -> None:
     """Write ``fig`` as a PNG, atomically."""
     with atomic_file(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)
 
 
-def png_bytes(fig: Figure, *, dpi: int = 100) -> bytes:
+def png_bytes(fig: Figure, *, dpi: float | str = "figure") -> bytes:
     """``fig`` as PNG bytes (for embedding in the HTML report)."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
@@ -263,7 +263,7 @@ def candidates_curve(
     """Guess-and-check: the best training accuracy so far against candidates tried."""
     fig, ax = _figure(ax, (6.0, 3.4))
     xs = [c + 1 for c in candidates] + [n_candidates]
-    ys = list(best_accuracy) + [best_accuracy[-1]] if best_accuracy else []
+    ys = [*list(best_accuracy), best_accuracy[-1]] if best_accuracy else []
     ax.step(xs, ys, where="post", label="best so far")
     if baseline is not None:
         ax.axhline(baseline, color="grey", linestyle=":", label="majority baseline")

@@ -1,0 +1,90 @@
+"""Every figure renders to a PNG of the expected size."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+from PIL import Image
+
+from digitlab import plots
+
+
+def _png_size(fig: Figure) -> tuple[int, int]:
+    with Image.open(io.BytesIO(plots.png_bytes(fig))) as image:
+        assert image.format == "PNG"
+        return image.size
+
+
+def _expected(fig: Figure) -> tuple[int, int]:
+    width, height = fig.get_size_inches() * fig.dpi
+    return round(width), round(height)
+
+
+@pytest.fixture(scope="module")
+def digits(sample):
+    return sample.test_images[:12], sample.test_labels[:12]
+
+
+def _figures(digits):
+    images, labels = digits
+    weights = np.linspace(-1, 1, 784)
+    history = {"loss": [1.0, 0.5], "val_loss": [1.1, 0.6], "accuracy": [0.6, 0.8],
+               "val_accuracy": [0.55, 0.75]}
+    ranking = [{"label": 3, "count": 2, "total": 10, "percent": 20.0},
+               {"label": 8, "count": 1, "total": 10, "percent": 10.0}]
+    return {
+        "digit_grid": plots.digit_grid(images, [str(v) for v in labels], suptitle="digits",
+                                       mistakes=[False] * 11 + [True]),
+        "digit_with_values": plots.digit_with_values(images[0], title="one"),
+        "average_digits": plots.average_digits(images[:10].astype(float), [str(i) for i in range(10)]),
+        "weight_image": plots.weight_image(weights, (28, 28), title="w"),
+        "weight_images": plots.weight_images(np.stack([weights, -weights]), (28, 28), ["a", "b"]),
+        "pixel_arrows": plots.pixel_arrows(images[:4], (20, 22), (5, 5), suptitle="arrows"),
+        "confusion": plots.confusion_figure(np.arange(9).reshape(3, 3), ["0", "1", "2"]),
+        "similarity": plots.similarity_bars(ranking, "5", [str(i) for i in range(10)]),
+        "worst_written": plots.worst_written(images[:3], np.array([0.1, 0.2, 0.3]),
+                                             ["1", "2", "3"], ["7", "2", "5"]),
+        "learning_curves": plots.learning_curves(history),
+        "candidates": plots.candidates_curve([0, 4, 90], [0.5, 0.8, 0.9], 5000, baseline=0.9),
+    }
+
+
+def test_every_figure_renders_to_a_png_of_its_size(digits) -> None:
+    figures = _figures(digits)
+    assert len(figures) == 11
+    for name, fig in figures.items():
+        assert isinstance(fig, Figure), name
+        assert _png_size(fig) == _expected(fig), name
+
+
+def test_figures_draw_into_a_given_axes() -> None:
+    fig = Figure(figsize=(8, 4), dpi=50)
+    left, right = fig.subplots(1, 2)
+    assert plots.weight_image(np.zeros(64), (8, 8), ax=left) is fig
+    assert plots.confusion_figure(np.eye(2, dtype=int), ["a", "b"], ax=right) is fig
+    assert _png_size(fig) == (400, 200)
+
+
+def test_mistakes_are_marked_in_red(digits) -> None:
+    images, _ = digits
+    fig = plots.digit_grid(images[:2], ["1,1", "2,7"], mistakes=[False, True])
+    first, second = fig.axes[:2]
+    assert first.title.get_color() == "black"
+    assert second.title.get_color() == plots.MISTAKE_COLOUR
+
+
+def test_save_png_writes_atomically(tmp_path, digits) -> None:
+    path = tmp_path / "figs" / "grid.png"
+    plots.save_png(plots.digit_grid(digits[0][:3]), path)
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+    assert [p.name for p in path.parent.iterdir()] == ["grid.png"]
+
+
+def test_weight_image_is_centred_on_zero() -> None:
+    fig = plots.weight_image(np.array([0.0, 0.5, -2.0, 1.0]), (2, 2))
+    image = fig.axes[0].images[0]
+    assert image.get_clim() == (-2.0, 2.0)
