@@ -11,12 +11,14 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -53,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(commands)
     _add_evaluate(commands)
     _add_inspect(commands)
+    _add_predict(commands)
     _add_data(commands)
     return parser
 
@@ -116,6 +119,24 @@ def _add_inspect(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--out", type=Path, required=True, help="folder to write into")
     _add_data_options(parser)
     parser.set_defaults(handler=_cmd_inspect)
+
+
+def _add_predict(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "predict", help="read digits in your own pictures",
+        description="Label and class probabilities of each picture. Each one first gets the "
+        "MNIST-style normalisation (dark ink on light paper is inverted, the digit is cropped, "
+        "scaled into a 20x20 box and centred by centre of mass), so photos of digits work.",
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument("model", type=Path, help="a model.safetensors written by digitlab train")
+    parser.add_argument("images", nargs="+", help="image files or folders of images")
+    parser.add_argument("--json", action="store_true",
+                        help="print a JSON list of {path, label, name, probabilities}")
+    parser.add_argument("--raw", action="store_true",
+                        help="skip the normalisation: images are already white ink on black, "
+                        "at the model's size")
+    parser.set_defaults(handler=_cmd_predict)
 
 
 def _add_model_settings(parser: argparse.ArgumentParser) -> None:
@@ -287,6 +308,30 @@ def _cmd_inspect(args: argparse.Namespace, out: Console, err: Console) -> int:
     return EXIT_OK
 
 
+def _cmd_predict(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from digitlab.io import load_model
+    from digitlab.predict import predict_images
+
+    model, info = load_model(args.model)
+    predictions = predict_images(model, info, args.images, raw=args.raw)
+    if args.json:
+        print(json.dumps([{"path": p.path, "label": p.label, "name": p.name,
+                           "probabilities": p.probabilities} for p in predictions], indent=2))
+        return EXIT_OK
+    names = info.class_names or [str(c) for c in info.classes]
+    table = Table(title=f"{info.kind} predictions (--json for every probability)")
+    table.add_column("image", overflow="fold")
+    table.add_column("label", justify="right")
+    table.add_column("probability", justify="right")
+    table.add_column("next best", justify="right")
+    for p in predictions:
+        first, second = np.argsort(p.probabilities)[::-1][:2]
+        table.add_row(p.path, p.name, f"{p.probabilities[first]:.2f}",
+                      f"{names[second]} {p.probabilities[second]:.2f}")
+    out.print(table)
+    return EXIT_OK
+
+
 def _cmd_data_info(args: argparse.Namespace, out: Console, err: Console) -> int:
     dataset = _load(args)
     summary = dataset.summary()
@@ -423,7 +468,13 @@ def _report(caught: list[warnings.WarningMessage], err: Console) -> None:
 
 def entry_point() -> None:
     """The installed ``digitlab`` script."""
-    sys.exit(main())
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:  # `digitlab ... | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = EXIT_OK
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from digitlab.inspection import inspect_model
 from digitlab.io import ModelInfo, save_model
 from digitlab.models import MODELS, DigitClassifier
 from digitlab.models.training import Callback
+from digitlab.predict import layout_for
 from digitlab.report import write_report
 
 
@@ -176,4 +177,5 @@ def preprocessing_of(config: RunConfig, dataset: Dataset) -> dict[str, Any]:
         "resized_to": config.image_size,
         "features": "pixel / 255, flattened row by row",
         "ink": "255 on 0 background",
+        "user_images": f"MNIST-style normalisation, layout {layout_for(dataset.image_shape)!r}",
     }

@@ -1,0 +1,87 @@
+"""Predictions on a user's own pictures: files or folders of images.
+
+By default each picture gets the MNIST-style normalisation of
+:func:`digitlab.data.preprocess.prepare_for_model` (greyscale, inverted when
+the paper is light, cropped to the ink, scaled into a 20x20 box and centred
+by centre of mass in 28x28, then resized to the model's input), so a phone
+photo of a dark digit on white paper works. ``raw=True`` skips it for
+pictures already in the dataset's form (white ink on black, model's size).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from digitlab.data.preprocess import load_user_image, prepare_for_model
+from digitlab.errors import DataError
+from digitlab.io import ModelInfo
+from digitlab.models import DigitClassifier
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+MAX_SIDE = 2048  # big photos decode at a reduced scale: a digit needs no more
+
+
+@dataclass(frozen=True)
+class Prediction:
+    path: str
+    label: int
+    name: str
+    probabilities: list[float]  # in the order of the model's classes
+    image: np.ndarray  # what the model saw: uint8 (h, w)
+
+
+def layout_for(input_shape: tuple[int, ...] | list[int]) -> Literal["mnist", "fill"]:
+    """8x8 models were trained on scikit-learn digits, which fill their frame."""
+    return "fill" if tuple(input_shape) == (8, 8) else "mnist"
+
+
+def collect_images(paths: list[str | os.PathLike[str]]) -> list[Path]:
+    """Image files named directly, and those inside named folders (sorted)."""
+    found: list[Path] = []
+    for entry in map(Path, paths):
+        if entry.is_dir():
+            inside = sorted(p for p in entry.rglob("*")
+                            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not inside:
+                raise DataError(entry, "folder holds no images")
+            found.extend(inside)
+        elif entry.is_file():
+            found.append(entry)
+        else:
+            raise DataError(entry, "no such file or folder")
+    return found
+
+
+def model_input(path: Path, info: ModelInfo, *, raw: bool = False) -> np.ndarray:
+    """The uint8 image the model sees for the picture at ``path``."""
+    shape = (int(info.input_shape[0]), int(info.input_shape[1]))
+    grey = load_user_image(path, max_side=None if raw else MAX_SIDE)
+    if raw:
+        if grey.shape != shape:
+            raise DataError(path, f"image is {grey.shape[0]}x{grey.shape[1]}, the model takes "
+                            f"{shape[0]}x{shape[1]} (leave out --raw to normalise it)")
+        return grey
+    return prepare_for_model(grey, shape, layout=layout_for(shape), source=path)
+
+
+def predict_images(
+    model: DigitClassifier, info: ModelInfo, paths: list[str | os.PathLike[str]], *, raw: bool = False
+) -> list[Prediction]:
+    """Label and class probabilities of every picture, in the order given."""
+    files = collect_images(paths)
+    images = np.stack([model_input(path, info, raw=raw) for path in files])
+    features = images.reshape(len(images), -1).astype(np.float32) / np.float32(255.0)
+    proba = model.predict_proba(features)
+    names = info.class_names or [str(c) for c in info.classes]
+    results = []
+    for path, image, row in zip(files, images, proba, strict=True):
+        best = int(np.argmax(row))
+        label = int(model.classes_[best])
+        results.append(Prediction(str(path), label, names[label] if label < len(names) else str(label),
+                                  [float(p) for p in row], image))
+    return results
