@@ -29,6 +29,10 @@ class DataError(DigitlabError, ValueError):
         self.problem = problem
         super().__init__(f"{self.source}: {problem}")
 
+    def __reduce__(self) -> tuple[type[DataError], tuple[str, str]]:
+        # Rebuilt from (source, problem), so it survives the trip back from a worker process.
+        return (type(self), (self.source, self.problem))
+
 
 class DataWarning(UserWarning):
     """Something in the data was skipped or converted; loading went on.

@@ -1,0 +1,413 @@
+"""Guess-and-check search and the perceptron rule, against plain reference loops."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import cross_val_score
+
+from digitlab.errors import SettingsError
+from digitlab.models import GuessAndCheck, Majority, Perceptron
+from digitlab.models.perceptron import _CandidateScorer
+from digitlab.models.training import Progress
+
+# ---------------------------------------------------------------- reference loops
+
+
+def plain_guess_and_check(X, y, n_candidates, seed, weight_range=1.0, bias_range=20.0):
+    """The classic loop, one candidate at a time, in float64; a strict > keeps the first best."""
+    rng = np.random.default_rng(seed)
+    X64 = X.astype(np.float64)
+    best = {"count": -1, "index": -1, "w": None, "b": None, "history": []}
+    for i in range(n_candidates):
+        w = rng.uniform(-weight_range, weight_range, X.shape[1])
+        b = rng.uniform(-bias_range, bias_range)
+        count = int(np.count_nonzero((X64 @ w + b >= 0) == (y == 1)))
+        if count > best["count"]:
+            best.update(count=count, index=i, w=w, b=b)
+            best["history"].append((i, count / len(y)))
+    return best
+
+
+def plain_perceptron(X, signs, epochs, averaged):
+    """Rosenblatt's rule sample by sample, no shuffling; averaging by summing copies."""
+    n, d = X.shape
+    W = np.zeros((signs.shape[1], d + 1))
+    total = np.zeros_like(W)
+    X1 = np.hstack([X.astype(np.float64), np.ones((n, 1))])
+    for _ in range(epochs):
+        for i in range(n):
+            for c in range(signs.shape[1]):
+                if signs[i, c] * (W[c] @ X1[i]) <= 0:
+                    W[c] += signs[i, c] * X1[i]
+            total += W
+    final = total / (epochs * n) if averaged else W
+    return final[:, :-1], final[:, -1]
+
+
+@pytest.fixture(scope="module")
+def is2(sample):
+    data = sample.for_task("is-2")
+    return data.features("train"), data.train_labels, data.features("test"), data.test_labels
+
+
+@pytest.fixture(scope="module")
+def small_is2(is2):
+    X, y, _, _ = is2
+    return X[:500], y[:500]
+
+
+# ---------------------------------------------------------------- guess and check
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+@pytest.mark.parametrize("batch_size", [1, 64, 97, 2048])
+def test_guess_and_check_picks_exactly_what_the_plain_loop_picks(
+    small_is2, seed, batch_size
+) -> None:
+    X, y = small_is2
+    n_candidates = 400  # 97 does not divide it; 2048 is one (ramped) chunk sequence
+    reference = plain_guess_and_check(X, y, n_candidates, seed)
+    model = GuessAndCheck(n_candidates=n_candidates, batch_size=batch_size, rng=seed).fit(X, y)
+    assert int(model.best_candidate_) == reference["index"]
+    assert float(model.best_train_accuracy_) == reference["count"] / len(y)
+    # the very numbers the loop drew, bit for bit
+    assert model.coef_.dtype == np.float64
+    np.testing.assert_array_equal(model.coef_, reference["w"])
+    assert float(model.intercept_) == reference["b"]
+    assert (
+        list(zip(model.history_["candidate"], model.history_["best_accuracy"], strict=True))
+        == (reference["history"])
+    )
+    # and the fitted model predicts what the search counted
+    assert model.score(X, y) == float(model.best_train_accuracy_)
+
+
+def test_guess_and_check_other_ranges_match_the_plain_loop(small_is2) -> None:
+    X, y = small_is2
+    reference = plain_guess_and_check(X, y, 150, 3, weight_range=0.37, bias_range=2.5)
+    model = GuessAndCheck(
+        n_candidates=150, weight_range=0.37, bias_range=2.5, batch_size=40, rng=3
+    ).fit(X, y)
+    assert int(model.best_candidate_) == reference["index"]
+    np.testing.assert_array_equal(model.coef_, reference["w"])
+
+
+def _scores_on_the_edge(n=240, d=24, k=6, seed=5):
+    """Rows whose float64 score for one of the first k candidates is within ~1e-6 of 0.
+
+    Built from the candidates a seed draws: each row is random, then one feature
+    is set so that candidate ``i % k`` scores (almost exactly) zero on it.
+    """
+    rng = np.random.default_rng(seed)
+    draws = np.random.default_rng(seed)
+    W = np.empty((k, d))
+    b = np.empty(k)
+    for j in range(k):
+        W[j] = draws.uniform(-1, 1, d)
+        b[j] = draws.uniform(-20, 20)
+    X = rng.random((n, d))
+    for i in range(n):
+        j = i % k
+        last = int(np.argmax(np.abs(W[j])))
+        X[i, last] = 0.0
+        X[i, last] = -(X[i] @ W[j] + b[j]) / W[j, last]
+    X = X.astype(np.float32)
+    y = rng.integers(0, 2, n)
+    return X, y, W, b
+
+
+def test_float32_rounding_never_changes_a_count() -> None:
+    X, y, W, b = _scores_on_the_edge()
+    exact = np.count_nonzero((X.astype(np.float64) @ W.T + b >= 0) == (y == 1)[:, None], axis=0)
+    naive = np.count_nonzero(
+        (X @ W.T.astype(np.float32) + b.astype(np.float32) >= 0) == (y == 1)[:, None], axis=0
+    )
+    assert np.any(naive != exact)  # float32 alone does get some of these rows wrong
+    with _CandidateScorer(X, y == 1, 1.0, 20.0) as scorer:
+        positions, counts = scorer.contenders(W, b, bar=-1)
+        np.testing.assert_array_equal(positions, np.arange(len(b)))
+        np.testing.assert_array_equal(counts, exact)
+        # with a bar, the survivors are exactly those above it, still counted exactly
+        bar = int(np.sort(exact)[-3])
+        positions, counts = scorer.contenders(W, b, bar=bar)
+        assert set(np.flatnonzero(exact > bar)) <= set(positions.tolist())
+        np.testing.assert_array_equal(counts, exact[positions])
+
+
+@pytest.mark.parametrize("batch_size", [1, 4, 2048])
+def test_guess_and_check_on_the_edge_matches_the_float64_loop(batch_size) -> None:
+    X, y, _, _ = _scores_on_the_edge()
+    reference = plain_guess_and_check(X, y, 6, 5)
+    model = GuessAndCheck(n_candidates=6, batch_size=batch_size, rng=5).fit(X, y)
+    assert int(model.best_candidate_) == reference["index"]
+    assert float(model.best_train_accuracy_) == reference["count"] / len(y)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 7, 2048])
+def test_ties_go_to_the_first_candidate(batch_size) -> None:
+    # Blank images: a candidate says "yes" to every image when b >= 0, "no" otherwise,
+    # so every candidate with b >= 0 ties, and so does every one with b < 0.
+    X = np.zeros((10, 5), dtype=np.float32)
+    y = np.array([1] * 7 + [0] * 3)
+    model = GuessAndCheck(n_candidates=50, batch_size=batch_size, rng=5).fit(X, y)
+    draws = np.random.default_rng(5)
+    biases = [(draws.uniform(-1, 1, 5), draws.uniform(-20, 20))[1] for _ in range(50)]
+    first_yes = next(i for i, b in enumerate(biases) if b >= 0)
+    assert first_yes == 6  # not the first candidate, and 19 later ones tie with it
+    assert int(model.best_candidate_) == first_yes
+    assert float(model.best_train_accuracy_) == 0.7
+
+
+def test_predicts_yes_at_exactly_zero(small_is2) -> None:
+    X, y = small_is2
+    model = GuessAndCheck(n_candidates=5, rng=0).fit(X, y)
+    state = model.state_dict()
+    state["coef_"] = np.zeros_like(state["coef_"])
+    state["intercept_"] = np.array(0.0)
+    model.load_state_dict(state)
+    np.testing.assert_array_equal(model.predict(X[:3]), [1, 1, 1])
+    np.testing.assert_array_equal(model.binary_decision(X[:3]), [0.0, 0.0, 0.0])
+
+
+def test_callback_reports_each_new_best_and_each_chunk(small_is2) -> None:
+    X, y = small_is2
+    reports: list[Progress] = []
+    model = GuessAndCheck(n_candidates=700, batch_size=100, rng=2).fit(
+        X, y, callback=reports.append
+    )
+    bests = [p for p in reports if p.stage == "best"]
+    chunks = [p for p in reports if p.stage == "candidates"]
+    accuracies = [p.logs["accuracy"] for p in bests]
+    assert len(bests) >= 2
+    assert all(a < b for a, b in itertools.pairwise(accuracies))
+    assert [p.step - 1 for p in bests] == model.history_["candidate"]
+    assert accuracies == model.history_["best_accuracy"]
+    assert bests[-1].step == int(model.best_candidate_) + 1
+    assert accuracies[-1] == float(model.best_train_accuracy_)
+    assert all(p.total == 700 for p in reports)
+    done = [p.step for p in chunks]
+    assert done == sorted(done)
+    assert done[-1] == 700
+    assert chunks[-1].logs["best_accuracy"] == float(model.best_train_accuracy_)
+
+
+def test_ctrl_c_keeps_the_best_so_far(small_is2) -> None:
+    X, y = small_is2
+    seen: list[int] = []
+
+    def interrupt_after_two_chunks(progress: Progress) -> None:
+        if progress.stage == "candidates":
+            seen.append(progress.step)
+            if len(seen) == 2:
+                raise KeyboardInterrupt
+
+    model = GuessAndCheck(n_candidates=5000, batch_size=64, rng=0).fit(
+        X, y, callback=interrupt_after_two_chunks
+    )
+    assert model.n_tried_ == seen[-1] < 5000
+    reference = plain_guess_and_check(X, y, model.n_tried_, 0)
+    assert int(model.best_candidate_) == reference["index"]
+
+
+def test_guess_and_check_refuses_more_than_two_classes() -> None:
+    X = np.random.default_rng(0).random((9, 4)).astype(np.float32)
+    with pytest.raises(SettingsError, match="two-class"):
+        GuessAndCheck(n_candidates=3).fit(X, np.arange(9) % 3)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"n_candidates": 0},
+        {"n_candidates": 2.5},
+        {"n_candidates": True},
+        {"weight_range": 0.0},
+        {"weight_range": float("nan")},
+        {"bias_range": -1.0},
+        {"bias_range": float("inf")},
+        {"batch_size": 0},
+        {"rng": "seed"},
+    ],
+)
+def test_guess_and_check_bad_settings(settings, small_is2) -> None:
+    model = GuessAndCheck(**settings)  # stored unchanged, checked in fit
+    assert model.get_params()[next(iter(settings))] is settings[next(iter(settings))]
+    with pytest.raises(SettingsError):
+        model.fit(*small_is2)
+
+
+def test_guess_and_check_same_seed_same_weights(small_is2) -> None:
+    X, y = small_is2
+    first = GuessAndCheck(n_candidates=300, rng=4).fit(X, y)
+    again = GuessAndCheck(n_candidates=300, rng=4).fit(X, y)
+    other = GuessAndCheck(n_candidates=300, rng=5).fit(X, y)
+    for name in GuessAndCheck._state_names:
+        np.testing.assert_array_equal(getattr(first, name), getattr(again, name))
+    assert not np.array_equal(first.coef_, other.coef_)
+
+
+def test_guess_and_check_follows_the_binary_contract(is2) -> None:
+    X, y, X_test, y_test = is2
+    X, y = X[:600], y[:600]
+    model = GuessAndCheck(n_candidates=200, rng=0)
+    with pytest.raises(NotFittedError):
+        model.predict(X_test)
+    assert model.fit(X, y) is model
+    predicted = model.predict(X_test)
+    assert predicted.dtype == y.dtype
+    assert predicted.shape == y_test.shape
+    proba = model.predict_proba(X_test)
+    assert proba.shape == (len(X_test), 2)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-12)
+    np.testing.assert_array_equal(proba[:, 1] >= 0.5, predicted == 1)
+    fresh = GuessAndCheck(**model.get_params()).load_state_dict(model.state_dict())
+    np.testing.assert_array_equal(fresh.predict_proba(X_test), proba)
+    assert {a.dtype for a in model.state_dict().values()} <= {
+        np.dtype(np.float64),
+        np.dtype(np.int64),
+    }
+    assert not hasattr(clone(model), "classes_")
+    assert cross_val_score(GuessAndCheck(n_candidates=50, rng=0), X, y, cv=3).shape == (3,)
+    summary = model.summary()
+    assert summary["kind"] == "guess-and-check"
+    assert summary["n_parameters"] == 784 + 1 + 1 + 1
+
+
+def test_guess_and_check_beats_the_majority_on_real_digits(is2) -> None:
+    X, y, X_test, y_test = is2
+    majority = Majority().fit(X, y).score(X_test, y_test)
+    model = GuessAndCheck(n_candidates=5000, rng=0).fit(X, y)
+    assert majority == pytest.approx(0.90)
+    assert float(model.best_train_accuracy_) > Majority().fit(X, y).score(X, y)
+    assert majority < model.score(X_test, y_test) < 0.93  # "about 91%": barely better
+
+
+# ---------------------------------------------------------------- perceptron
+
+
+def _separable(n=400, d=12, seed=0, margin=0.05):
+    """Points in the unit cube labelled by a random hyperplane, none within ``margin`` of it."""
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=d)
+    X = rng.random((3 * n, d)).astype(np.float32)
+    distance = (X - 0.5) @ w / np.linalg.norm(w)
+    keep = np.abs(distance) > margin
+    return X[keep][:n], (distance[keep][:n] > 0).astype(np.int64)
+
+
+@pytest.mark.parametrize("averaged", [False, True])
+def test_perceptron_separates_separable_data(averaged) -> None:
+    X, y = _separable()
+    model = Perceptron(averaged=averaged, epochs=200, rng=0).fit(X, y)
+    assert model.score(X, y) == 1.0
+    assert model.n_iter_ < 200  # stopped once it stopped improving
+    if not averaged:
+        assert model.history_["mistakes"][-1] == 0  # converged: an epoch without mistakes
+
+
+@pytest.mark.parametrize("averaged", [False, True])
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_perceptron_is_the_textbook_rule(averaged, n_classes) -> None:
+    rng = np.random.default_rng(1)
+    X = rng.random((60, 7)).astype(np.float32)
+    y = rng.integers(0, n_classes, 60)
+    outputs = [1] if n_classes == 2 else list(range(n_classes))
+    signs = np.where(y[:, None] == np.array(outputs), 1.0, -1.0)
+    coef, intercept = plain_perceptron(X, signs, epochs=4, averaged=averaged)
+    model = Perceptron(epochs=4, shuffle=False, averaged=averaged, tol=None).fit(X, y)
+    np.testing.assert_allclose(model.coef_, coef, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(model.intercept_, intercept, rtol=1e-12, atol=1e-9)
+
+
+def test_learning_rate_only_scales_the_weights() -> None:
+    X, y = _separable(seed=3, margin=0.0)
+    one = Perceptron(lr=1.0, averaged=False, rng=0).fit(X, y)
+    small = Perceptron(lr=0.125, averaged=False, rng=0).fit(X, y)
+    np.testing.assert_allclose(small.coef_, one.coef_ * 0.125)
+    np.testing.assert_array_equal(small.predict(X), one.predict(X))
+
+
+def test_averaging_helps_on_noisy_held_out_data() -> None:
+    plain_scores, averaged_scores = [], []
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        X = rng.random((1200, 20)).astype(np.float32)
+        w = rng.normal(size=20)
+        y = ((X - 0.5) @ w > 0).astype(np.int64)
+        flip = rng.random(1200) < 0.15  # label noise: no separating line exists
+        y[flip] = 1 - y[flip]
+        train, test = slice(0, 800), slice(800, None)
+        plain = Perceptron(averaged=False, epochs=10, tol=None, rng=seed).fit(X[train], y[train])
+        averaged = Perceptron(averaged=True, epochs=10, tol=None, rng=seed).fit(X[train], y[train])
+        assert not np.allclose(plain.coef_, averaged.coef_)
+        plain_scores.append(plain.score(X[test], y[test]))
+        averaged_scores.append(averaged.score(X[test], y[test]))
+    assert np.mean(averaged_scores) > np.mean(plain_scores) + 0.02
+    assert sum(a >= p for a, p in zip(averaged_scores, plain_scores, strict=True)) >= 5
+
+
+def test_perceptron_on_is_it_a_2(is2) -> None:
+    X, y, X_test, y_test = is2
+    model = Perceptron(rng=0).fit(X, y)
+    assert model.coef_.shape == (1, 784)
+    assert model.intercept_.shape == (1,)
+    assert model.score(X_test, y_test) >= 0.975  # about LogisticRegression's 0.977 here
+    np.testing.assert_allclose(
+        model.binary_decision(X_test[:5]),
+        X_test[:5].astype(np.float64) @ model.coef_[0] + model.intercept_[0],
+    )
+
+
+def test_perceptron_one_vs_rest_on_ten_digits(sample) -> None:
+    X, y = sample.features("train"), sample.train_labels
+    model = Perceptron(rng=0).fit(X, y)
+    assert model.coef_.shape == (10, 784)
+    assert model.intercept_.shape == (10,)
+    assert model.score(sample.features("test"), sample.test_labels) > 0.88
+    with pytest.raises(ValueError, match="two-class"):
+        model.binary_decision(X[:2])
+
+
+def test_perceptron_same_seed_same_weights() -> None:
+    X, y = _separable(seed=2, margin=0.0)
+    first = Perceptron(rng=7).fit(X, y)
+    again = Perceptron(rng=7).fit(X, y)
+    other = Perceptron(rng=8).fit(X, y)
+    np.testing.assert_array_equal(first.coef_, again.coef_)
+    np.testing.assert_array_equal(first.intercept_, again.intercept_)
+    assert first.history_ == again.history_
+    assert not np.array_equal(first.coef_, other.coef_)
+
+
+def test_perceptron_reports_every_epoch() -> None:
+    X, y = _separable(seed=4)
+    reports: list[Progress] = []
+    model = Perceptron(epochs=30, rng=0).fit(X, y, callback=reports.append)
+    assert [p.step for p in reports] == list(range(1, model.n_iter_ + 1))
+    assert all(p.stage == "epoch" and p.total == 30 for p in reports)
+    assert [p.logs["accuracy"] for p in reports] == model.history_["accuracy"]
+    assert set(model.history_) == {"mistakes", "errors", "accuracy"}
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"lr": 0.0},
+        {"lr": -1.0},
+        {"epochs": 0},
+        {"n_iter_no_change": 0},
+        {"tol": -0.1},
+        {"averaged": "yes"},
+        {"shuffle": 1},
+        {"rng": 1.5},
+    ],
+)
+def test_perceptron_bad_settings(settings) -> None:
+    X, y = _separable(n=20)
+    with pytest.raises(SettingsError):
+        Perceptron(**settings).fit(X, y)
