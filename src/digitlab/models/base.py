@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
+from scipy.optimize import minimize_scalar
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
@@ -134,3 +135,22 @@ def softmax(scores: np.ndarray) -> np.ndarray:
     np.exp(shifted, out=shifted)
     shifted /= shifted.sum(axis=1, keepdims=True)
     return shifted
+
+
+def fit_temperature(scores: np.ndarray, y_index: np.ndarray) -> float:
+    """The temperature T minimising the cross-entropy of softmax(scores / T).
+
+    Scores of margin-based models (templates, perceptrons) have no scale of
+    their own; one fitted number makes their softmax probabilities honest
+    enough to rank doubtful digits, without changing any prediction.
+    """
+    rows = np.arange(len(y_index))
+
+    def nll(log_t: float) -> float:
+        z = scores / np.exp(log_t)
+        z = z - z.max(axis=1, keepdims=True)
+        return float(np.mean(np.log(np.exp(z).sum(axis=1)) - z[rows, y_index]))
+
+    spread = float(np.std(scores)) or 1.0
+    result = minimize_scalar(nll, bounds=(np.log(spread) - 12, np.log(spread) + 6), method="bounded")
+    return float(np.exp(result.x))

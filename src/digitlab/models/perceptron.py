@@ -28,7 +28,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from digitlab.errors import SettingsError
-from digitlab.models.base import DigitClassifier
+from digitlab.models.base import DigitClassifier, fit_temperature, softmax
 from digitlab.models.training import Callback, Progress, run_epochs
 
 if TYPE_CHECKING:
@@ -244,6 +244,9 @@ class GuessAndCheck(DigitClassifier):
     def _scores(self, X: np.ndarray) -> np.ndarray:
         return _two_column(_linear_scores(X, self.coef_[None, :], self.intercept_[None])[:, 0])
 
+    def linear_weights(self) -> np.ndarray:
+        return np.asarray(self.coef_)[None, :]
+
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Predicted labels, shape (n_samples,): ``classes_[1]`` where ``w·x + b >= 0``."""
         scores = self.decision_function(X)  # checks the fitted state first
@@ -300,7 +303,7 @@ class Perceptron(DigitClassifier):
     """
 
     kind: ClassVar[str] = "perceptron"
-    _state_names: ClassVar[tuple[str, ...]] = ("coef_", "intercept_")
+    _state_names: ClassVar[tuple[str, ...]] = ("coef_", "intercept_", "temperature_")
 
     def __init__(
         self,
@@ -382,12 +385,20 @@ class Perceptron(DigitClassifier):
             callback=callback,
         )
         self.coef_, self.intercept_ = rule.weights()  # also right after Ctrl-C mid-epoch
+        # Perceptron margins have no scale: fit one temperature so probabilities are usable.
+        self.temperature_ = np.array(fit_temperature(self._scores(X), y_index))
         self.history_ = result.history
         self.n_iter_ = result.epochs_run
 
     def _scores(self, X: np.ndarray) -> np.ndarray:
         scores = _linear_scores(X, self.coef_, self.intercept_)
         return _two_column(scores[:, 0]) if len(self.classes_) == 2 else scores
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return softmax(self.decision_function(X) / float(self.temperature_))
+
+    def linear_weights(self) -> np.ndarray:
+        return np.asarray(self.coef_)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Predicted labels, shape (n_samples,)."""

@@ -17,10 +17,9 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 
 from digitlab.errors import SettingsError
-from digitlab.models.base import DigitClassifier, softmax
+from digitlab.models.base import DigitClassifier, fit_temperature, softmax
 
 
 class Template(DigitClassifier):
@@ -55,7 +54,7 @@ class Template(DigitClassifier):
         one_hot[y_index, np.arange(len(X))] = 1.0
         counts = one_hot.sum(axis=1, keepdims=True)
         self.templates_ = (one_hot @ X) / counts
-        self.temperature_ = np.array(_fit_temperature(self._raw_scores(X), y_index))
+        self.temperature_ = np.array(fit_temperature(self._raw_scores(X), y_index))
 
     def _raw_scores(self, X: np.ndarray) -> np.ndarray:
         scores = X @ self.templates_.T  # (n, n_classes)
@@ -73,17 +72,3 @@ class Template(DigitClassifier):
     def linear_weights(self) -> np.ndarray:
         # Both metrics score linearly in x: x·t, or 2 x·t - ||t||^2 (same pixel ranking).
         return self.templates_ if self.metric == "dot" else 2.0 * self.templates_
-
-
-def _fit_temperature(scores: np.ndarray, y_index: np.ndarray) -> float:
-    """The temperature T minimising the cross-entropy of softmax(scores / T)."""
-    rows = np.arange(len(y_index))
-
-    def nll(log_t: float) -> float:
-        z = scores / np.exp(log_t)
-        z = z - z.max(axis=1, keepdims=True)
-        return float(np.mean(np.log(np.exp(z).sum(axis=1)) - z[rows, y_index]))
-
-    spread = float(np.std(scores)) or 1.0
-    result = minimize_scalar(nll, bounds=(np.log(spread) - 12, np.log(spread) + 6), method="bounded")
-    return float(np.exp(result.x))
