@@ -141,3 +141,36 @@ def test_installed_script_runs(tmp_path) -> None:
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0
     assert "no such file" in bad.stderr
+
+
+def test_ctrl_c_keeps_the_model_so_far_and_writes_the_outputs(tmp_path) -> None:
+    import signal
+    import sys
+
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "digitlab.cli", "train", "--model", "perceptron",
+            "--epochs", "100000", "--tol", "none", "--out", str(out)]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:  # one line per epoch when stderr is not a terminal
+            if line.startswith("epoch 2/"):
+                break
+        else:
+            pytest.fail("training never reported an epoch")
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=300)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr
+    assert "interrupted" in stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["interrupted"] is True
+    assert 2 <= len(metrics["history"]["accuracy"]) < 100000
+    assert metrics["test"]["accuracy"] > 0.8
+    assert (out / "report.html").is_file()
+    from digitlab.io import load_model
+
+    model, info = load_model(out / "model.safetensors")
+    assert info.kind == "perceptron"
+    assert model.predict(np.zeros((1, 784), np.float32)).shape == (1,)

@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(commands)
     _add_inspect(commands)
     _add_predict(commands)
+    _add_lab(commands)
     _add_data(commands)
     return parser
 
@@ -139,6 +140,20 @@ def _add_predict(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.set_defaults(handler=_cmd_predict)
 
 
+def _add_lab(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "lab", help="replay the classic exercises, faithful and fixed, side by side",
+        description="Run each recipe twice, as the classic exercise does it and the way it "
+        "should be done, on bundled data; write one comparison report. Recipes: two-detector, "
+        "digits-mlp, softmax, zero-vs-one, relu-net (default: all).",
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument("recipes", nargs="*", metavar="RECIPE", help="recipes to run (default: all)")
+    parser.add_argument("--out", type=Path, default=Path("runs/lab"), help="folder to write into")
+    parser.add_argument("--quiet", action="store_true", help="print only errors")
+    parser.set_defaults(handler=_cmd_lab)
+
+
 def _add_model_settings(parser: argparse.ArgumentParser) -> None:
     """One ``--setting-name`` option per model setting, named after the Python keyword."""
     from digitlab.models import MODELS
@@ -164,12 +179,17 @@ def _setting_type(default: object) -> Callable[[str], object]:
     if isinstance(default, int):
         return int
     if isinstance(default, float):
-        return float
+        return _parse_float_or_none
     if isinstance(default, tuple):
         return _parse_tuple
     if default is None:
         return _parse_number_or_text
     return str
+
+
+def _parse_float_or_none(text: str) -> float | None:
+    """A number, or ``none`` for settings such as ``--tol none`` (never stop early)."""
+    return None if text.strip().lower() == "none" else float(text)
 
 
 def _parse_tuple(text: str) -> tuple[object, ...]:
@@ -178,6 +198,8 @@ def _parse_tuple(text: str) -> tuple[object, ...]:
 
 
 def _parse_number_or_text(text: str) -> object:
+    if text.strip().lower() == "none":
+        return None
     for parse in (int, float):
         try:
             return parse(text)
@@ -329,6 +351,30 @@ def _cmd_predict(args: argparse.Namespace, out: Console, err: Console) -> int:
         table.add_row(p.path, p.name, f"{p.probabilities[first]:.2f}",
                       f"{names[second]} {p.probabilities[second]:.2f}")
     out.print(table)
+    return EXIT_OK
+
+
+def _cmd_lab(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from digitlab.lab import run_lab
+
+    def report(text: str) -> None:
+        if not args.quiet:
+            err.print(text, highlight=False)
+
+    results = run_lab(args.recipes, args.out, report=report)
+    if args.quiet:
+        return EXIT_OK
+    table = Table(title="digitlab lab")
+    table.add_column("recipe", no_wrap=True)
+    table.add_column("variant", no_wrap=True)
+    table.add_column("model", overflow="fold")
+    for column in ("test acc.", "baseline", "balanced", "s"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for r in results:
+        table.add_row(r.recipe, r.variant, r.title, f"{r.test_accuracy:.1%}",
+                      f"{r.majority_baseline:.1%}", f"{r.balanced_accuracy:.1%}", f"{r.seconds:.1f}")
+    out.print(table)
+    out.print(f"report: {args.out / 'report.html'}", highlight=False, soft_wrap=True)
     return EXIT_OK
 
 

@@ -194,6 +194,7 @@ class GuessAndCheck(DigitClassifier):
         best_w = np.zeros(d)
         best_b = 0.0
         done, size = 0, _FIRST_CHUNK
+        interrupted = False
         try:
             while done < n_candidates:
                 # Chunks grow from small, so a best count to race against comes early.
@@ -228,6 +229,8 @@ class GuessAndCheck(DigitClassifier):
             # Ctrl-C: keep the best so far, as the epoch loops do.
             if best_index < 0:
                 raise
+            interrupted = True
+        self.interrupted_ = interrupted
         self.coef_ = best_w
         self.intercept_ = np.array(best_b, dtype=np.float64)
         self.best_candidate_ = np.array(best_index, dtype=np.int64)
@@ -389,6 +392,7 @@ class Perceptron(DigitClassifier):
         self.temperature_ = np.array(fit_temperature(self._scores(X), y_index))
         self.history_ = result.history
         self.n_iter_ = result.epochs_run
+        self.interrupted_ = result.interrupted
 
     def _scores(self, X: np.ndarray) -> np.ndarray:
         scores = _linear_scores(X, self.coef_, self.intercept_)
