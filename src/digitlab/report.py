@@ -149,3 +149,42 @@ def write_report(
     with atomic_file(path) as tmp:
         tmp.write_text(page, encoding="utf-8")
     return path
+
+
+def write_lab_report(out: str | os.PathLike[str], recipes: list[Any], results: list[Any]) -> Path:
+    """The lab's comparison page: one table row per recipe and variant, then each
+    recipe's lesson and figures. Figures are also written under ``<recipe>/figures``."""
+    out = Path(out)
+    parts = ["<h1>digitlab lab: the classic exercises, faithful and fixed</h1>",
+             f"<p class='muted'>digitlab {html.escape(__version__)}</p>", "<h2 id='summary'>Summary</h2>"]
+    parts.append(_table(
+        ["recipe", "variant", "what", "data", "model", "test accuracy", "majority baseline",
+         "balanced accuracy", "seconds"],
+        [[r.recipe, r.variant, r.title, r.data, r.model, _pct(r.test_accuracy),
+          _pct(r.majority_baseline), _pct(r.balanced_accuracy), f"{r.seconds:.2f}"] for r in results],
+    ))
+    for recipe in recipes:
+        parts.append(f"<h2 id='{html.escape(recipe.name)}'>{html.escape(recipe.title)}</h2>")
+        parts.append(f"<p class='reading'>{html.escape(recipe.lesson)}</p>")
+        for result in (r for r in results if r.recipe == recipe.name):
+            details = ", ".join(f"{k}: {v}" for k, v in result.extra.items()
+                                if not isinstance(v, (list, dict)))
+            parts.append(f"<h3>{html.escape(result.variant)}: {html.escape(result.title)}</h3>"
+                         f"<p>test accuracy {_pct(result.test_accuracy)} (majority baseline "
+                         f"{_pct(result.majority_baseline)}, balanced {_pct(result.balanced_accuracy)})"
+                         f"{'; ' + html.escape(details) if details else ''}</p>")
+            for name, caption, figure in result.figures:
+                png = png_bytes(figure)
+                with atomic_file(out / recipe.name / "figures" / f"{result.variant}-{name}.png") as tmp:
+                    tmp.write_bytes(png)
+                encoded = base64.b64encode(png).decode("ascii")
+                parts.append(f"<figure id='fig-{html.escape(recipe.name)}-{html.escape(result.variant)}-"
+                             f"{html.escape(name)}'><img alt='{html.escape(caption)}' "
+                             f"src='data:image/png;base64,{encoded}'><figcaption>"
+                             f"{html.escape(caption)}</figcaption></figure>")
+    page = ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>digitlab lab"
+            f"</title><style>{CSS}</style></head><body>" + "\n".join(parts) + "</body></html>\n")
+    path = out / "report.html"
+    with atomic_file(path) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    return path

@@ -1,0 +1,358 @@
+"""The recipes: each classic MNIST exercise run twice, faithfully and fixed.
+
+A *faithful* variant does what the exercise does, settings and all, so its
+numbers can be checked against the exercise. A *fixed* variant changes what
+the exercise got wrong and says why. Every variant is measured the same way
+(test accuracy beside the majority baseline and the balanced accuracy, and
+seconds), so the two can be compared side by side in one report.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from digitlab import analysis, metrics, plots
+from digitlab.data.dataset import Dataset
+from digitlab.data.imagetree import write_image_tree
+from digitlab.data.preprocess import resize_images
+from digitlab.data.sources import digits_raw_values, load, load_mnist_sample
+from digitlab.models import MLP, DigitClassifier, GuessAndCheck, RandomScores, Softmax, Template
+from digitlab.models.mlp import init_params
+
+Report = Callable[[str], None]
+
+
+@dataclass
+class VariantResult:
+    """One row of the lab's comparison table, and what to show of it."""
+
+    recipe: str
+    variant: str  # "faithful" or "fixed"
+    title: str
+    data: str
+    model: str
+    test_accuracy: float
+    majority_baseline: float
+    balanced_accuracy: float
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+    figures: list[tuple[str, str, Figure]] = field(default_factory=list)
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "recipe": self.recipe, "variant": self.variant, "title": self.title,
+            "data": self.data, "model": self.model, "test_accuracy": self.test_accuracy,
+            "majority_baseline": self.majority_baseline,
+            "balanced_accuracy": self.balanced_accuracy, "seconds": self.seconds,
+            **self.extra,
+        }  # fmt: skip
+
+
+@dataclass
+class Recipe:
+    name: str
+    title: str
+    lesson: str  # what changes between faithful and fixed, and why
+    run: Callable[[Path, Report], list[VariantResult]]
+
+
+def _measure(
+    recipe: str, variant: str, title: str, data_text: str, model_text: str,
+    model: DigitClassifier, X: np.ndarray, y: np.ndarray, X_test: np.ndarray, y_test: np.ndarray,
+    *, fit: bool = True, fit_options: dict[str, Any] | None = None,
+) -> VariantResult:
+    """Fit (unless ``fit`` is False) and score one variant, timing the fit."""
+    started = time.perf_counter()
+    if fit:
+        model.fit(X, y, **(fit_options or {}))
+    seconds = time.perf_counter() - started
+    predicted = model.predict(X_test)
+    return VariantResult(
+        recipe, variant, title, data_text, model_text,
+        test_accuracy=metrics.accuracy(y_test, predicted),
+        majority_baseline=metrics.majority_baseline(y, y_test),
+        balanced_accuracy=metrics.balanced_accuracy(y_test, predicted),
+        seconds=seconds,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------- two-detector
+
+TWO_SEED = 2024
+
+
+def two_detector(out: Path, report: Report) -> list[VariantResult]:
+    """Is it a 2? Guess-and-check on a PNG tree, then a trained logistic model."""
+    tree = out / "mnist-png"
+    if not tree.exists():
+        report("writing the MNIST sample as a Kaggle-layout PNG tree")
+        sample = load_mnist_sample()
+        write_image_tree(tree, {s: (sample.images(s), sample.labels(s)) for s in ("train", "test")})
+    data = load(tree).for_task("is-2")
+    X, y, X_test, y_test = data.features("train"), data.train_labels, data.features("test"), data.test_labels
+    shape = data.image_shape
+
+    report("two-detector: guess-and-check, 5,000 candidates")
+    guess = GuessAndCheck(n_candidates=5000, weight_range=1.0, bias_range=20.0, rng=TWO_SEED)
+    faithful = _measure("two-detector", "faithful", "Guess-and-check perceptron",
+                        "MNIST sample as a PNG tree, is it a 2", "5,000 random w~U(-1,1), b~U(-20,20), seed 2024",
+                        guess, X, y, X_test, y_test)
+    ranking = analysis.pixel_ranking(guess.coef_, shape)
+    faithful.extra.update(most_positive_pixel=ranking["most_positive_pixel"],
+                          most_negative_pixel=ranking["most_negative_pixel"])
+    examples = data.test_images[data.test_labels == 1][:6]
+    faithful.figures += [
+        ("arrows", "Most positive (green) and most negative (red) pixel of the chosen candidate",
+         plots.pixel_arrows(examples, tuple(ranking["most_positive_pixel"]),
+                            tuple(ranking["most_negative_pixel"]), suptitle="Guess-and-check: is it a 2")),
+        ("weights", "The chosen candidate's weights", plots.weight_image(guess.coef_, shape)),
+        ("candidates", "Best training accuracy against candidates tried",
+         plots.candidates_curve(guess.history_["candidate"], guess.history_["best_accuracy"], 5000,
+                                baseline=metrics.majority_baseline(y, y))),
+    ]
+    report("two-detector: logistic regression")
+    logistic = Softmax(rng=TWO_SEED)
+    fixed = _measure("two-detector", "fixed", "Logistic regression, read by balanced accuracy",
+                     "MNIST sample as a PNG tree, is it a 2", "trained logistic model (Adam, L2)",
+                     logistic, X, y, X_test, y_test)
+    weights = logistic.linear_weights()[-1]
+    fixed.figures.append(("weights", "Trained logistic weights towards “2”",
+                          plots.weight_image(weights, shape)))
+    return [faithful, fixed]
+
+
+# ---------------------------------------------------------------- digits-mlp
+
+
+def digits_mlp(out: Path, report: Report) -> list[VariantResult]:
+    """8x8 digits, first 1,000 train, next 500 test: random, template, MLPs."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+
+    data = load("digits").take("test", 0, 500)
+    # The exercise divides the raw 0..16 counts by 15 (so ink can exceed 1): replay that.
+    X = digits_raw_values(data.train_images).reshape(len(data.train_images), -1) / 15.0
+    X_test = digits_raw_values(data.test_images).reshape(len(data.test_images), -1) / 15.0
+    y, y_test = data.train_labels, data.test_labels
+    text = "sklearn 8x8 digits / 15: first 1,000 train, next 500 test"
+    results = []
+
+    def cost(model: DigitClassifier) -> float:
+        proba = model.predict_proba(X_test.astype(np.float32))
+        return metrics.squared_distance_cost(proba, y_test)
+
+    report("digits-mlp: random and template classifiers")
+    for title, model_text, model in (
+        ("Random classifier", "ten random scores per image", RandomScores(rng=0)),
+        ("Template classifier", "dot product with each class's average image", Template()),
+    ):
+        result = _measure("digits-mlp", "faithful", title, text, model_text, model, X, y, X_test, y_test)
+        result.extra["squared_distance_cost"] = cost(model)
+        results.append(result)
+
+    report("digits-mlp: a random-weight 64-16-10 sigmoid network")
+    untrained = MLP(hidden=(16,), activation="sigmoid", output="sigmoid", loss="squared-distance",
+                    init="uniform", rng=0)
+    state = init_params((64, 16, 10), "uniform", "sigmoid", np.random.default_rng(0))
+    untrained.load_state_dict({**state, "classes_": np.arange(10), "n_features_in_": np.array(64)})
+    result = _measure("digits-mlp", "faithful", "Random-weight 64-16-10 sigmoid network", text,
+                      "weights U[0,1), untrained", untrained, X, y, X_test, y_test, fit=False)
+    result.extra["squared_distance_cost"] = cost(untrained)
+    results.append(result)
+
+    report("digits-mlp: scikit-learn's MLPClassifier, weights plugged into digitlab's MLP")
+    import warnings
+
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # the exercise stops at 100 epochs
+        reference = MLPClassifier(16, activation="logistic", learning_rate_init=0.1, max_iter=100,
+                                  random_state=1).fit(X, y)
+    seconds = time.perf_counter() - started
+    plugged = MLP.from_sklearn(reference)
+    result = _measure("digits-mlp", "faithful", "MLPClassifier(16, logistic) in digitlab's MLP",
+                      text, "scikit-learn weights, from-scratch forward pass", plugged,
+                      X, y, X_test, y_test, fit=False)
+    result.seconds = seconds
+    result.extra["squared_distance_cost"] = cost(plugged)
+    result.extra["sklearn_test_accuracy"] = float(reference.score(X_test, y_test))
+    results.append(result)
+
+    report("digits-mlp: digitlab's best settings")
+    best = MLP(rng=0, **BEST_DIGITS_MLP)
+    result = _measure("digits-mlp", "fixed", "digitlab MLP, tuned", text,
+                      ", ".join(f"{k}={v}" for k, v in BEST_DIGITS_MLP.items()), best, X, y, X_test, y_test)
+    result.extra["squared_distance_cost"] = cost(best)
+    results.append(result)
+    return results
+
+
+BEST_DIGITS_MLP: dict[str, Any] = {
+    "hidden": (256, 128), "activation": "relu", "optimizer": "adam", "lr": 1e-3,
+    "lr_schedule": "cosine", "batch_size": 32, "epochs": 200, "alpha": 1e-4, "dropout": 0.3,
+    "tol": None,
+}  # fmt: skip
+
+
+# ---------------------------------------------------------------- softmax
+
+
+def softmax_recipe(out: Path, report: Report) -> list[VariantResult]:
+    """Ten digits with a 784-10 softmax: Adam(0.1) for 3 epochs versus a tuned run."""
+    data = load_mnist_sample()
+    X, y, X_test, y_test = data.features("train"), data.train_labels, data.features("test"), data.test_labels
+    text = "MNIST sample, ten digits"
+    report("softmax: Adam(0.1), batch 64, 3 epochs")
+    faithful_model = Softmax(optimizer="adam", lr=0.1, batch_size=64, epochs=3, alpha=0.0, tol=None, rng=0)
+    faithful = _measure("softmax", "faithful", "784-10 softmax, Adam(0.1), 3 epochs", text,
+                        "lr 0.1, batch 64, 3 epochs", faithful_model, X, y, X_test, y_test,
+                        fit_options={"eval_set": (X_test, y_test)})
+    report("softmax: tuned learning rate and enough epochs")
+    fixed_model = Softmax(rng=0)
+    fixed = _measure("softmax", "fixed", "784-10 softmax, tuned", text,
+                     "Adam lr 0.001, L2, up to 30 epochs with early stopping", fixed_model,
+                     X, y, X_test, y_test, fit_options={"eval_set": (X_test, y_test)})
+    for result, model in ((faithful, faithful_model), (fixed, fixed_model)):
+        proba = model.predict_proba(X_test)
+        predicted = model.classes_[np.argmax(proba, axis=1)]
+        ranking = analysis.mistaken_for(y_test, predicted, 5, model.classes_)
+        result.extra["mistaken_for_5"] = ranking[:3]
+        worst = analysis.top_losses(proba, y_test, model.classes_, k=10)
+        p_true = analysis.true_class_probability(proba, y_test, model.classes_)
+        result.figures += [
+            ("mistaken_for_5", "Share of each digit read as 5",
+             plots.similarity_bars(ranking, "5", list(data.class_names))),
+            ("worst_written", "The ten test digits least like their own label",
+             plots.worst_written(data.test_images[worst], p_true[worst],
+                                 [str(v) for v in y_test[worst]], [str(v) for v in predicted[worst]])),
+            ("learning_curves", "Loss and accuracy per epoch", plots.learning_curves(model.history_)),
+        ]
+    return [faithful, fixed]
+
+
+# ---------------------------------------------------------------- zero-vs-one
+
+
+def zero_vs_one(out: Path, report: Report) -> list[VariantResult]:
+    """20x20 zeros and ones: the 400-25-15-1 sigmoid network of the classic course."""
+    data = load_mnist_sample().for_task("0-vs-1")
+    data = data.map_images(lambda images: resize_images(images, 20), "resized to 20x20")
+    X, y, X_test, y_test = data.features("train"), data.train_labels, data.features("test"), data.test_labels
+    text = "MNIST sample 0 and 1, 20x20"
+    report("zero-vs-one: 400-25-15-1 sigmoid, binary cross-entropy, Adam(0.001), 20 epochs")
+    network = MLP(hidden=(25, 15), activation="sigmoid", output="sigmoid", loss="binary-cross-entropy",
+                  optimizer="adam", lr=0.001, batch_size=32, epochs=20, init="glorot", alpha=0.0,
+                  tol=None, rng=0)
+    faithful = _measure("zero-vs-one", "faithful", "400-25-15-1 sigmoid network", text,
+                        "BCE, Adam(0.001), 20 epochs, batch 32", network, X, y, X_test, y_test,
+                        fit_options={"eval_set": (X_test, y_test)})
+    summary = network.summary()
+    faithful.extra["n_parameters"] = summary["n_parameters"]
+    predicted = network.predict(X_test)
+    n = 30
+    faithful.figures += [
+        ("predictions", "label,prediction on the first 30 test digits (mistakes in red)",
+         plots.digit_grid(data.test_images[:n], [f"{t},{p}" for t, p in zip(y_test[:n], predicted[:n], strict=True)],
+                          mistakes=y_test[:n] != predicted[:n], suptitle="0 vs 1: label,prediction")),
+        ("learning_curves", "Loss and accuracy per epoch", plots.learning_curves(network.history_)),
+    ]
+    report("zero-vs-one: logistic regression with 401 parameters")
+    logistic = Softmax(rng=0)
+    fixed = _measure("zero-vs-one", "fixed", "Logistic regression (401 parameters)", text,
+                     "one sigmoid unit on the pixels", logistic, X, y, X_test, y_test)
+    fixed.extra["n_parameters"] = int(X.shape[1] + 1)
+    return [faithful, fixed]
+
+
+# ---------------------------------------------------------------- relu-net
+
+
+def relu_net(out: Path, report: Report) -> list[VariantResult]:
+    """784-500-10 ReLU net: the lesson's N(0,1) weights and learning rate 50 versus sound settings."""
+    data = load_mnist_sample()
+    X, y, X_test, y_test = data.features("train"), data.train_labels, data.features("test"), data.test_labels
+    text = "MNIST sample, ten digits"
+    report("relu-net: N(0,1) weights, sigmoid-then-distance loss, SGD lr 50, batch 1,000, 30 epochs")
+    faithful_model = MLP(hidden=(500,), activation="relu", output="sigmoid", loss="sigmoid-distance",
+                         optimizer="sgd", momentum=0.0, lr=50.0, batch_size=1000, epochs=30,
+                         init="normal", alpha=0.0, tol=None, rng=0)
+    faithful = _measure("relu-net", "faithful", "784-500-10 ReLU, N(0,1), lr 50", text,
+                        "sigmoid-distance loss, plain SGD lr 50, batch 1,000, 30 epochs",
+                        faithful_model, X, y, X_test, y_test, fit_options={"eval_set": (X_test, y_test)})
+    report("relu-net: He initialisation, cross-entropy, SGD lr 0.1 with momentum")
+    fixed_model = MLP(hidden=(500,), activation="relu", output="softmax", loss="cross-entropy",
+                      optimizer="sgd", momentum=0.9, lr=0.1, batch_size=100, epochs=30, init="he",
+                      alpha=1e-4, tol=None, rng=0)
+    fixed = _measure("relu-net", "fixed", "784-500-10 ReLU, He init, cross-entropy", text,
+                     "cross-entropy, SGD lr 0.1 momentum 0.9, batch 100, 30 epochs", fixed_model,
+                     X, y, X_test, y_test, fit_options={"eval_set": (X_test, y_test)})
+    for result, model in ((faithful, faithful_model), (fixed, fixed_model)):
+        result.figures.append(("learning_curves", "Loss and accuracy per epoch, train and test",
+                               plots.learning_curves(model.history_)))
+    return [faithful, fixed]
+
+
+RECIPES: dict[str, Recipe] = {
+    recipe.name: recipe
+    for recipe in (
+        Recipe("two-detector", "Is it a 2?",
+               "Guess-and-check keeps the best of 5,000 random perceptrons and reports about 91% "
+               "accuracy, but answering “not a 2” every time already scores 90%: its balanced "
+               "accuracy shows how little it learned. A trained logistic model, read by the same "
+               "yardsticks, is the detector the exercise was after.", two_detector),
+        Recipe("digits-mlp", "8x8 digits: random, template and MLP",
+               "The exercise's random and template classifiers set the floor; a random-weight "
+               "network is no better than chance (and its squared-distance cost is large); "
+               "scikit-learn's trained weights, plugged into digitlab's from-scratch forward pass, "
+               "reproduce its accuracy exactly. Tuned settings (ReLU, Adam, more hidden units) "
+               "do better.", digits_mlp),
+        Recipe("softmax", "Softmax regression on ten digits",
+               "A learning rate of 0.1 with Adam makes the loss jump from batch to batch and three "
+               "epochs stop it wherever it landed; a small learning rate and enough epochs with "
+               "early stopping give a steadier, better model.", softmax_recipe),
+        Recipe("zero-vs-one", "Zeros and ones at 20x20",
+               "The course's 400-25-15-1 network (10,431 parameters) separates 0 from 1 almost "
+               "perfectly, but so does one logistic unit with 401 parameters: the task is "
+               "linearly separable.", zero_vs_one),
+        Recipe("relu-net", "A ReLU network trained by SGD",
+               "Weights drawn from N(0, 1) saturate the sigmoid of the lesson's loss and a learning "
+               "rate of 50 makes the updates jump; He initialisation, cross-entropy and a learning "
+               "rate of 0.1 with momentum train steadily to a much better model.", relu_net),
+    )
+}
+
+
+def run_lab(
+    names: list[str] | None,
+    out: str | Path,
+    *,
+    report: Report | None = None,
+) -> list[VariantResult]:
+    """Run the named recipes (all when ``names`` is empty) and write ``summary.json``,
+    ``report.html`` and each recipe's figures under ``out``."""
+    from digitlab.atomic import write_json
+    from digitlab.errors import SettingsError
+    from digitlab.report import write_lab_report
+
+    names = list(names or RECIPES)
+    unknown = [name for name in names if name not in RECIPES]
+    if unknown:
+        raise SettingsError(f"unknown recipe {unknown[0]!r}: choose from {', '.join(RECIPES)}")
+    out = Path(out)
+    say = report or (lambda _text: None)
+    results: list[VariantResult] = []
+    for name in names:
+        folder = out / name
+        folder.mkdir(parents=True, exist_ok=True)
+        results.extend(RECIPES[name].run(folder, say))
+    say("writing the lab report")
+    write_json(out / "summary.json", {"recipes": names, "rows": [r.row() for r in results]})
+    write_lab_report(out, [RECIPES[name] for name in names], results)
+    return results

@@ -1,0 +1,89 @@
+"""The lab: every recipe, faithful and fixed, in one comparison report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from digitlab.cli import main
+from digitlab.lab import RECIPES
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    out = tmp_path_factory.mktemp("lab")
+    assert main(["lab", "--out", str(out), "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    rows = {(row["recipe"], row["variant"], row["title"]): row for row in summary["rows"]}
+    return out, summary, rows
+
+
+def _row(rows, recipe, variant, title_start=""):
+    found = [row for (r, v, t), row in rows.items() if r == recipe and v == variant
+             and t.startswith(title_start)]
+    assert len(found) == 1, (recipe, variant, title_start)
+    return found[0]
+
+
+def test_every_recipe_has_a_faithful_and_a_fixed_row(lab) -> None:
+    out, summary, rows = lab
+    assert summary["recipes"] == list(RECIPES)
+    for recipe in RECIPES:
+        variants = {v for (r, v, _t) in rows if r == recipe}
+        assert variants == {"faithful", "fixed"}, recipe
+    for row in summary["rows"]:
+        for key in ("data", "model", "test_accuracy", "majority_baseline", "seconds"):
+            assert key in row
+    page = (out / "report.html").read_text(encoding="utf-8")
+    for recipe in RECIPES:
+        assert f"id='{recipe}'" in page
+    assert page.count("data:image/png;base64,") >= 10
+
+
+def test_two_detector_shows_how_far_91_percent_was_from_useful(lab) -> None:
+    out, _, rows = lab
+    guess = _row(rows, "two-detector", "faithful")
+    assert 0.88 <= guess["test_accuracy"] <= 0.93
+    assert guess["majority_baseline"] == pytest.approx(0.9)
+    assert guess["balanced_accuracy"] < 0.75  # barely better than "never a 2"
+    assert len(guess["most_positive_pixel"]) == 2
+    logistic = _row(rows, "two-detector", "fixed")
+    assert logistic["test_accuracy"] > 0.96
+    assert logistic["balanced_accuracy"] > 0.88
+    assert (out / "two-detector" / "figures" / "faithful-arrows.png").is_file()
+    assert (out / "two-detector" / "mnist-png" / "train" / "2").is_dir()  # ran on a PNG tree
+
+
+def test_digits_mlp_replays_the_classic_numbers(lab) -> None:
+    _, _, rows = lab
+    random = _row(rows, "digits-mlp", "faithful", "Random classifier")
+    assert random["test_accuracy"] < 0.2
+    template = _row(rows, "digits-mlp", "faithful", "Template")
+    assert 0.8 < template["test_accuracy"] < 0.95
+    untrained = _row(rows, "digits-mlp", "faithful", "Random-weight")
+    assert untrained["test_accuracy"] < 0.2
+    assert untrained["squared_distance_cost"] > 0.5
+    plugged = _row(rows, "digits-mlp", "faithful", "MLPClassifier")
+    assert plugged["test_accuracy"] == plugged["sklearn_test_accuracy"]
+    assert plugged["test_accuracy"] > 0.93
+    assert plugged["squared_distance_cost"] < untrained["squared_distance_cost"]
+    tuned = _row(rows, "digits-mlp", "fixed")
+    assert tuned["test_accuracy"] >= plugged["test_accuracy"]
+
+
+def test_softmax_zero_vs_one_and_relu_net(lab) -> None:
+    _, _, rows = lab
+    assert _row(rows, "softmax", "fixed")["test_accuracy"] > 0.89
+    assert _row(rows, "softmax", "fixed")["mistaken_for_5"]
+    zero_one = _row(rows, "zero-vs-one", "faithful")
+    assert zero_one["n_parameters"] == 10431
+    assert zero_one["test_accuracy"] > 0.97
+    assert _row(rows, "zero-vs-one", "fixed")["test_accuracy"] > 0.97
+    assert _row(rows, "relu-net", "faithful")["test_accuracy"] < 0.3  # lr 50 with N(0,1) fails
+    assert _row(rows, "relu-net", "fixed")["test_accuracy"] > 0.92
+
+
+def test_unknown_recipe_is_one_line_exit_2(tmp_path, capsys) -> None:
+    assert main(["lab", "no-such-recipe", "--out", str(tmp_path)]) == 2
+    assert "unknown recipe 'no-such-recipe'" in capsys.readouterr().err
