@@ -159,7 +159,7 @@ def test_ctrl_c_keeps_the_model_so_far_and_writes_the_outputs(tmp_path) -> None:
         else:
             pytest.fail("training never reported an epoch")
         process.send_signal(signal.SIGINT)
-        stdout, stderr = process.communicate(timeout=300)
+        _stdout, stderr = process.communicate(timeout=300)
     finally:
         process.kill()
     assert process.returncode == 0, stderr

@@ -72,7 +72,7 @@ def test_estimator_contract(kind, small, small_binary) -> None:
 
 @pytest.mark.parametrize("kind", sorted(MODELS))
 def test_same_seed_gives_identical_weights(kind, small, small_binary) -> None:
-    X, y, X_test, _ = _data_for(kind, small, small_binary)
+    X, y, _X_test, _ = _data_for(kind, small, small_binary)
     first = _seeded(kind).fit(X, y).state_dict()
     second = _seeded(kind).fit(X, y).state_dict()
     assert first.keys() == second.keys()

@@ -19,7 +19,6 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from digitlab import analysis, metrics, plots
-from digitlab.data.dataset import Dataset
 from digitlab.data.imagetree import write_image_tree
 from digitlab.data.preprocess import resize_images
 from digitlab.data.sources import digits_raw_values, load, load_mnist_sample
