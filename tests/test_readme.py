@@ -25,8 +25,7 @@ def test_readme_opens_with_two_commands() -> None:
     assert len(commands) == 2
     main_job, tests = commands
     assert main_job.startswith("pip install")
-    assert "digitlab " in main_job
-    assert "mnist-sample" in main_job
+    assert "digitlab lab" in main_job  # the main job: every recipe on the bundled data
     assert tests.startswith("pip install")
     assert "pytest" in tests
 

@@ -1,0 +1,84 @@
+"""Each accuracy target of the classic models beside its reference, in one run.
+
+    python benchmarks/bench_accuracy.py
+
+Bundled MNIST sample (4,000 train / 1,000 test) and scikit-learn's 8x8 digits
+(first 1,000 train, next 500 test, raw values / 15 as the classic exercise).
+References are the majority-class baseline and scikit-learn's own models.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.neural_network import MLPClassifier
+
+from digitlab import metrics
+from digitlab.data.sources import digits_raw_values, load
+from digitlab.lab import BEST_DIGITS_MLP
+from digitlab.models import MLP, GuessAndCheck, Perceptron, Softmax
+
+
+def arrays(data):
+    return data.features("train"), data.train_labels, data.features("test"), data.test_labels
+
+
+def main() -> None:
+    rows = []
+
+    def row(task, model, fitted, X_test, y_test, reference, reference_value, target, seconds):
+        accuracy = fitted.score(X_test, y_test)
+        rows.append((task, model, accuracy, reference, reference_value, target, seconds))
+
+    sample = load("mnist-sample")
+    is2 = sample.for_task("is-2")
+    X, y, Xt, yt = arrays(is2)
+    baseline = metrics.majority_baseline(y, yt)
+    lr_ref = LogisticRegression(max_iter=2000).fit(X, y).score(Xt, yt)
+    for name, model, reference, value, target in (
+        ("guess-and-check 5,000", GuessAndCheck(rng=2024), "majority baseline", baseline, "about 91%"),
+        ("softmax", Softmax(rng=0), "sklearn LogisticRegression", lr_ref, ">= 98%"),
+        ("perceptron", Perceptron(rng=0), "sklearn LogisticRegression", lr_ref, ">= 98%"),
+    ):
+        started = time.perf_counter()
+        model.fit(X, y)
+        row("sample is-2", name, model, Xt, yt, reference, value, target, time.perf_counter() - started)
+
+    X, y, Xt, yt = arrays(sample)
+    lr_ten = LogisticRegression(max_iter=2000).fit(X, y).score(Xt, yt)
+    for name, model, target in (("softmax", Softmax(rng=0), ">= 89%"), ("mlp", MLP(rng=0), ">= 94%")):
+        started = time.perf_counter()
+        model.fit(X, y)
+        row("sample ten digits", name, model, Xt, yt, "sklearn LogisticRegression", lr_ten, target,
+            time.perf_counter() - started)
+
+    digits = load("digits").take("test", 0, 500)
+    X = (digits_raw_values(digits.train_images).reshape(1000, -1) / 15.0).astype(np.float32)
+    Xt = (digits_raw_values(digits.test_images).reshape(500, -1) / 15.0).astype(np.float32)
+    y, yt = digits.train_labels, digits.test_labels
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        sk = MLPClassifier(16, activation="logistic", learning_rate_init=0.1, max_iter=100,
+                           random_state=1).fit(X, y)
+    sk_accuracy = sk.score(Xt, yt)
+    classic = MLP(hidden=(16,), activation="sigmoid", output="softmax", optimizer="adam", lr=0.1,
+                  batch_size=200, epochs=100, alpha=1e-4 / 200, rng=1)
+    for name, model, target in (("64-16-10 sigmoid, sklearn's settings", classic, "about 96%"),
+                                ("digitlab best settings", MLP(rng=0, **BEST_DIGITS_MLP), ">= 97.5%")):
+        started = time.perf_counter()
+        model.fit(X, y)
+        row("8x8 digits 1000/500", name, model, Xt, yt, "sklearn MLPClassifier(16)", sk_accuracy,
+            target, time.perf_counter() - started)
+
+    print(f"{'task':<22}{'model':<40}{'accuracy':>9}  {'reference':<28}{'ref.':>7}  {'target':<10}{'s':>6}")
+    for task, model, accuracy, reference, value, target, seconds in rows:
+        print(f"{task:<22}{model:<40}{accuracy:>9.2%}  {reference:<28}{value:>7.2%}  {target:<10}"
+              f"{seconds:>6.1f}")
+
+
+if __name__ == "__main__":
+    main()
