@@ -64,7 +64,7 @@ def save_model(
     state = {name: np.array(value, order="C") for name, value in model.state_dict().items()}
     info = ModelInfo(
         kind=model.kind,
-        settings=_json_settings(model.get_params(deep=False)),
+        settings=json_settings(model.get_params(deep=False)),
         classes=[int(c) for c in model.classes_],
         input_shape=[int(s) for s in input_shape],
         class_names=list(class_names),
@@ -152,7 +152,7 @@ def _read_header_metadata(path: Path, data: bytes) -> dict[str, str]:
     return metadata if isinstance(metadata, dict) else {}
 
 
-def _json_settings(params: dict[str, Any]) -> dict[str, Any]:
+def json_settings(params: dict[str, Any]) -> dict[str, Any]:
     """Settings as JSON values: tuples become lists, a Generator ``rng`` becomes None."""
     out: dict[str, Any] = {}
     for name, value in params.items():
@@ -168,7 +168,7 @@ def _json_settings(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _python_settings(cls: type[DigitClassifier], settings: dict[str, Any]) -> dict[str, Any]:
-    """Undo :func:`_json_settings` where the default shows a tuple was meant."""
+    """Undo :func:`json_settings` where the default shows a tuple was meant."""
     defaults = {
         name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()
     }

@@ -18,7 +18,7 @@ from digitlab.data.dataset import Dataset
 from digitlab.data.sources import load
 from digitlab.errors import DataError, SettingsError
 from digitlab.inspection import inspect_model
-from digitlab.io import ModelInfo, save_model
+from digitlab.io import ModelInfo, json_settings, save_model
 from digitlab.models import MODELS, DigitClassifier
 from digitlab.models.training import Callback
 from digitlab.predict import layout_for
@@ -161,7 +161,8 @@ def train(
             data_fingerprint=dataset.fingerprint(),
             extra={"task": config.task, "test_accuracy": measured["test"]["accuracy"]},
         )
-        write_json(out / "config.json", asdict(config))
+        # every setting used: the run's, and the model's full settings with their defaults
+        write_json(out / "config.json", {**asdict(config), "model_settings": json_settings(model.get_params())})
         write_json(out / "metrics.json", measured)
         stage("writing the report")
         write_report(out, title=f"{config.model} on {dataset.name} ({config.task})",
