@@ -11,7 +11,7 @@ import pytest
 from safetensors.numpy import save as save_tensors
 
 from digitlab.errors import DataError
-from digitlab.io import FORMAT_VERSION, _digest, load_model, save_model
+from digitlab.io import FORMAT_VERSION, load_model, metadata_entry, save_model
 from digitlab.models import MODELS, Template
 
 
@@ -74,9 +74,9 @@ def test_edited_metadata_is_refused(saved) -> None:
     data = saved.read_bytes()
     (length,) = struct.unpack("<Q", data[:8])
     header = json.loads(data[8 : 8 + length])
-    meta = json.loads(header["__metadata__"]["digitlab"])
-    meta["classes"] = [1, 0]  # swap the classes, keep the header valid JSON
-    header["__metadata__"]["digitlab"] = json.dumps(meta, sort_keys=True)
+    wrapper = json.loads(header["__metadata__"]["digitlab"])
+    wrapper["info"]["classes"] = [1, 0]  # swap the classes, keep the header valid JSON
+    header["__metadata__"]["digitlab"] = json.dumps(wrapper, sort_keys=True)
     new_header = json.dumps(header).encode()
     new_header += b" " * ((8 - len(new_header) % 8) % 8)
     saved.write_bytes(struct.pack("<Q", len(new_header)) + new_header + data[8 + length :])
@@ -97,9 +97,8 @@ def test_other_format_version_is_refused(binary, tmp_path) -> None:
     state = model.state_dict()
     meta = {"kind": "template", "settings": {"metric": "dot"}, "classes": [0, 1],
             "input_shape": [28, 28], "format_version": FORMAT_VERSION + 1}
-    text = json.dumps(meta, sort_keys=True)
     path = tmp_path / "future.safetensors"
-    path.write_bytes(save_tensors(state, metadata={"digitlab": text, "sha256": _digest(text, state)}))
+    path.write_bytes(save_tensors(state, metadata=metadata_entry(meta, state)))
     with pytest.raises(DataError, match=f"format version {FORMAT_VERSION + 1} is not supported"):
         load_model(path)
 

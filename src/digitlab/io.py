@@ -1,12 +1,14 @@
 """Save and load models: one safetensors file with JSON metadata. Never pickle.
 
 The file holds the model's ``state_dict()`` arrays as tensors and, in the
-safetensors header, one metadata entry ``"digitlab"``: JSON with the format
-version, the model kind and settings, classes, input shape, preprocessing,
-a fingerprint of the training data and anything else the caller adds
-(metrics, the task). A second entry ``"sha256"`` covers that JSON and every
+safetensors header, one metadata entry ``"digitlab"``: JSON holding ``info``
+(the format version, the model kind and settings, classes, input shape,
+preprocessing, a fingerprint of the training data and anything else the
+caller adds, such as the task) and ``sha256``, which covers ``info`` and every
 tensor's bytes, so a changed or damaged file is refused instead of silently
-giving other predictions (safetensors itself checks only the layout).
+giving other predictions (safetensors itself checks only the layout). One
+entry, not two: safetensors does not keep the order of metadata entries, and
+the same model should always give the same bytes.
 """
 
 from __future__ import annotations
@@ -72,8 +74,7 @@ def save_model(
         data_fingerprint=data_fingerprint,
         extra=extra or {},
     )
-    text = json.dumps(info.__dict__, sort_keys=True)
-    payload = save_tensors(state, metadata={"digitlab": text, "sha256": _digest(text, state)})
+    payload = save_tensors(state, metadata=metadata_entry(info.__dict__, state))
     with atomic_file(path) as tmp:
         tmp.write_bytes(payload)
     return info
@@ -99,15 +100,20 @@ def load_model(
         state = load_tensors(data)
     except Exception as exc:  # safetensors raises its own error type for any bad layout
         raise DataError(path, f"damaged model file: {exc}") from None
-    text = metadata.get("digitlab")
-    if text is None:
+    entry = metadata.get("digitlab")
+    if entry is None:
         raise DataError(path, "a safetensors file, but not a digitlab model (no digitlab metadata)")
-    if metadata.get("sha256") != _digest(text, state):
+    try:
+        wrapper = json.loads(entry)
+        fields = wrapper["info"]
+        digest = wrapper["sha256"]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise DataError(path, f"unreadable digitlab metadata ({exc})") from None
+    if digest != _digest(json.dumps(fields, sort_keys=True), state):
         raise DataError(path, "checksum mismatch: the model file was changed or damaged")
     try:
-        fields = json.loads(text)
         info = ModelInfo(**fields)
-    except (ValueError, TypeError) as exc:
+    except TypeError as exc:
         raise DataError(path, f"unreadable digitlab metadata ({exc})") from None
     if info.format_version != FORMAT_VERSION:
         raise DataError(
@@ -125,6 +131,12 @@ def load_model(
     except (TypeError, ValueError) as exc:
         raise DataError(path, f"model state does not fit a {info.kind!r} model ({exc})") from None
     return model, info
+
+
+def metadata_entry(info: dict[str, Any], state: dict[str, np.ndarray]) -> dict[str, str]:
+    """The safetensors metadata of a model file: ``info`` and its checksum, as one entry."""
+    digest = _digest(json.dumps(info, sort_keys=True), state)
+    return {"digitlab": json.dumps({"info": info, "sha256": digest}, sort_keys=True)}
 
 
 def _digest(text: str, state: dict[str, np.ndarray]) -> str:
