@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from digitlab import splits
 from digitlab.data.formats import Splits, check_pair
 from digitlab.errors import DataError
 from digitlab.tasks import Task, parse_task
@@ -220,26 +221,9 @@ def _check_split(split: str) -> str:
 def stratified_holdout(
     labels: np.ndarray, test_fraction: float, seed: int, *, source: str = "data"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Indices ``(train, test)`` of a seeded, stratified hold-out.
-
-    Each class gives ``round(test_fraction * n_class)`` images to the test set
-    (at least one when the class has two or more), chosen by a permutation
-    drawn from ``np.random.default_rng(seed)``. Both index arrays are sorted,
-    so stored order is kept within each split.
-    """
-    if not 0.0 < test_fraction < 1.0:
-        raise DataError(source, f"test fraction must be between 0 and 1, got {test_fraction}")
-    rng = np.random.default_rng(seed)
-    test_parts = []
-    for label in np.unique(labels):
-        members = np.flatnonzero(labels == label)
-        n_test = round(test_fraction * len(members))
-        if len(members) >= 2:
-            n_test = min(max(n_test, 1), len(members) - 1)
-        test_parts.append(rng.permutation(members)[:n_test])
-    test_idx = np.sort(np.concatenate(test_parts)) if test_parts else np.empty(0, np.int64)
-    if len(test_idx) == 0:
-        raise DataError(source, "too few images to hold out a test split")
-    train_mask = np.ones(len(labels), dtype=bool)
-    train_mask[test_idx] = False
-    return np.flatnonzero(train_mask), test_idx
+    """Indices ``(train, test)`` of a seeded, stratified hold-out (see
+    :func:`digitlab.splits.stratified_holdout`); problems name ``source``."""
+    try:
+        return splits.stratified_holdout(labels, test_fraction, seed)
+    except ValueError as exc:
+        raise DataError(source, str(exc)) from None

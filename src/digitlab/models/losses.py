@@ -196,3 +196,13 @@ def output_activation(z: np.ndarray, output: str) -> np.ndarray:
         a /= a.sum(axis=1, keepdims=True)
         return a
     return expit(z)
+
+
+def target_matrix(y_index: np.ndarray, n_out: int, dtype: type | np.dtype) -> np.ndarray:
+    """Class positions (n,) -> one-hot rows (n, n_out), or one 0/1 column (n, 1)
+    when a single sigmoid unit scores the second class."""
+    if n_out == 1:
+        return (y_index == 1).astype(dtype)[:, None]
+    out: np.ndarray = np.zeros((len(y_index), n_out), dtype=dtype)
+    out[np.arange(len(y_index)), y_index] = 1
+    return out

@@ -40,9 +40,10 @@ from threadpoolctl import threadpool_limits
 from digitlab.errors import SettingsError
 from digitlab.models.base import DigitClassifier, softmax
 from digitlab.models.layers import ACTIVATIONS, Network, n_layers
-from digitlab.models.losses import LOSSES, OUTPUTS
+from digitlab.models.losses import LOSSES, OUTPUTS, target_matrix
 from digitlab.models.optim import OPTIMIZERS, make_optimizer
 from digitlab.models.training import Callback, minibatches, run_epochs
+from digitlab.splits import stratified_holdout
 
 INITS = ("auto", "uniform", "normal", "he", "glorot")
 LR_SCHEDULES = ("constant", "cosine")
@@ -231,16 +232,16 @@ class MLP(DigitClassifier):
         # Figures after each epoch on (features, targets, class positions) by name.
         sets: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         if self.early_stopping:
-            train_rows, held_rows = _stratified_holdout(y_index, self.validation_fraction, rng)
+            train_rows, held_rows = stratified_holdout(y_index, self.validation_fraction, rng)
             held_index = y_index[held_rows]
-            sets["holdout"] = (X[held_rows], _targets(held_index, n_out, np.float32), held_index)
+            sets["holdout"] = (X[held_rows], target_matrix(held_index, n_out, np.float32), held_index)
             X, y_index = X[train_rows], y_index[train_rows]
         if eval_set is not None:
             X_val = self._check_features(eval_set[0], fitting=True)
             if X_val.shape[1] != X.shape[1]:
                 raise ValueError(f"eval_set has {X_val.shape[1]} features, X has {X.shape[1]}")
             val_index = _label_index(classes, eval_set[1], len(X_val))
-            sets["val"] = (X_val, _targets(val_index, n_out, np.float32), val_index)
+            sets["val"] = (X_val, target_matrix(val_index, n_out, np.float32), val_index)
         # Checks are done: from here on the model changes.
         self.classes_ = classes
         self.n_features_in_ = X.shape[1]
@@ -252,7 +253,7 @@ class MLP(DigitClassifier):
         optimizer = make_optimizer(
             self.optimizer, self.params_, lr=float(self.lr), momentum=float(self.momentum)
         )
-        targets = _targets(y_index, n_out, np.float32)
+        targets = target_matrix(y_index, n_out, np.float32)
         alpha = float(self.alpha)
         batch_size = int(self.batch_size)
         total_steps = math.ceil(len(X) / batch_size) * int(self.epochs)
@@ -433,7 +434,7 @@ class MLP(DigitClassifier):
         X = self._check_fitted_features(X)
         index = _label_index(self.classes_, y, len(X))
         z = self._logits(X).astype(np.float64)
-        targets = _targets(index, z.shape[1], np.float64)
+        targets = target_matrix(index, z.shape[1], np.float64)
         value, _ = LOSSES[self.loss](self.output).value_and_grad(z, targets)
         return value
 
@@ -628,15 +629,6 @@ def init_params(
     return params
 
 
-def _targets(y_index: np.ndarray, n_out: int, dtype: type) -> np.ndarray:
-    """One-hot rows (n, n_out), or one 0/1 column when there is a single output unit."""
-    if n_out == 1:
-        return (y_index == 1).astype(dtype)[:, None]
-    targets: np.ndarray = np.zeros((len(y_index), n_out), dtype=dtype)
-    targets[np.arange(len(y_index)), y_index] = 1
-    return targets
-
-
 def _label_index(classes: np.ndarray, y: np.ndarray, n: int) -> np.ndarray:
     """Positions of labels ``y`` in ``classes`` (every label must be one of them)."""
     y = np.asarray(y)
@@ -647,23 +639,6 @@ def _label_index(classes: np.ndarray, y: np.ndarray, n: int) -> np.ndarray:
     if np.any(unknown):
         raise ValueError(f"labels not seen in training: {np.unique(y[unknown]).tolist()}")
     return index.astype(np.int64)
-
-
-def _stratified_holdout(
-    y_index: np.ndarray, fraction: float, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """(train rows, hold-out rows): ``round(fraction * count)`` of each class held out,
-    at least one from every class with two or more samples."""
-    held: list[np.ndarray] = []
-    for label in np.unique(y_index):
-        rows = rng.permutation(np.flatnonzero(y_index == label))
-        take = min(max(round(fraction * len(rows)), 1 if len(rows) > 1 else 0), len(rows) - 1)
-        held.append(rows[:take])
-    holdout = np.sort(np.concatenate(held))
-    if len(holdout) == 0:
-        raise ValueError("too few samples to hold out a validation set for early stopping")
-    train = np.setdiff1d(np.arange(len(y_index)), holdout, assume_unique=True)
-    return train, holdout
 
 
 def _check_number(

@@ -34,9 +34,10 @@ from threadpoolctl import threadpool_limits
 
 from digitlab.errors import SettingsError
 from digitlab.models.base import DigitClassifier
-from digitlab.models.losses import sigmoid_cross_entropy, softmax_cross_entropy
+from digitlab.models.losses import sigmoid_cross_entropy, softmax_cross_entropy, target_matrix
 from digitlab.models.optim import OPTIMIZERS, make_optimizer
 from digitlab.models.training import Callback, minibatches, run_epochs
+from digitlab.splits import stratified_holdout
 
 INITS = ("zeros", "normal")
 LR_SCHEDULES = ("constant", "cosine")
@@ -53,15 +54,6 @@ SINGLE_THREAD_BELOW = 2**25
 def forward(params: dict[str, np.ndarray], X: np.ndarray) -> np.ndarray:
     """Scores ``Z = X @ W + b``: (n, d) @ (d, k) + (k,) -> (n, k)."""
     return X @ params["coef_"] + params["intercept_"]
-
-
-def _targets(y_index: np.ndarray, n_out: int, dtype: np.dtype) -> np.ndarray:
-    """Class positions (n,) -> target matrix: one-hot (n, k), or a 0/1 column (n, 1) for k = 1."""
-    if n_out == 1:
-        return y_index.astype(dtype)[:, None]
-    Y = np.zeros((len(y_index), n_out), dtype=dtype)
-    Y[np.arange(len(y_index)), y_index] = 1
-    return Y
 
 
 def loss_and_grads(
@@ -98,7 +90,7 @@ def loss_and_grads(
     n_out = W.shape[1]
     Z = forward(params, X)  # (n, k)
     predicted = _predicted_index(Z)
-    Y = _targets(y_index, n_out, Z.dtype)
+    Y = target_matrix(y_index, n_out, Z.dtype)
     # Both losses overwrite Z with dL/dZ = (P - Y) / n: Z is not needed again.
     if n_out == 1:
         loss, dZ = sigmoid_cross_entropy(Z, Y, overwrite=True)
@@ -265,7 +257,7 @@ class Softmax(DigitClassifier):
         # Evaluation sets as (features, class positions); the hold-out comes out of X.
         sets: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         if self.early_stopping:
-            train, held = _stratified_split(y_index, self.validation_fraction, rng)
+            train, held = stratified_holdout(y_index, self.validation_fraction, rng)
             sets["holdout"] = (X[held], y_index[held])
             X, y_index = X[train], y_index[train]
         if eval_set is not None:
@@ -420,29 +412,7 @@ def _loss_accuracy(
     """Mean cross-entropy and accuracy of the current weights on a whole set."""
     Z = forward(params, X)
     accuracy = float(np.mean(_predicted_index(Z) == y_index))
-    Y = _targets(y_index, Z.shape[1], Z.dtype)
+    Y = target_matrix(y_index, Z.shape[1], Z.dtype)
     loss_fn = sigmoid_cross_entropy if Z.shape[1] == 1 else softmax_cross_entropy
     loss, _ = loss_fn(Z, Y, overwrite=True)
     return loss, accuracy
-
-
-def _stratified_split(
-    y_index: np.ndarray, fraction: float, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted (train, held-out) positions; each class gives ``round(fraction * count)``.
-
-    Every class with two or more samples gives at least one and keeps at
-    least one, so the hold-out loss sees every class.
-    """
-    held: list[np.ndarray] = []
-    for c in np.unique(y_index):
-        members = rng.permutation(np.flatnonzero(y_index == c))
-        if len(members) < 2:
-            continue
-        take = min(max(1, round(fraction * len(members))), len(members) - 1)
-        held.append(members[:take])
-    held_index = np.sort(np.concatenate(held)) if held else np.empty(0, dtype=np.int64)
-    if len(held_index) == 0:
-        raise ValueError("too few samples to hold out a validation set for early_stopping")
-    train_index = np.setdiff1d(np.arange(len(y_index)), held_index)
-    return train_index, held_index
