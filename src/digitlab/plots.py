@@ -72,18 +72,8 @@ def digit_grid(
     suptitle : str, optional
     """
     images = np.asarray(images)
-    n = len(images)
-    ncols = max(1, min(ncols, n))
-    nrows = max(1, math.ceil(n / ncols))
-    fig = Figure(figsize=(1.1 * ncols, 1.25 * nrows + (0.4 if suptitle else 0)), dpi=100,
-                 layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    for i, ax in enumerate(axes.ravel()):
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if i >= n:
-            ax.set_axis_off()
-            continue
+    fig, axes = _panel_grid(len(images), ncols, (1.1, 1.25), suptitle)
+    for i, ax in enumerate(axes):
         ax.imshow(images[i], cmap=INK, vmin=0, vmax=255, interpolation="nearest")
         wrong = bool(mistakes[i]) if mistakes is not None else False
         if titles is not None:
@@ -92,9 +82,26 @@ def digit_grid(
             for spine in ax.spines.values():
                 spine.set_color(MISTAKE_COLOUR)
                 spine.set_linewidth(2)
+    return fig
+
+
+def _panel_grid(
+    n: int, ncols: int, cell: tuple[float, float], suptitle: str | None
+) -> tuple[Figure, list[Axes]]:
+    """A figure of ``n`` blank panels (no ticks) in rows of ``ncols``; spare cells hidden."""
+    ncols = max(1, min(ncols, n))
+    nrows = max(1, math.ceil(n / ncols))
+    fig = Figure(figsize=(cell[0] * ncols, cell[1] * nrows + (0.4 if suptitle else 0)), dpi=100,
+                 layout="constrained")
+    grid = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for i, ax in enumerate(grid):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i >= n:
+            ax.set_axis_off()
     if suptitle:
         fig.suptitle(suptitle)
-    return fig
+    return fig, list(grid[:n])
 
 
 def digit_with_values(image: np.ndarray, *, title: str | None = None, ax: Axes | None = None) -> Figure:
@@ -149,23 +156,12 @@ def weight_images(
 ) -> Figure:
     """Several weight vectors (rows of ``weights``) as images, one colour scale each."""
     weights = np.asarray(weights, dtype=np.float64)
-    n = len(weights)
-    ncols = min(n, 8)
-    nrows = math.ceil(n / ncols)
-    fig = Figure(figsize=(1.5 * ncols, 1.6 * nrows + 0.4), dpi=100, layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    for i, ax in enumerate(axes.ravel()):
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if i >= n:
-            ax.set_axis_off()
-            continue
+    fig, axes = _panel_grid(len(weights), 8, (1.5, 1.6), suptitle)
+    for i, ax in enumerate(axes):
         limit = float(np.abs(weights[i]).max()) or 1.0
         ax.imshow(weights[i].reshape(shape), cmap=DIVERGING, vmin=-limit, vmax=limit,
                   interpolation="nearest")
         ax.set_title(titles[i], fontsize=8)
-    if suptitle:
-        fig.suptitle(suptitle)
     return fig
 
 
