@@ -12,7 +12,7 @@ Learned parameters are a flat ``dict[str, ndarray]`` (``state_dict`` /
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy.optimize import minimize_scalar
@@ -37,13 +37,21 @@ class DigitClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> DigitClassifier:
         """Fit to features ``X`` of shape (n_samples, n_features) and labels ``y`` (n_samples,)."""
+        return self._checked_fit(X, y)
+
+    def _checked_fit(self, X: np.ndarray, y: np.ndarray, **fit_options: Any) -> DigitClassifier:
+        """Check ``X`` and ``y``, encode the labels, then ``_fit(X, y_index, **fit_options)``.
+
+        Subclasses whose ``fit`` takes options (``callback``, ``eval_set``) name
+        them in their own ``fit`` and pass them through here.
+        """
         X = self._check_features(X, fitting=True)
         y = np.asarray(y)
         if y.shape != (len(X),):
             raise ValueError(f"y has shape {y.shape}, expected ({len(X)},)")
         self.classes_, y_index = np.unique(y, return_inverse=True)
         self.n_features_in_ = X.shape[1]
-        self._fit(X, y_index.astype(np.int64))
+        self._fit(X, y_index.astype(np.int64), **fit_options)
         return self
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:

@@ -160,15 +160,12 @@ class GuessAndCheck(DigitClassifier):
             ``Progress("candidates", done, n_candidates, {"best_accuracy": a})``
             after every chunk.
         """
-        self._fit_callback = callback
-        try:
-            super().fit(X, y)
-        finally:
-            del self._fit_callback
+        self._checked_fit(X, y, callback=callback)
         return self
 
-    def _fit(self, X: np.ndarray, y_index: np.ndarray) -> None:
-        callback: Callback | None = getattr(self, "_fit_callback", None)
+    def _fit(
+        self, X: np.ndarray, y_index: np.ndarray, *, callback: Callback | None = None
+    ) -> None:
         n_candidates = _check_int("n_candidates", self.n_candidates, 1)
         batch_size = _check_int("batch_size", self.batch_size, 1)
         weight_range = _check_real("weight_range", self.weight_range, positive=True)
@@ -336,15 +333,12 @@ class Perceptron(DigitClassifier):
             Called after every epoch with ``Progress("epoch", epoch, epochs,
             {"mistakes": .., "errors": .., "accuracy": ..})``.
         """
-        self._fit_callback = callback
-        try:
-            super().fit(X, y)
-        finally:
-            del self._fit_callback
+        self._checked_fit(X, y, callback=callback)
         return self
 
-    def _fit(self, X: np.ndarray, y_index: np.ndarray) -> None:
-        callback: Callback | None = getattr(self, "_fit_callback", None)
+    def _fit(
+        self, X: np.ndarray, y_index: np.ndarray, *, callback: Callback | None = None
+    ) -> None:
         lr = _check_real("lr", self.lr, positive=True)
         epochs = _check_int("epochs", self.epochs, 1)
         patience = _check_int("n_iter_no_change", self.n_iter_no_change, 1)

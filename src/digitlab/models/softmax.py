@@ -236,17 +236,18 @@ class Softmax(DigitClassifier):
         """
         # Settings first, so a bad one leaves a fitted model as it was.
         self._check_settings()
-        # The base class checks X and y and encodes the labels, then calls _fit;
-        # the two fit-time options ride along for the length of this call only.
-        self._fit_options = (callback, eval_set)
-        try:
-            super().fit(X, y)
-        finally:
-            del self._fit_options
+        # The base class checks X and y and encodes the labels, then calls _fit.
+        self._checked_fit(X, y, callback=callback, eval_set=eval_set)
         return self
 
-    def _fit(self, X: np.ndarray, y_index: np.ndarray) -> None:
-        callback, eval_set = getattr(self, "_fit_options", (None, None))
+    def _fit(
+        self,
+        X: np.ndarray,
+        y_index: np.ndarray,
+        *,
+        callback: Callback | None = None,
+        eval_set: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
         n_classes = len(self.classes_)
         if n_classes < 2:
             raise ValueError(f"softmax needs at least two classes, got {n_classes}")
