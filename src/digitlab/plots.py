@@ -192,7 +192,7 @@ def confusion_figure(matrix: np.ndarray, names: Sequence[str], *, ax: Axes | Non
     """The confusion matrix: rows are true labels, columns predictions, counts written in."""
     matrix = np.asarray(matrix)
     k = len(names)
-    fig, ax = _figure(ax, (1.0 + 0.55 * k, 0.8 + 0.5 * k))
+    fig, ax = _figure(ax, (max(3.6, 1.0 + 0.55 * k), max(3.0, 0.8 + 0.5 * k)))
     ax.imshow(matrix, cmap="Blues", interpolation="nearest")
     limit = matrix.max() or 1
     for (i, j), count in np.ndenumerate(matrix):
