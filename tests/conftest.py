@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import os
+
+# Under pytest-xdist each worker gets one thread for torch: two workers each
+# spinning two OpenMP threads on two cores made the CNN tests ten times slower.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import numpy as np
 import pytest
 
 from digitlab.data.dataset import Dataset
 from digitlab.data.sources import load_mnist_sample
+from digitlab.models import MODELS, DigitClassifier
+
+# Contract tests check behaviour, not accuracy: iterative models that would
+# otherwise pick a long schedule for a small training set get a short one.
+QUICK_SETTINGS: dict[str, dict[str, object]] = {"cnn": {"epochs": 2}}
 
 
 @pytest.fixture(scope="session")
@@ -24,9 +36,42 @@ def small_splits(sample: Dataset) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     }
 
 
+@pytest.fixture(scope="session")
+def seeded_model():
+    """Factory: a fresh model of a kind, seeded when it draws random numbers, quick to fit."""
+
+    def make(kind: str) -> DigitClassifier:
+        model = MODELS[kind](**QUICK_SETTINGS.get(kind, {}))
+        if "rng" in model.get_params():
+            model.set_params(rng=0)
+        return model
+
+    return make
+
+
 @pytest.fixture(autouse=True)
 def _isolated_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test reads or writes the user's real data or cache folders."""
     base = tmp_path_factory.mktemp("digitlab-home")
     monkeypatch.setenv("DIGITLAB_DATA", str(base / "data"))
     monkeypatch.setenv("DIGITLAB_CACHE", str(base / "cache"))
+
+
+@pytest.fixture(scope="session")
+def served_model(sample: Dataset, tmp_path_factory: pytest.TempPathFactory):
+    """A run folder as `digitlab train --out` leaves it, for the web tests: an MLP fitted
+    on the bundled sample (94.7% test accuracy, good enough to read drawn digits),
+    metrics.json, and a small report.html (the real one costs seconds of plotting)."""
+    from digitlab.atomic import write_json
+    from digitlab.io import save_model
+    from digitlab.models import MLP
+
+    out = tmp_path_factory.mktemp("served-run")
+    model = MLP(rng=0).fit(sample.features("train"), sample.train_labels)
+    save_model(out / "model.safetensors", model, input_shape=sample.image_shape,
+               class_names=sample.class_names, extra={"task": "all"})
+    accuracy = model.score(sample.features("test"), sample.test_labels)
+    write_json(out / "metrics.json", {"test": {"accuracy": accuracy}})
+    (out / "report.html").write_text(
+        "<!doctype html><title>report</title><h1>mlp on mnist-sample</h1>", encoding="utf-8")
+    return out / "model.safetensors"

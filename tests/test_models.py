@@ -32,18 +32,11 @@ def _data_for(kind, small, small_binary):
     return small_binary if MODELS[kind].binary_only else small
 
 
-def _seeded(kind):
-    model = MODELS[kind]()
-    if "rng" in model.get_params():
-        model.set_params(rng=0)
-    return model
-
-
 @pytest.mark.parametrize("kind", sorted(MODELS))
-def test_estimator_contract(kind, small, small_binary) -> None:
+def test_estimator_contract(kind, small, small_binary, seeded_model) -> None:
     X, y, X_test, y_test = _data_for(kind, small, small_binary)
     n_classes = len(np.unique(y))
-    model = _seeded(kind)
+    model = seeded_model(kind)
     with pytest.raises(NotFittedError):
         model.predict(X_test)
     assert model.fit(X, y) is model
@@ -71,19 +64,19 @@ def test_estimator_contract(kind, small, small_binary) -> None:
 
 
 @pytest.mark.parametrize("kind", sorted(MODELS))
-def test_same_seed_gives_identical_weights(kind, small, small_binary) -> None:
+def test_same_seed_gives_identical_weights(kind, small, small_binary, seeded_model) -> None:
     X, y, _X_test, _ = _data_for(kind, small, small_binary)
-    first = _seeded(kind).fit(X, y).state_dict()
-    second = _seeded(kind).fit(X, y).state_dict()
+    first = seeded_model(kind).fit(X, y).state_dict()
+    second = seeded_model(kind).fit(X, y).state_dict()
     assert first.keys() == second.keys()
     for name in first:
         np.testing.assert_array_equal(first[name], second[name], err_msg=name)
 
 
 @pytest.mark.parametrize("kind", sorted(MODELS))
-def test_works_with_sklearn_tools(kind, small, small_binary) -> None:
+def test_works_with_sklearn_tools(kind, small, small_binary, seeded_model) -> None:
     X, y, _, _ = _data_for(kind, small, small_binary)
-    pipeline = make_pipeline(FunctionTransformer(lambda a: a * 1.0), _seeded(kind))
+    pipeline = make_pipeline(FunctionTransformer(lambda a: a * 1.0), seeded_model(kind))
     scores = cross_val_score(pipeline, X, y, cv=3)
     assert scores.shape == (3,)
     assert np.all((scores >= 0) & (scores <= 1))

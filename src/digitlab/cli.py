@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(commands)
     _add_lab(commands)
     _add_data(commands)
+    _add_serve(commands)
     return parser
 
 
@@ -154,6 +155,23 @@ def _add_lab(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.set_defaults(handler=_cmd_lab)
 
 
+def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "serve", help="a draw-a-digit web page and an HTTP prediction API",
+        description="Serve a page to draw digits on and watch the model read them, the run's "
+        "report, and an HTTP API (POST /predict, GET /model, GET /health, /openapi.json). "
+        "Needs the web extra: pip install 'digitlab[web]'.",
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument("model", type=Path, help="a model.safetensors written by digitlab train")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on; 0.0.0.0 lets other machines in")
+    parser.add_argument("--port", type=int, default=8000, help="TCP port; 0 picks a free one")
+    parser.add_argument("--max-body-bytes", type=int, default=2_000_000,
+                        help="largest request body accepted (413 beyond)")
+    parser.set_defaults(handler=_cmd_serve)
+
+
 def _add_model_settings(parser: argparse.ArgumentParser) -> None:
     """One ``--setting-name`` option per model setting, named after the Python keyword."""
     from digitlab.models import MODELS
@@ -198,8 +216,11 @@ def _parse_tuple(text: str) -> tuple[object, ...]:
 
 
 def _parse_number_or_text(text: str) -> object:
+    """For settings whose default is None: ``none``, a boolean, a number, or text."""
     if text.strip().lower() == "none":
         return None
+    if text.strip().lower() in BOOLEAN_WORDS and not text.strip().isdigit():  # 1 is a number here
+        return _parse_bool(text)
     for parse in (int, float):
         try:
             return parse(text)
@@ -208,11 +229,13 @@ def _parse_number_or_text(text: str) -> object:
     return text
 
 
+BOOLEAN_WORDS = {"1": True, "true": True, "yes": True, "on": True,
+                 "0": False, "false": False, "no": False, "off": False}
+
+
 def _parse_bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
+    if text.strip().lower() in BOOLEAN_WORDS:
+        return BOOLEAN_WORDS[text.strip().lower()]
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
@@ -351,6 +374,29 @@ def _cmd_predict(args: argparse.Namespace, out: Console, err: Console) -> int:
         table.add_row(p.path, p.name, f"{p.probabilities[first]:.2f}",
                       f"{names[second]} {p.probabilities[second]:.2f}")
     out.print(table)
+    return EXIT_OK
+
+
+# What the web extra installs: a missing one means the extra is missing, not a bug of ours.
+WEB_MODULES = {"fastapi", "starlette", "uvicorn", "python_multipart", "pydantic"}
+
+
+def _cmd_serve(args: argparse.Namespace, out: Console, err: Console) -> int:
+    try:
+        from digitlab.web.app import create_app
+        from digitlab.web.server import listen, run, url_of
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] not in WEB_MODULES:
+            raise
+        raise DigitlabError(f"digitlab serve needs the web extra ({exc.name} is missing): "
+                            "pip install 'digitlab[web]'") from None
+    app = create_app(args.model, max_body_bytes=args.max_body_bytes)  # the model, loaded once
+    sock = listen(args.host, args.port)
+    # One line on stdout with the real address (--port 0 picks one); flushed, for scripts.
+    out.print(f"digitlab: serving {args.model} at {url_of(sock)} (Ctrl-C stops)",
+              highlight=False, soft_wrap=True)
+    out.file.flush()
+    run(app, sock)
     return EXIT_OK
 
 

@@ -59,14 +59,49 @@ def collect_images(paths: list[str | os.PathLike[str]]) -> list[Path]:
 
 def model_input(path: Path, info: ModelInfo, *, raw: bool = False) -> np.ndarray:
     """The uint8 image the model sees for the picture at ``path``."""
-    shape = (int(info.input_shape[0]), int(info.input_shape[1]))
+    shape = model_shape(info)
     grey = load_user_image(path, max_side=None if raw else MAX_SIDE)
     if raw:
         if grey.shape != shape:
             raise DataError(path, f"image is {grey.shape[0]}x{grey.shape[1]}, the model takes "
                             f"{shape[0]}x{shape[1]} (leave out --raw to normalise it)")
         return grey
-    return prepare_for_model(grey, shape, layout=layout_for(shape), source=path)
+    return normalise_for_model(grey, info, source=path)
+
+
+def model_shape(info: ModelInfo) -> tuple[int, int]:
+    """The (height, width) of the images a model takes."""
+    return int(info.input_shape[0]), int(info.input_shape[1])
+
+
+def normalise_for_model(
+    image: np.ndarray, info: ModelInfo, *, source: str | os.PathLike[str]
+) -> np.ndarray:
+    """A user's greyscale picture, MNIST-style normalised to the model's input (uint8)."""
+    shape = model_shape(info)
+    return prepare_for_model(image, shape, layout=layout_for(shape), source=source)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What a model reads in one image."""
+
+    label: int
+    name: str
+    probabilities: list[float]  # in the order of the model's classes
+
+
+def read_images(model: DigitClassifier, info: ModelInfo, images: np.ndarray) -> list[Reading]:
+    """Label, class name and probabilities for each uint8 image of shape (n, h, w)."""
+    features = images.reshape(len(images), -1).astype(np.float32) / np.float32(255.0)  # (n, h*w)
+    proba = model.predict_proba(features)  # (n, classes)
+    names = info.class_names or [str(c) for c in info.classes]
+    readings = []
+    for row in proba:
+        label = int(model.classes_[int(np.argmax(row))])
+        readings.append(Reading(label, names[label] if label < len(names) else str(label),
+                                [float(p) for p in row]))
+    return readings
 
 
 def predict_images(
@@ -75,13 +110,6 @@ def predict_images(
     """Label and class probabilities of every picture, in the order given."""
     files = collect_images(paths)
     images = np.stack([model_input(path, info, raw=raw) for path in files])
-    features = images.reshape(len(images), -1).astype(np.float32) / np.float32(255.0)
-    proba = model.predict_proba(features)
-    names = info.class_names or [str(c) for c in info.classes]
-    results = []
-    for path, image, row in zip(files, images, proba, strict=True):
-        best = int(np.argmax(row))
-        label = int(model.classes_[best])
-        results.append(Prediction(str(path), label, names[label] if label < len(names) else str(label),
-                                  [float(p) for p in row], image))
-    return results
+    return [Prediction(str(path), reading.label, reading.name, reading.probabilities, image)
+            for path, image, reading in zip(files, images, read_images(model, info, images),
+                                            strict=True)]

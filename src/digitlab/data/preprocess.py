@@ -215,40 +215,71 @@ def to_greyscale(image: Image.Image, source: str | os.PathLike[str] = "image") -
 
 
 def load_user_image(path: str | os.PathLike[str], *, max_side: int | None = None) -> np.ndarray:
-    """Read one picture file safely into uint8 ``(h, w)`` greyscale (see :func:`to_greyscale`).
+    """Read one picture file safely into uint8 ``(h, w)`` greyscale (see :func:`decode_user_image`).
 
     The file is read into memory and decoded from there (no handle is kept
-    open). Pictures with more than ``PIL.Image.MAX_IMAGE_PIXELS`` pixels
-    (decompression bombs), truncated or corrupt files and non-images raise a
-    :class:`~digitlab.errors.DataError` naming the file.
-
-    Parameters
-    ----------
-    path : path-like
-    max_side : int, optional
-        Let JPEGs decode at a reduced scale (1/2, 1/4 or 1/8, done inside the
-        decoder, so much faster) as long as both sides stay at least this long.
-        Other formats are always decoded in full.
+    open); a file that cannot be read raises a :class:`~digitlab.errors.DataError`.
     """
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise DataError(path, f"cannot read: {exc.strerror or exc}") from None
+    return decode_user_image(data, source=path, max_side=max_side)
+
+
+def decode_user_image(
+    data: bytes,
+    *,
+    source: str | os.PathLike[str] = "image",
+    max_side: int | None = None,
+    max_pixels: int | None = None,
+    formats: tuple[str, ...] | None = None,
+) -> np.ndarray:
+    """Decode one picture's bytes safely into uint8 ``(h, w)`` greyscale (see :func:`to_greyscale`).
+
+    Pictures with more than ``PIL.Image.MAX_IMAGE_PIXELS`` pixels
+    (decompression bombs), truncated or corrupt data and non-images raise a
+    :class:`~digitlab.errors.DataError` naming ``source``.
+
+    Parameters
+    ----------
+    data : bytes
+        The encoded picture (PNG, JPEG, ...).
+    source : str or path-like
+        Named in errors: the file, or "upload" for a web request.
+    max_side : int, optional
+        Let JPEGs decode at a reduced scale (1/2, 1/4 or 1/8, done inside the
+        decoder, so much faster) as long as both sides stay at least this long.
+        Other formats are always decoded in full.
+    max_pixels : int, optional
+        A tighter limit than Pillow's on width x height, checked from the
+        header before any pixel is decoded: a server must not let a small PNG
+        of huge dimensions claim gigabytes.
+    formats : tuple of str, optional
+        Pillow format names to accept (``("PNG", "JPEG")``); by default any
+        format Pillow reads.
+    """
     try:
         with warnings.catch_warnings():
             # Pillow only warns between MAX_IMAGE_PIXELS and twice that; refuse both.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=formats)  # reads the header only
+            if max_pixels is not None and image.width * image.height > max_pixels:
+                raise DataError(source, f"refusing a {image.width}x{image.height} image: more than "
+                                f"{max_pixels:,} pixels (a decompression bomb?)")
             if max_side is not None and image.format == "JPEG":
                 image.draft(None, (max_side, max_side))
             image.load()
+    except DataError:
+        raise  # ours, from the size check above: already says what is wrong
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DataError(path, f"refusing a decompression bomb ({exc})") from None
+        raise DataError(source, f"refusing a decompression bomb ({exc})") from None
     except UnidentifiedImageError:
-        raise DataError(path, "not an image file (unrecognised format)") from None
+        wanted = "an image file" if formats is None else "a " + " or ".join(formats) + " image"
+        raise DataError(source, f"not {wanted} (unrecognised format)") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
-        raise DataError(path, f"truncated or corrupt image ({exc})") from None
-    return to_greyscale(image, path)
+        raise DataError(source, f"truncated or corrupt image ({exc})") from None
+    return to_greyscale(image, source)
 
 
 # ---------------------------------------------------------------- normalising a digit
@@ -549,7 +580,8 @@ def _normalised(
     centre: tuple[float, float] | None,
 ) -> np.ndarray:
     grey = _grey_float(image, source)
-    factor = max(grey.shape) // WORK_SIDE
+    # Never a block taller or wider than the picture: a 1x1024 strip would average to nothing.
+    factor = min(max(grey.shape) // WORK_SIDE, min(grey.shape))
     if factor >= 2:
         grey = _block_mean(grey, factor)
     return _fit_in_box(_ink_map(grey, source, invert), size, box, centre)

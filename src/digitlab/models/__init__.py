@@ -1,6 +1,12 @@
-"""The models, by the name ``digitlab train --model NAME`` uses."""
+"""The models, by the name ``digitlab train --model NAME`` uses.
+
+The CNN is listed when PyTorch is installed (the ``torch`` extra); its module
+imports torch lazily, so listing it costs nothing until a CNN is used.
+"""
 
 from __future__ import annotations
+
+import importlib.util
 
 from digitlab.models.base import DigitClassifier
 from digitlab.models.baseline import Majority, RandomScores
@@ -12,6 +18,10 @@ from digitlab.models.template import Template
 MODELS: dict[str, type[DigitClassifier]] = {
     cls.kind: cls for cls in (Majority, MLP, RandomScores, Softmax, Template, GuessAndCheck, Perceptron)
 }
+if importlib.util.find_spec("torch") is not None:
+    from digitlab.models.cnn import CNN
+
+    MODELS[CNN.kind] = CNN
 
 __all__ = [
     "MLP",

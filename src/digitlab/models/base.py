@@ -54,6 +54,13 @@ class DigitClassifier(ClassifierMixin, BaseEstimator):
         self._fit(X, y_index.astype(np.int64), **fit_options)
         return self
 
+    def _encode_eval_set(
+        self, eval_set: tuple[np.ndarray, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Checked features of ``eval_set`` and its labels' positions in ``classes_``."""
+        X_val = self._check_features(eval_set[0])
+        return X_val, label_positions(self.classes_, eval_set[1], len(X_val), what="eval_set labels")
+
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         """Scores of shape (n_samples, n_classes); the largest wins."""
         check_is_fitted(self, "classes_")
@@ -136,6 +143,18 @@ class DigitClassifier(ClassifierMixin, BaseEstimator):
         if not fitting and X.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features, the model was fitted on {self.n_features_in_}")
         return X
+
+
+def label_positions(classes: np.ndarray, y: np.ndarray, n: int, *, what: str = "y") -> np.ndarray:
+    """Positions of labels ``y`` (n,) in the sorted ``classes``; every label must be one of them."""
+    y = np.asarray(y)
+    if y.shape != (n,):
+        raise ValueError(f"{what} have shape {y.shape}, expected ({n},)")
+    index = np.minimum(np.searchsorted(classes, y), len(classes) - 1)
+    unknown = classes[index] != y
+    if np.any(unknown):
+        raise ValueError(f"{what} not seen in training: {np.unique(y[unknown]).tolist()}")
+    return index.astype(np.int64)
 
 
 def softmax(scores: np.ndarray) -> np.ndarray:

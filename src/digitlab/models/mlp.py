@@ -38,7 +38,7 @@ from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
 from digitlab.errors import SettingsError
-from digitlab.models.base import DigitClassifier, softmax
+from digitlab.models.base import DigitClassifier, label_positions, softmax
 from digitlab.models.layers import ACTIVATIONS, Network, n_layers
 from digitlab.models.losses import LOSSES, OUTPUTS, target_matrix
 from digitlab.models.optim import OPTIMIZERS, make_optimizer
@@ -240,7 +240,7 @@ class MLP(DigitClassifier):
             X_val = self._check_features(eval_set[0], fitting=True)
             if X_val.shape[1] != X.shape[1]:
                 raise ValueError(f"eval_set has {X_val.shape[1]} features, X has {X.shape[1]}")
-            val_index = _label_index(classes, eval_set[1], len(X_val))
+            val_index = label_positions(classes, eval_set[1], len(X_val), what="eval_set labels")
             sets["val"] = (X_val, target_matrix(val_index, n_out, np.float32), val_index)
         # Checks are done: from here on the model changes.
         self.classes_ = classes
@@ -432,7 +432,7 @@ class MLP(DigitClassifier):
         mean over samples of ``||outputs(X) - one_hot(y)||^2``.
         """
         X = self._check_fitted_features(X)
-        index = _label_index(self.classes_, y, len(X))
+        index = label_positions(self.classes_, y, len(X))
         z = self._logits(X).astype(np.float64)
         targets = target_matrix(index, z.shape[1], np.float64)
         value, _ = LOSSES[self.loss](self.output).value_and_grad(z, targets)
@@ -627,18 +627,6 @@ def init_params(
             raise SettingsError(f"init must be one of {', '.join(INITS)}; got {init!r}")
         params[f"W{i}"], params[f"b{i}"] = W.astype(np.float32), b.astype(np.float32)
     return params
-
-
-def _label_index(classes: np.ndarray, y: np.ndarray, n: int) -> np.ndarray:
-    """Positions of labels ``y`` in ``classes`` (every label must be one of them)."""
-    y = np.asarray(y)
-    if y.shape != (n,):
-        raise ValueError(f"labels have shape {y.shape}, expected ({n},)")
-    index = np.minimum(np.searchsorted(classes, y), len(classes) - 1)
-    unknown = classes[index] != y
-    if np.any(unknown):
-        raise ValueError(f"labels not seen in training: {np.unique(y[unknown]).tolist()}")
-    return index.astype(np.int64)
 
 
 def _check_number(

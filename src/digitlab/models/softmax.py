@@ -350,22 +350,6 @@ class Softmax(DigitClassifier):
 
     # ------------------------------------------------------------------ helpers
 
-    def _encode_eval_set(
-        self, eval_set: tuple[np.ndarray, np.ndarray]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        X_val, y_val = eval_set
-        X_val = self._check_features(X_val)
-        y_val = np.asarray(y_val)
-        if y_val.shape != (len(X_val),):
-            raise ValueError(f"eval_set y has shape {y_val.shape}, expected ({len(X_val)},)")
-        index = np.searchsorted(self.classes_, y_val).clip(0, len(self.classes_) - 1)
-        unknown = self.classes_[index] != y_val
-        if np.any(unknown):
-            raise ValueError(
-                f"eval_set has labels not seen in training: {np.unique(y_val[unknown])}"
-            )
-        return X_val, index.astype(np.int64)
-
     def _check_settings(self) -> None:
         def is_int(value: object) -> bool:
             return isinstance(value, numbers.Integral) and not isinstance(value, bool)

@@ -1,0 +1,182 @@
+"""Load test of ``digitlab serve`` on 127.0.0.1: many clients at once, thousands of predictions.
+
+In one run:
+
+1. A model: ``--model PATH``, or an MLP trained on the bundled MNIST sample
+   into a temporary run folder (``digitlab train --model mlp``, the model the
+   web tests serve).
+2. The server: ``digitlab serve MODEL --port 0`` in its own process, as a
+   user starts it; the benchmark reads the address it prints.
+3. The load: ``--clients`` concurrent clients (asyncio, one HTTP/1.1
+   keep-alive connection each) send ``--requests`` predictions in all. Each is
+   what the page sends while someone draws: a 280x280 PNG of white ink on
+   black, here made from the sample's 1,000 test digits scaled up 10x, so the
+   server decodes, normalises (crop, 20x20 box, centre of mass) and predicts
+   every one. The whole load must finish within ``--time-limit`` seconds.
+
+Printed: throughput, latency percentiles (p50, p90, p99, max; each request
+timed from send to the full answer), errors (any exception, timeout, non-200
+status or answer without a label) and how many answers were right. It is a
+benchmark, not a pass/fail time: the only target is zero errors, and the
+script exits 1 when there were any.
+
+    python benchmarks/bench_serve.py            # 3,000 predictions from 50 clients
+    python benchmarks/bench_serve.py --quick    # 500 predictions from 50 clients
+    python benchmarks/bench_serve.py --model runs/cnn/model.safetensors --requests 5000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import math
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+from _results import report  # benchmarks/ is sys.path[0] when run as a script
+from PIL import Image
+
+from digitlab.data.sources import load_mnist_sample
+from digitlab.run import RunConfig, train
+
+PAD = 280  # the page's canvas side, in pixels
+QUICK_REQUESTS = 500
+
+
+def drawings() -> tuple[list[bytes], np.ndarray]:
+    """The sample's test digits as the page sends them: PAD x PAD PNGs, and their labels."""
+    sample = load_mnist_sample()
+    payloads = []
+    for digit in sample.test_images:
+        buffer = io.BytesIO()
+        Image.fromarray(digit).resize((PAD, PAD), Image.Resampling.BILINEAR).save(buffer, "PNG")
+        payloads.append(buffer.getvalue())
+    return payloads, sample.test_labels
+
+
+def start_server(model: Path, log: Path) -> tuple[subprocess.Popen[str], str]:
+    """``digitlab serve MODEL --port 0`` and the address it prints once listening."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "digitlab.cli", "serve", str(model), "--port", "0"],
+        stdout=subprocess.PIPE, stderr=log.open("w"), text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    found = re.search(r"at (http://\S+/) ", line)
+    if not found:
+        process.kill()
+        raise SystemExit(f"digitlab serve did not start: {line!r}\n{log.read_text()}")
+    return process, found.group(1)
+
+
+async def client(
+    url: str, jobs: list[int], payloads: list[bytes], labels: np.ndarray, results: list[tuple]
+) -> None:
+    """One client: its share of the requests, one after another on one connection."""
+    async with httpx.AsyncClient(base_url=url, timeout=60.0,
+                                 limits=httpx.Limits(max_connections=1)) as http:
+        for job in jobs:
+            payload = payloads[job % len(payloads)]
+            start = time.perf_counter()
+            try:
+                response = await http.post("/predict", content=payload,
+                                           headers={"content-type": "image/png"})
+                answer = response.json() if response.status_code == 200 else {}
+                error = None if "label" in answer else f"status {response.status_code}: {response.text[:200]}"
+            except (httpx.HTTPError, ValueError) as exc:
+                answer, error = {}, f"{type(exc).__name__}: {exc}"
+            seconds = time.perf_counter() - start
+            right = answer.get("label") == int(labels[job % len(labels)])
+            results.append((seconds, error, right))
+
+
+async def load(url: str, n_requests: int, n_clients: int, time_limit: float,
+               payloads: list[bytes], labels: np.ndarray) -> tuple[list[tuple], float, int]:
+    """Run every client; the results, the wall time, and how many requests never finished."""
+    results: list[tuple] = []
+    shares = [list(range(i, n_requests, n_clients)) for i in range(n_clients)]
+    start = time.perf_counter()
+    tasks = [asyncio.create_task(client(url, share, payloads, labels, results)) for share in shares]
+    _done, pending = await asyncio.wait(tasks, timeout=time_limit)
+    for task in pending:  # over the time limit: what is left counts as errors
+        task.cancel()
+    wall = time.perf_counter() - start
+    return results, wall, n_requests - len(results)
+
+
+def percentile_ms(seconds: np.ndarray, q: float) -> float:
+    return float(np.percentile(seconds, q)) * 1000 if len(seconds) else math.nan
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=None,
+                        help="model to serve (default: an MLP trained on the bundled sample)")
+    parser.add_argument("--requests", type=int, default=3000, help="predictions in all (default: 3000)")
+    parser.add_argument("--clients", type=int, default=50, help="concurrent clients (default: 50)")
+    parser.add_argument("--time-limit", type=float, default=300.0,
+                        help="seconds the whole load may take (default: 300)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"a quick run: {QUICK_REQUESTS} predictions (overrides --requests)")
+    args = parser.parse_args()
+    n_requests = QUICK_REQUESTS if args.quick else args.requests
+
+    payloads, labels = drawings()
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
+        model = args.model
+        if model is None:
+            started = time.perf_counter()
+            train(RunConfig(model="mlp", seed=0), Path(tmp) / "run")
+            model = Path(tmp) / "run" / "model.safetensors"
+            print(f"trained an MLP on mnist-sample in {time.perf_counter() - started:.1f} s")
+        process, url = start_server(model, Path(tmp) / "serve.log")
+        try:
+            print(f"serving {model} at {url}")
+            warm = httpx.post(url + "predict", content=payloads[0],
+                              headers={"content-type": "image/png"}, timeout=60)
+            warm.raise_for_status()
+            results, wall, unfinished = asyncio.run(
+                load(url, n_requests, args.clients, args.time_limit, payloads, labels))
+        finally:
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=30)
+
+    seconds = np.array([r[0] for r in results])
+    failures = [r[1] for r in results if r[1]]
+    errors = len(failures) + unfinished
+    right = sum(r[2] for r in results)
+    throughput = len(results) / wall if wall else math.nan
+    p50, p90, p99 = (percentile_ms(seconds, q) for q in (50, 90, 99))
+
+    print(f"{args.clients} clients, {n_requests:,} requests of {PAD}x{PAD} PNG drawings "
+          f"(mean {np.mean([len(p) for p in payloads]) / 1000:.1f} kB)")
+    print(f"  finished {len(results):,} in {wall:.1f} s: {throughput:.0f} predictions/s")
+    print(f"  latency p50 {p50:.1f} ms, p90 {p90:.1f} ms, p99 {p99:.1f} ms, "
+          f"max {seconds.max(initial=0) * 1000:.1f} ms")
+    print(f"  errors {errors} ({unfinished} unfinished in the {args.time_limit:.0f} s limit); "
+          f"right answers {right / max(len(results), 1):.1%}")
+    for failure in failures[:5]:
+        print(f"  error: {failure}")
+
+    note = (f"{args.clients} clients, {n_requests:,} PNG predictions, {errors} errors; "
+            f"p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+    for name, value, unit in ((f"serve: throughput, {args.clients} clients", throughput, "req/s"),
+                              ("serve: latency p50", p50, "ms"),
+                              ("serve: latency p99", p99, "ms")):
+        # No reference server to compare with: the row's target is zero errors.
+        report(name, digitlab=value, reference=math.nan, unit=unit, ratio=math.nan,
+               target="no errors", met=errors == 0, note=note)
+    if errors:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,511 @@
+"""A compact convolutional network on PyTorch, built to train fast on a laptop CPU.
+
+The network, for square images of side ``s``, ``w = width`` channels and
+``d = dense`` hidden units::
+
+    x (n, 1, s, s)
+      -> conv3x3(w)  -> maxpool2 -> BN -> ReLU   (n, w,  s/2, s/2)
+      -> conv3x3(2w) -> maxpool2 -> BN -> ReLU   (n, 2w, s/4, s/4)
+      -> flatten -> linear(d) -> ReLU -> linear  (n, n_classes)
+
+A pooling step is left out when it would shrink the map below 2x2, so 8x8
+digits keep a 2x2 map (28 -> 14 -> 7, 20 -> 10 -> 5, 8 -> 4 -> 2).
+
+Where the speed comes from (each measured on 2 cores before keeping it, see
+``benchmarks/bench_cnn.py``): two narrow convolutions that pool at once, so
+a training image costs about 2.5 million multiply-adds, and a dense layer,
+which is cheap on a CPU, to combine them (on Fashion-MNIST, 3 epochs: 92.1%
+in 28 s, where a third 3x3 convolution instead of the dense layer gave 91.6%
+in 46 s); the whole training set is one tensor and batches are index slices
+(no DataLoader); channels-last memory format (oneDNN's fast convolution
+path); batch normalisation and a one-cycle schedule (``OneCycleLR``) with
+Nesterov SGD and label smoothing, which reach a good minimum in few epochs.
+Augmentation shifts every image by up to a pixel or two once per epoch with
+one sliced copy per offset (no per-sample Python); it pays off only when the
+same images are seen many times, so by default it is on for small training
+sets only.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+from sklearn.utils.validation import check_is_fitted
+
+from digitlab.errors import SettingsError
+from digitlab.lazy_import import lazy_import
+from digitlab.models.base import DigitClassifier
+from digitlab.models.training import Callback, Progress, run_epochs
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+else:
+    # torch loads on first use (training, predicting, loading a CNN file), not on
+    # import: the command line imports this module to list the CNN's settings.
+    torch = lazy_import("torch")
+
+DEVICES = ("cpu", "auto", "cuda")
+# Rows per forward pass in predict: bounds memory, and batches this small keep the
+# activations in cache (10,000 digits: 0.5 s in batches of 512, 1.1 s in one of 4096).
+PREDICT_BATCH = 512
+# With epochs=None, train on about this many images in all (4,000 images: 16 epochs),
+# and never fewer than MIN_EPOCHS passes (60,000 images: 3 epochs).
+AUTO_IMAGES_SEEN = 64_000
+MIN_EPOCHS, MAX_EPOCHS = 3, 30
+# With augment=None, augment when training runs at least this many epochs.
+AUGMENT_FROM_EPOCHS = 8
+# Shifts used by test-time augmentation: the image itself and one pixel each way.
+TTA_SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
+
+
+class _TargetReached(KeyboardInterrupt):
+    """Raised from the progress callback to end training once target_accuracy is met.
+
+    ``run_epochs`` stops cleanly (keeping the best weights) on KeyboardInterrupt;
+    this subclass tells ``fit`` that the stop was a success, not a Ctrl-C.
+    """
+
+
+def image_side(n_features: int) -> int:
+    """Side of the square image with ``n_features`` pixels (784 -> 28); ValueError if none."""
+    side = math.isqrt(n_features)
+    if side * side != n_features or side < 2:
+        raise ValueError(f"X has {n_features} features: not a square image (side*side pixels)")
+    return side
+
+
+def build_network(side: int, n_classes: int, width: int, dense: int) -> nn.Sequential:
+    """The network for square images of ``side`` pixels (see the module docstring)."""
+    layers: list[nn.Module] = []
+    channels_in, size = 1, side
+    for channels in (width, 2 * width):
+        # Pool straight after the convolution, before BN and ReLU (as the fast
+        # CIFAR-10 runs do): the normalisation then touches a quarter of the values.
+        layers.append(torch.nn.Conv2d(channels_in, channels, 3, padding=1, bias=False))  # BN has the bias
+        if size // 2 >= 2:
+            layers.append(torch.nn.MaxPool2d(2))
+            size //= 2
+        layers += [torch.nn.BatchNorm2d(channels), torch.nn.ReLU(inplace=True)]
+        channels_in = channels
+    layers += [
+        torch.nn.Flatten(),
+        torch.nn.Linear(channels_in * size * size, dense),
+        torch.nn.ReLU(inplace=True),
+        torch.nn.Linear(dense, n_classes),
+    ]
+    return torch.nn.Sequential(*layers)
+
+
+def auto_epochs(n_samples: int) -> int:
+    """Epochs for ``epochs=None``: about AUTO_IMAGES_SEEN images, within [MIN_EPOCHS, MAX_EPOCHS]."""
+    return int(min(MAX_EPOCHS, max(MIN_EPOCHS, round(AUTO_IMAGES_SEEN / n_samples))))
+
+
+def shift_images(
+    images: torch.Tensor, max_shift: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Each image moved by its own random (dy, dx) in [-max_shift, max_shift], zeros fill in.
+
+    images : (n, 1, s, s). Pads once, then one sliced copy per offset: (2m+1)^2
+    tensor operations for the whole set instead of n small ones.
+    """
+    n, _, s, _ = images.shape
+    m = max_shift
+    padded = torch.nn.functional.pad(images, (m, m, m, m))  # (n, 1, s + 2m, s + 2m)
+    offsets = torch.randint(0, (2 * m + 1) ** 2, (n,), generator=generator)
+    out = torch.empty_like(images)
+    for k in range(int((2 * m + 1) ** 2)):
+        rows = (offsets == k).nonzero().squeeze(1)
+        if len(rows):
+            dy, dx = divmod(k, 2 * m + 1)
+            out[rows] = padded[rows, :, dy : dy + s, dx : dx + s]
+    return out
+
+
+def _shift_fixed(images: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """All images moved by the same (dy, dx) pixels, zeros fill in."""
+    s = images.shape[-1]
+    m = max(abs(dy), abs(dx))
+    if m == 0:
+        return images
+    padded = torch.nn.functional.pad(images, (m, m, m, m))
+    return padded[:, :, m - dy : m - dy + s, m - dx : m - dx + s]
+
+
+class CNN(DigitClassifier):
+    """Convolutional network with batch norm, trained with a one-cycle schedule (PyTorch).
+
+    Parameters
+    ----------
+    epochs : int or None
+        Passes over the training data; the one-cycle schedule spans them all.
+        None: enough passes to train on about 64,000 images, at least 3 and at
+        most 30 (16 for 4,000 images, 3 for 60,000).
+    batch_size : int
+        Samples per gradient step.
+    lr : float
+        Peak learning rate of the one-cycle schedule (Nesterov SGD, momentum
+        cycling 0.95 -> 0.85 -> 0.95 as in ``OneCycleLR``).
+    weight_decay : float
+        L2 weight decay of the optimizer.
+    label_smoothing : float
+        Share of each target spread evenly over the classes, in [0, 1).
+    augment : bool or None
+        Shift each training image by a random offset of up to 2 pixels (1 for
+        images smaller than 28 pixels) every epoch. None: augment when training
+        runs 8 epochs or more, where the net would otherwise start to memorise
+        its images (on Fashion-MNIST's 3 epochs it cost 0.8 point).
+    width : int
+        Channels of the first convolution (the second has twice as many).
+    dense : int
+        Units of the hidden dense layer.
+    tta : bool
+        Test-time augmentation: predict the mean probabilities of the image and
+        four copies shifted by one pixel. Slower prediction, often a little better.
+    target_accuracy : float or None
+        Stop once the accuracy on ``eval_set`` (the training batches' accuracy
+        when there is none) reaches this, in (0, 1].
+    device : {"cpu", "auto", "cuda"}
+        ``"auto"`` uses CUDA when available. Model files always hold CPU arrays.
+    rng : int, Generator or None
+        Seeds initialisation, shuffling and augmentation; an int gives the same
+        weights at every fit on the CPU.
+
+    Attributes
+    ----------
+    network_ : torch.nn.Sequential
+        The trained network (in eval mode, on the CPU after ``fit``).
+    history_ : dict of str to list of float
+        Per epoch: ``loss``, ``accuracy`` (running means over the epoch's
+        batches), ``val_loss``, ``val_accuracy`` with ``eval_set``.
+    n_iter_ : int
+        Epochs run.
+    interrupted_ : bool
+        Training was stopped by Ctrl-C (KeyboardInterrupt); the model is usable,
+        holding the weights of the best epoch so far.
+    stopped_early_ : bool
+        Training stopped because ``target_accuracy`` was reached.
+
+    Notes
+    -----
+    Measured on 2 CPU cores with the defaults (width 16, dense 128: 206,922
+    parameters at 28x28; batches of 128, peak lr 0.2): on the bundled 4,000 /
+    1,000 MNIST sample, 16 epochs with augmentation, 98.9% test accuracy for
+    seeds 0, 1 and 2 in 9-12 s of training; on Fashion-MNIST 60,000 / 10,000,
+    3 epochs, 92.1% in 28 s (``benchmarks/bench_cnn.py``).
+    """
+
+    kind: ClassVar[str] = "cnn"
+
+    def __init__(
+        self,
+        *,
+        epochs: int | None = None,
+        batch_size: int = 128,
+        lr: float = 0.2,
+        weight_decay: float = 5e-4,
+        label_smoothing: float = 0.1,
+        augment: bool | None = None,
+        width: int = 16,
+        dense: int = 128,
+        tta: bool = False,
+        target_accuracy: float | None = None,
+        device: str = "cpu",
+        rng: int | np.random.Generator | None = None,
+    ) -> None:
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.label_smoothing = label_smoothing
+        self.augment = augment
+        self.width = width
+        self.dense = dense
+        self.tta = tta
+        self.target_accuracy = target_accuracy
+        self.device = device
+        self.rng = rng
+
+    # ------------------------------------------------------------ fit
+
+    def fit(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        *,
+        callback: Callback | None = None,
+        eval_set: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> CNN:
+        """Train on features ``X`` (n_samples, side*side) in [0, 1] and labels ``y`` (n_samples,).
+
+        Parameters
+        ----------
+        callback : callable(Progress), optional
+            Called after every epoch with the figures so far. Raising
+            ``KeyboardInterrupt`` in it stops training cleanly, as Ctrl-C does.
+        eval_set : (X_val, y_val), optional
+            Data to report ``val_loss`` and ``val_accuracy`` on after each
+            epoch; ``target_accuracy`` watches it.
+        """
+        # Settings and shape first, so a bad one leaves a fitted model as it was.
+        self._check_settings()
+        if np.ndim(X) == 2:
+            image_side(np.shape(X)[1])
+        self._checked_fit(X, y, callback=callback, eval_set=eval_set)
+        return self
+
+    def _fit(
+        self,
+        X: np.ndarray,
+        y_index: np.ndarray,
+        *,
+        callback: Callback | None = None,
+        eval_set: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
+        classes = self.classes_
+        if len(classes) < 2:
+            raise ValueError(f"y holds a single class ({classes.tolist()}); a CNN needs two or more")
+        side = image_side(X.shape[1])
+        device = self._torch_device()
+        val: tuple[torch.Tensor, torch.Tensor] | None = None
+        if eval_set is not None:
+            X_val, val_index = self._encode_eval_set(eval_set)
+            val = (_to_images(X_val, side, device), torch.from_numpy(val_index).to(device))
+
+        seed = int(np.random.default_rng(self.rng).integers(2**63 - 1))
+        generator = torch.Generator().manual_seed(seed)
+        # Initialise from our own seed without touching torch's global generator.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            network = build_network(side, len(classes), int(self.width), int(self.dense))
+        network = _channels_last(network.to(device))
+        self.network_ = network
+
+        images = _to_images(X, side, torch.device("cpu"))
+        targets = torch.from_numpy(y_index.astype(np.int64))
+        n, batch_size = len(X), int(self.batch_size)
+        epochs = auto_epochs(n) if self.epochs is None else int(self.epochs)
+        augment = epochs >= AUGMENT_FROM_EPOCHS if self.augment is None else bool(self.augment)
+        steps_per_epoch = math.ceil(n / batch_size)
+        optimizer = torch.optim.SGD(
+            network.parameters(), lr=float(self.lr), momentum=0.9, nesterov=True,
+            weight_decay=float(self.weight_decay),
+        )
+        schedule = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=float(self.lr), epochs=epochs, steps_per_epoch=steps_per_epoch,
+        )
+        max_shift = 2 if side >= 28 else 1
+        smoothing = float(self.label_smoothing)
+        epoch_logs: dict[str, float] = {}
+
+        def train_epoch(epoch: int) -> None:
+            network.train()
+            inputs = shift_images(images, max_shift, generator) if augment else images
+            inputs = inputs.to(device).contiguous(memory_format=torch.channels_last)
+            labels = targets.to(device)
+            order = torch.randperm(n, generator=generator).to(device)
+            total_loss = torch.zeros((), device=device)
+            correct = torch.zeros((), dtype=torch.int64, device=device)
+            for start in range(0, n, batch_size):
+                rows = order[start : start + batch_size]
+                logits = network(inputs[rows])
+                loss = torch.nn.functional.cross_entropy(logits, labels[rows], label_smoothing=smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                # Summed on the device: no synchronising .item() per batch.
+                total_loss += loss.detach() * len(rows)
+                correct += (logits.detach().argmax(1) == labels[rows]).sum()
+            epoch_logs["loss"] = float(total_loss) / n
+            epoch_logs["accuracy"] = int(correct) / n
+
+        def evaluate() -> dict[str, float]:
+            logs = dict(epoch_logs)
+            if val is not None:
+                logits = self._forward(val[0])
+                logs["val_loss"] = float(torch.nn.functional.cross_entropy(logits, val[1]))
+                logs["val_accuracy"] = float((logits.argmax(1) == val[1]).float().mean())
+            return logs
+
+        def snapshot() -> dict[str, np.ndarray]:
+            return {k: v.detach().cpu().numpy().copy() for k, v in network.state_dict().items()}
+
+        def restore(saved: dict[str, np.ndarray]) -> None:
+            network.load_state_dict({k: torch.from_numpy(v) for k, v in saved.items()})
+
+        watched = "val_accuracy" if val is not None else "accuracy"
+        reached = False
+
+        def on_epoch(progress: Progress) -> None:
+            nonlocal reached
+            if callback is not None:
+                callback(progress)
+            target = self.target_accuracy
+            if target is not None and progress.logs[watched] >= float(target):
+                reached = True
+                raise _TargetReached
+
+        result = run_epochs(
+            epochs=epochs,
+            train_epoch=train_epoch,
+            evaluate=evaluate,
+            monitor=watched if val is not None else "loss",
+            mode="max" if val is not None else "min",
+            tol=0.0,
+            early_stopping=False,
+            snapshot=snapshot,
+            restore=restore,
+            callback=on_epoch,
+        )
+        self.network_ = network.cpu().eval()
+        self.history_ = result.history
+        self.n_iter_ = result.epochs_run
+        self.interrupted_ = result.interrupted and not reached
+        self.stopped_early_ = reached
+
+    def _check_settings(self) -> None:
+        for name, may_be_none in (("epochs", True), ("batch_size", False), ("width", False),
+                                  ("dense", False)):
+            value = getattr(self, name)
+            if value is None and may_be_none:
+                continue
+            if not isinstance(value, Integral) or isinstance(value, bool) or value < 1:
+                raise SettingsError(f"{name} must be an integer >= 1{' or None' * may_be_none}, "
+                                    f"got {value!r}")
+        for name, low, high in (("lr", 0.0, math.inf), ("weight_decay", 0.0, math.inf),
+                                ("label_smoothing", 0.0, 1.0)):
+            value = getattr(self, name)
+            if not isinstance(value, Real) or isinstance(value, bool) or not low <= float(value) < high:
+                raise SettingsError(f"{name} must be a number in [{low}, {high}), got {value!r}")
+        if self.lr == 0:
+            raise SettingsError("lr must be positive")
+        for name, may_be_none in (("augment", True), ("tta", False)):
+            value = getattr(self, name)
+            if not (isinstance(value, bool | np.bool_) or (value is None and may_be_none)):
+                raise SettingsError(f"{name} must be True or False{' or None' * may_be_none}, "
+                                    f"got {value!r}")
+        target = self.target_accuracy
+        if target is not None and (
+            not isinstance(target, Real) or isinstance(target, bool) or not 0 < target <= 1
+        ):
+            raise SettingsError(f"target_accuracy must be None or in (0, 1], got {target!r}")
+        if self.device not in DEVICES:
+            raise SettingsError(f"device must be one of {', '.join(DEVICES)}; got {self.device!r}")
+
+    def _torch_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise SettingsError("device='cuda' but PyTorch sees no CUDA device")
+        return torch.device(self.device)
+
+    # ------------------------------------------------------------ predict
+
+    def _forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits (n, n_classes) of images (n, 1, s, s) in eval mode, in batches."""
+        network = self.network_
+        network.eval()
+        with torch.inference_mode():
+            parts = [
+                network(images[start : start + PREDICT_BATCH].contiguous(
+                    memory_format=torch.channels_last))
+                for start in range(0, len(images), PREDICT_BATCH)
+            ]
+        return torch.cat(parts)
+
+    def _scores(self, X: np.ndarray) -> np.ndarray:
+        images = _to_images(X, image_side(X.shape[1]), next(self.network_.parameters()).device)
+        if not self.tta:
+            return self._forward(images).double().cpu().numpy()
+        # Mean of the shifted copies' probabilities; its log is a score whose
+        # softmax gives back exactly that mean.
+        proba = torch.stack([
+            torch.softmax(self._forward(_shift_fixed(images, dy, dx)).double(), dim=1)
+            for dy, dx in TTA_SHIFTS
+        ]).mean(0)
+        return torch.log(proba.clamp_min(1e-300)).cpu().numpy()
+
+    # ------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """``net.<layer>.<name>`` arrays (weights and BN running statistics), ``classes_``,
+        ``n_features_in_`` (copies)."""
+        check_is_fitted(self, "classes_")
+        state = {
+            f"net.{name}": value.detach().cpu().numpy().copy()
+            for name, value in self.network_.state_dict().items()
+        }
+        state["classes_"] = np.array(self.classes_, copy=True)
+        state["n_features_in_"] = np.array(self.n_features_in_, dtype=np.int64)
+        return state
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> CNN:
+        """Rebuild the network from the settings and :meth:`state_dict` output."""
+        missing = [name for name in ("classes_", "n_features_in_") if name not in state]
+        if missing:
+            raise ValueError(f"state is missing {missing}")
+        classes = np.array(state["classes_"], copy=True)
+        n_features = int(state["n_features_in_"])
+        network = build_network(image_side(n_features), len(classes), int(self.width), int(self.dense))
+        tensors = {
+            name.removeprefix("net."): torch.from_numpy(np.array(value, copy=True))
+            for name, value in state.items() if name.startswith("net.")
+        }
+        try:
+            network.load_state_dict(tensors)
+        except RuntimeError as exc:  # names or shapes that do not fit these settings
+            raise ValueError(f"state does not fit a CNN with width={self.width}, dense={self.dense}: {exc}") from None
+        self.network_ = _channels_last(network).eval()
+        self.classes_ = classes
+        self.n_features_in_ = n_features
+        return self
+
+    def summary(self) -> dict[str, object]:
+        """Kind, settings, and per layer: its type, output shape and parameter count."""
+        check_is_fitted(self, "classes_")
+        side = image_side(self.n_features_in_)
+        layers: list[dict[str, Any]] = []
+        shape: tuple[int, ...] = (1, side, side)
+        with torch.inference_mode():
+            x = torch.zeros((1, *shape))
+            self.network_.eval()
+            for index, layer in enumerate(self.network_):
+                x = layer(x)
+                layers.append({
+                    "name": f"net.{index}",
+                    "layer": repr(layer),
+                    "output_shape": list(x.shape[1:]),
+                    "n_parameters": int(sum(p.numel() for p in layer.parameters())),
+                })
+        state = self.state_dict()
+        return {
+            "kind": self.kind,
+            "settings": self.get_params(),
+            "classes": self.classes_.tolist(),
+            "layers": layers,
+            "parameters": {name: list(value.shape) for name, value in state.items()
+                           if name.startswith("net.")},
+            "n_parameters": int(sum(layer["n_parameters"] for layer in layers)),
+        }
+
+    def hidden_weights(self) -> np.ndarray | None:
+        """None: the first layer's 3x3 filters are not per-pixel weights over the image."""
+        return None
+
+
+def _channels_last(network: nn.Sequential) -> nn.Sequential:
+    """The network with its weights in channels-last (NHWC) layout: oneDNN's fast path
+    (twice as fast as NCHW for these convolutions on 2 CPU cores)."""
+    # Module.to accepts memory_format at run time; torch's type stubs do not list it.
+    return network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+
+
+def _to_images(X: np.ndarray, side: int, device: torch.device) -> torch.Tensor:
+    """Features (n, side*side) float32 as a tensor (n, 1, side, side) on ``device``."""
+    return torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)).reshape(
+        len(X), 1, side, side).to(device)

@@ -1,0 +1,7 @@
+"""The draw-a-digit page and the HTTP prediction API (the ``web`` extra).
+
+``digitlab serve MODEL`` builds the app with :func:`digitlab.web.app.create_app`
+and runs it with :func:`digitlab.web.server.run`. Nothing here is imported by
+the command line until ``serve`` runs, so other commands start without
+FastAPI (and work without the extra installed).
+"""

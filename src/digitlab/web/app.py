@@ -1,0 +1,150 @@
+"""The FastAPI app: the draw-a-digit page, its run report, and the prediction API.
+
+    GET  /              the page (static/index.html; scripts and styles from /static only)
+    GET  /report        report.html beside the model file, for the page's second tab
+    GET  /health        {"status": "ok"}
+    GET  /model         kind, classes, input shape, test accuracy from training
+    POST /predict       a PNG/JPEG (raw body or multipart field "file") or JSON pixels
+    GET  /openapi.json  the schema of all of the above
+
+The model is loaded once, here, with the safe loader (safetensors; never
+pickle). Decoding and predicting are CPU work, so they run in the thread
+pool, not on the event loop: one slow picture does not stall other clients.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import python_multipart  # noqa: F401  -- uploads need it; fail at start, not on the first upload
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+from digitlab import __version__
+from digitlab.io import ModelInfo, load_model
+from digitlab.models import DigitClassifier
+from digitlab.predict import read_images
+from digitlab.web.errors import InputError, install_error_handlers
+from digitlab.web.inputs import FORM_TYPE, IMAGE_TYPES, JSON_TYPE, model_image, read_payload
+from digitlab.web.limits import BodyLimit
+from digitlab.web.schemas import (
+    ErrorResponse,
+    HealthResponse,
+    ModelResponse,
+    PixelsRequest,
+    PredictionResponse,
+)
+
+STATIC = Path(__file__).parent / "static"
+MAX_BODY_BYTES = 2_000_000
+
+# The page loads nothing from other hosts; say so to the browser too.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; "
+    "frame-src 'self'; object-src 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+}
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": why}
+    for status, why in [
+        (400, "empty body, malformed JSON or a broken multipart upload"),
+        (413, "body larger than the limit"),
+        (415, "a content type /predict does not read"),
+        (422, "not a PNG/JPEG, truncated, too many pixels, blank, or bad pixel values"),
+    ]
+}
+
+ERRORS_404 = {"model": ErrorResponse, "description": "no report.html beside the model file"}
+
+BINARY = {"schema": {"type": "string", "format": "binary"}}
+PREDICT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            **{kind: BINARY for kind in IMAGE_TYPES},
+            FORM_TYPE: {"schema": {"type": "object", "required": ["file"],
+                                   "properties": {"file": {"type": "string", "format": "binary"}}}},
+            JSON_TYPE: {"schema": PixelsRequest.model_json_schema()},
+        },
+    }
+}
+
+
+def create_app(model_path: str | os.PathLike[str], *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+    """The app serving the model at ``model_path`` (a DataError if it cannot be loaded)."""
+    model_path = Path(model_path)
+    model, info = load_model(model_path)
+    about = describe_model(info, model_path)
+    app = FastAPI(
+        title="digitlab",
+        version=__version__,
+        description=f"Reads handwritten digits with a {info.kind} model. Errors are JSON "
+        f'{{"error": "..."}}; request bodies are limited to {max_body_bytes:,} bytes.',
+        docs_url=None, redoc_url=None,  # both load their scripts from a CDN; the page is offline
+    )
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    install_error_handlers(app)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
+
+    @app.get("/report", response_class=FileResponse, responses={404: ERRORS_404},
+             summary="the training run's report.html, from beside the model file")
+    async def report() -> FileResponse:
+        path = model_path.parent / "report.html"
+        if not path.is_file():
+            raise InputError(404, f"no report.html beside {model_path.name}: train with "
+                             "`digitlab train --out` or write one with `digitlab inspect`")
+        return FileResponse(path, media_type="text/html")
+
+    @app.get("/health")
+    async def health() -> HealthResponse:
+        return HealthResponse(status="ok")
+
+    @app.get("/model")
+    async def model_route() -> ModelResponse:
+        return about
+
+    @app.post("/predict", responses=ERRORS, openapi_extra=PREDICT_BODY,
+              summary="read the digit in a picture or a pixel array")
+    async def predict(request: Request) -> PredictionResponse:
+        kind, body = await read_payload(request)
+        return await run_in_threadpool(predict_body, model, info, kind, body)
+
+    return app
+
+
+def predict_body(model: DigitClassifier, info: ModelInfo, kind: str, body: bytes) -> PredictionResponse:
+    """What the model reads in one request's body."""
+    image = model_image(kind, body, info)  # (h, w) uint8, the model's input shape
+    reading = read_images(model, info, image[None])[0]
+    return PredictionResponse(label=reading.label, name=reading.name,
+                              probabilities=reading.probabilities, classes=list(info.classes),
+                              input=image.tolist())
+
+
+def describe_model(info: ModelInfo, model_path: Path) -> ModelResponse:
+    return ModelResponse(
+        kind=info.kind, classes=list(info.classes),
+        class_names=info.class_names or [str(c) for c in info.classes],
+        input_shape=list(info.input_shape), task=str(info.extra.get("task", "all")),
+        test_accuracy=training_accuracy(info, model_path),
+    )
+
+
+def training_accuracy(info: ModelInfo, model_path: Path) -> float | None:
+    """Test accuracy from metrics.json beside the model, else as stored in the model file."""
+    try:
+        metrics = json.loads((model_path.parent / "metrics.json").read_text(encoding="utf-8"))
+        return float(metrics["test"]["accuracy"])
+    except (OSError, ValueError, KeyError, TypeError):
+        stored = info.extra.get("test_accuracy")
+        return float(stored) if isinstance(stored, int | float) else None

@@ -1,0 +1,62 @@
+"""The JSON shapes of the API: what /predict takes and what every route answers.
+
+They double as the OpenAPI schema, which the fuzz test reads to generate
+requests, so the constraints here (finite numbers from 0 to 255, no unknown
+fields) are the API's documented contract, not just checks.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_SIDE = 1024
+"""Longest side of a JSON pixel array; a picture larger than that should be sent as PNG."""
+
+Pixel = Annotated[float, Field(ge=0, le=255, allow_inf_nan=False)]
+
+
+class PixelsRequest(BaseModel):
+    """A digit as an array of grey levels, the dataset's way: ink 255 on a 0 background."""
+
+    # strict: `true` is not a pixel value and "12" is not a number; forbid: a misspelt
+    # "normalize" must not be silently ignored.
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    pixels: list[Annotated[list[Pixel], Field(min_length=1, max_length=MAX_SIDE)]] = Field(
+        min_length=1, max_length=MAX_SIDE,
+        description="rows of grey levels 0..255 (ink 255 on black); used as they are when "
+        "the array has the model's input shape, else normalised MNIST-style first",
+    )
+    normalise: bool = Field(
+        default=False,
+        description="normalise MNIST-style (crop, 20x20 box, centre of mass) even when the "
+        "array already has the model's input shape",
+    )
+
+
+class PredictionResponse(BaseModel):
+    label: int = Field(description="the predicted class")
+    name: str = Field(description="the predicted class's name")
+    probabilities: list[float] = Field(description="one per class, in the order of `classes`")
+    classes: list[int]
+    input: list[list[int]] = Field(description="the uint8 image the model saw, row by row")
+
+
+class ModelResponse(BaseModel):
+    kind: str
+    classes: list[int]
+    class_names: list[str]
+    input_shape: list[int]
+    task: str
+    test_accuracy: float | None = Field(
+        description="test accuracy measured when the model was trained, if known")
+
+
+class HealthResponse(BaseModel):
+    status: str
+
+
+class ErrorResponse(BaseModel):
+    error: str = Field(description="what was wrong with the request")

@@ -1,0 +1,297 @@
+"""The PyTorch CNN: accuracy on real digits, reproducibility, files, sizes, stopping."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+# Skipped where PyTorch is not installed, but never in CI, which installs the torch extra.
+torch = pytest.importorskip("torch") if not os.environ.get("CI") else importlib.import_module("torch")
+
+from digitlab.cli import main  # noqa: E402
+from digitlab.data.preprocess import resize_images  # noqa: E402
+from digitlab.data.sources import load  # noqa: E402
+from digitlab.errors import SettingsError  # noqa: E402
+from digitlab.io import load_model, save_model  # noqa: E402
+from digitlab.models import MODELS  # noqa: E402
+from digitlab.models.cnn import CNN, auto_epochs, build_network, image_side  # noqa: E402
+from digitlab.models.training import Progress  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def fitted(sample) -> CNN:
+    """A CNN trained briefly on the whole bundled sample."""
+    return CNN(epochs=4, rng=0).fit(sample.features("train"), sample.train_labels)
+
+
+@pytest.fixture(scope="module")
+def small(sample):
+    data = sample.take("train", 0, 600).take("test", 0, 300)
+    return data.features("train"), data.train_labels, data.features("test"), data.test_labels
+
+
+def test_beats_95_percent_on_the_sample_quickly(fitted, sample) -> None:
+    assert fitted.score(sample.features("test"), sample.test_labels) > 0.95
+    assert fitted.n_iter_ == 4
+    assert not fitted.interrupted_
+    assert fitted.history_["accuracy"][-1] > fitted.history_["accuracy"][0]
+
+
+def test_probabilities_and_predictions(fitted, sample) -> None:
+    X_test = sample.features("test")[:50]
+    proba = fitted.predict_proba(X_test)
+    assert proba.shape == (50, 10)
+    assert proba.dtype == np.float64
+    assert np.all(proba >= 0)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
+    predicted = fitted.predict(X_test)
+    assert predicted.dtype == sample.test_labels.dtype
+    np.testing.assert_array_equal(predicted, fitted.classes_[proba.argmax(axis=1)])
+    # one image at a time gives the same answers as the batch (eval mode: BN uses running stats)
+    np.testing.assert_array_equal([fitted.predict(X_test[i : i + 1])[0] for i in range(5)],
+                                  predicted[:5])
+
+
+def test_same_seed_gives_identical_weights(small) -> None:
+    X, y, _, _ = small
+    first = CNN(epochs=2, rng=3).fit(X, y).state_dict()
+    second = CNN(epochs=2, rng=3).fit(X, y).state_dict()
+    assert first.keys() == second.keys()
+    for name in first:
+        np.testing.assert_array_equal(first[name], second[name], err_msg=name)
+    other = CNN(epochs=2, rng=4).fit(X, y).state_dict()
+    assert not np.array_equal(first["net.0.weight"], other["net.0.weight"])
+
+
+def test_fit_leaves_torch_global_generator_alone(small) -> None:
+    X, y, _, _ = small
+    before = torch.random.get_rng_state()
+    CNN(epochs=1, rng=0).fit(X[:100], y[:100])
+    assert torch.equal(torch.random.get_rng_state(), before)
+
+
+def test_state_dict_holds_flat_arrays_with_batch_norm_statistics(fitted) -> None:
+    state = fitted.state_dict()
+    assert "net.0.weight" in state
+    assert any(name.endswith("running_mean") for name in state)
+    assert any(name.endswith("running_var") for name in state)
+    for name, value in state.items():
+        assert isinstance(value, np.ndarray), name
+        assert value.dtype.kind in "fiu", (name, value.dtype)
+    assert int(state["n_features_in_"]) == 784
+
+
+def test_save_and_load_give_identical_predictions(fitted, sample, tmp_path, monkeypatch) -> None:
+    monkeypatch.setitem(MODELS, "cnn", CNN)  # registered by digitlab.models when torch imports
+    path = tmp_path / "cnn.safetensors"
+    save_model(path, fitted, input_shape=(28, 28))
+    loaded, info = load_model(path, kind="cnn")
+    assert isinstance(loaded, CNN)
+    assert info.settings["epochs"] == 4
+    X_test = sample.features("test")
+    np.testing.assert_array_equal(loaded.predict_proba(X_test), fitted.predict_proba(X_test))
+    np.testing.assert_array_equal(loaded.predict(X_test[:1]), fitted.predict(X_test[:1]))
+
+
+def test_state_that_does_not_fit_the_settings_is_refused(fitted) -> None:
+    with pytest.raises(ValueError, match="width"):
+        CNN(width=8).load_state_dict(fitted.state_dict())
+    with pytest.raises(ValueError, match="dense=64"):
+        CNN(dense=64).load_state_dict(fitted.state_dict())
+    with pytest.raises(ValueError, match="missing"):
+        CNN().load_state_dict({})
+
+
+def test_summary_lists_layers_and_parameters(fitted) -> None:
+    summary = fitted.summary()
+    assert summary["kind"] == "cnn"
+    layers = summary["layers"]
+    assert isinstance(layers, list)
+    assert layers[-1]["output_shape"] == [10]
+    n_params = sum(p.numel() for p in fitted.network_.parameters())
+    assert summary["n_parameters"] == n_params
+    assert fitted.hidden_weights() is None
+    assert fitted.linear_weights() is None
+
+
+def test_binary_task(sample) -> None:
+    data = sample.for_task("is-2").take("train", 0, 1500)
+    model = CNN(epochs=3, rng=0).fit(data.features("train"), data.train_labels)
+    proba = model.predict_proba(data.features("test"))
+    assert proba.shape == (len(data.test_labels), 2)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
+    assert model.score(data.features("test"), data.test_labels) > 0.95
+
+
+def test_8x8_digits() -> None:
+    data = load("digits")
+    assert data.image_shape == (8, 8)
+    model = CNN(epochs=8, rng=0).fit(data.features("train"), data.train_labels)
+    assert model.score(data.features("test"), data.test_labels) > 0.9
+    # the pooling stops at 2x2
+    assert _conv_output_shape(model) == [2 * model.width, 2, 2]
+
+
+def test_20x20_digits(sample) -> None:
+    def features(split: str) -> np.ndarray:
+        images = resize_images(sample.images(split), 20)
+        return images.reshape(len(images), -1).astype(np.float32) / np.float32(255)
+
+    model = CNN(epochs=3, rng=0).fit(features("train"), sample.train_labels)
+    assert model.n_features_in_ == 400
+    assert model.score(features("test"), sample.test_labels) > 0.95
+
+
+def test_ctrl_c_after_first_epoch_leaves_a_usable_model(small) -> None:
+    X, y, X_test, y_test = small
+    seen: list[Progress] = []
+
+    def stop_after_first(progress: Progress) -> None:
+        seen.append(progress)
+        if progress.step == 1:
+            raise KeyboardInterrupt
+
+    model = CNN(epochs=5, rng=0).fit(X, y, callback=stop_after_first)
+    assert model.interrupted_
+    assert not model.stopped_early_
+    assert model.n_iter_ == 1
+    assert len(seen) == 1
+    assert seen[0].total == 5
+    assert model.score(X_test, y_test) > 0.3  # one epoch on 600 digits: far above chance
+    assert not model.network_.training
+
+
+def test_target_accuracy_stops_early(sample, small) -> None:
+    X, y, _, _ = small
+    X_val, y_val = sample.features("test")[:300], sample.test_labels[:300]
+    model = CNN(epochs=15, target_accuracy=0.8, rng=0).fit(X, y, eval_set=(X_val, y_val))
+    assert model.stopped_early_
+    assert not model.interrupted_
+    assert model.n_iter_ < 15
+    assert model.history_["val_accuracy"][-1] >= 0.8
+    assert model.score(X_val, y_val) >= 0.8
+
+
+def test_eval_set_is_reported(small) -> None:
+    X, y, X_test, y_test = small
+    model = CNN(epochs=2, rng=0).fit(X, y, eval_set=(X_test, y_test))
+    assert len(model.history_["val_accuracy"]) == 2
+    assert len(model.history_["val_loss"]) == 2
+
+
+def test_test_time_augmentation(fitted, sample) -> None:
+    X_test, y_test = sample.features("test"), sample.test_labels
+    tta = CNN(**{**fitted.get_params(), "tta": True}).load_state_dict(fitted.state_dict())
+    proba = tta.predict_proba(X_test)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
+    assert tta.score(X_test, y_test) > fitted.score(X_test, y_test) - 0.01
+
+
+def test_input_shape_and_settings_are_checked(fitted) -> None:
+    X = np.zeros((4, 30), dtype=np.float32)
+    y = np.array([0, 1, 0, 1])
+    with pytest.raises(ValueError, match="square"):
+        CNN(epochs=1).fit(X, y)
+    with pytest.raises(ValueError, match="features"):
+        fitted.predict(np.zeros((2, 400), dtype=np.float32))
+    for bad in ({"epochs": 0}, {"lr": -1.0}, {"label_smoothing": 1.0}, {"device": "tpu"},
+                {"target_accuracy": 1.5}, {"augment": "yes"}, {"tta": None}, {"dense": 0},
+                {"epochs": 2.5}):
+        with pytest.raises(SettingsError):
+            CNN(**bad).fit(np.zeros((4, 64), dtype=np.float32), y)
+
+
+def test_network_sizes() -> None:
+    assert image_side(784) == 28
+    assert image_side(64) == 8
+    for side, final in ((28, 7), (20, 5), (8, 2)):
+        network = build_network(side, 10, 4, 16)
+        out = network[:-4](torch.zeros(2, 1, side, side))  # up to the flatten
+        assert out.shape[1:] == (8, final, final), side
+        assert network(torch.zeros(2, 1, side, side)).shape == (2, 10)
+
+
+def _conv_output_shape(model: CNN) -> list[int]:
+    """Output shape of the convolutional part: the layer before the flatten."""
+    layers = model.summary()["layers"]
+    flatten = next(i for i, layer in enumerate(layers) if layer["layer"].startswith("Flatten"))
+    return layers[flatten - 1]["output_shape"]
+
+
+@pytest.mark.parametrize(("n_samples", "epochs"), [(4000, 16), (60000, 3), (20000, 3), (1000, 30)])
+def test_automatic_epochs_follow_the_training_set_size(n_samples, epochs) -> None:
+    assert auto_epochs(n_samples) == epochs
+
+
+def test_automatic_settings_augment_only_long_runs(small) -> None:
+    X, y, _, _ = small
+
+    def first_epoch_accuracy(**settings) -> float:
+        return CNN(rng=0, **settings).fit(X, y, callback=_stop_after_one_epoch).history_["accuracy"][0]
+
+    # 600 images: epochs=None runs 30 epochs, so it augments; the first epoch of
+    # a fit with augment=None is then the same as one with augment=True.
+    auto = CNN(rng=0).fit(X[::15], y[::15])  # 40 images, 1 step per epoch
+    assert auto.n_iter_ == 30
+    assert first_epoch_accuracy() == first_epoch_accuracy(augment=True)
+    assert first_epoch_accuracy(epochs=3) == first_epoch_accuracy(epochs=3, augment=False)
+    assert first_epoch_accuracy(epochs=3) != first_epoch_accuracy(epochs=3, augment=True)
+
+
+def _stop_after_one_epoch(progress: Progress) -> None:
+    raise KeyboardInterrupt
+
+
+def test_cli_trains_evaluates_and_predicts_with_a_cnn(tmp_path, capsys, sample) -> None:
+    out = tmp_path / "run"
+    code = main(["train", "--data", "mnist-sample", "--model", "cnn", "--epochs", "4",
+                 "--augment", "false", "--dense", "32", "--seed", "1", "--out", str(out), "--quiet"])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test"]["accuracy"] > 0.9
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_settings"]["epochs"] == 4
+    assert config["model_settings"]["augment"] is False
+    assert config["model_settings"]["dense"] == 32
+    model, info = load_model(out / "model.safetensors")
+    assert isinstance(model, CNN)
+    assert info.kind == "cnn"
+    assert model.augment is False
+
+    capsys.readouterr()
+    assert main(["evaluate", str(out / "model.safetensors"), "--data", "mnist-sample", "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["evaluation"]["test"]["accuracy"] == pytest.approx(metrics["test"]["accuracy"])
+
+    digit = tmp_path / "digit.png"
+    Image.fromarray(sample.images("test")[0]).save(digit)
+    assert main(["predict", str(out / "model.safetensors"), str(digit), "--raw", "--json"]) == 0
+    [prediction] = json.loads(capsys.readouterr().out)
+    assert len(prediction["probabilities"]) == 10
+    assert prediction["label"] == int(sample.test_labels[0])
+
+
+def test_bad_cnn_setting_from_the_cli_is_one_line(tmp_path, capsys) -> None:
+    code = main(["train", "--data", "digits", "--model", "cnn", "--device", "tpu",
+                 "--out", str(tmp_path / "run")])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert "device must be one of" in err
+    assert "\n" not in err
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_the_command_line_starts_without_importing_torch() -> None:
+    # Listing the CNN's settings must not cost torch's import time for every command.
+    code = ("import sys, digitlab.cli, digitlab.models as m; "
+            "print('cnn' in m.MODELS, type(sys.modules['torch']).__name__)")
+    printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             check=True).stdout.split()
+    assert printed == ["True", "_LazyModule"]
