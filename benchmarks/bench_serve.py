@@ -8,7 +8,9 @@ In one run:
 2. The server: ``digitlab serve MODEL --port 0`` in its own process, as a
    user starts it; the benchmark reads the address it prints.
 3. The load: ``--clients`` concurrent clients (asyncio, one HTTP/1.1
-   keep-alive connection each) send ``--requests`` predictions in all. Each is
+   keep-alive connection each, opened with an untimed GET /health so that 50
+   simultaneous handshakes are not counted as prediction time) send
+   ``--requests`` predictions in all. Each is
    what the page sends while someone draws: a 280x280 PNG of white ink on
    black, here made from the sample's 1,000 test digits scaled up 10x, so the
    server decodes, normalises (crop, 20x20 box, centre of mass) and predicts
@@ -83,6 +85,7 @@ async def client(
     """One client: its share of the requests, one after another on one connection."""
     async with httpx.AsyncClient(base_url=url, timeout=60.0,
                                  limits=httpx.Limits(max_connections=1)) as http:
+        await http.get("/health")  # open the connection first: time predictions, not handshakes
         for job in jobs:
             payload = payloads[job % len(payloads)]
             start = time.perf_counter()

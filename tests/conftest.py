@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 # Under pytest-xdist each worker gets one thread for torch: two workers each
 # spinning two OpenMP threads on two cores made the CNN tests ten times slower.
@@ -75,3 +82,36 @@ def served_model(sample: Dataset, tmp_path_factory: pytest.TempPathFactory):
     (out / "report.html").write_text(
         "<!doctype html><title>report</title><h1>mlp on mnist-sample</h1>", encoding="utf-8")
     return out / "model.safetensors"
+
+
+@contextlib.contextmanager
+def _serve(model: Path, log_dir: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """`digitlab serve MODEL --port 0` in a subprocess: the process and the base URL it prints.
+
+    Its stderr goes to ``log_dir/serve-stderr.txt``; it is stopped with Ctrl-C
+    (SIGINT) at the end unless it already stopped.
+    """
+    log = log_dir / "serve-stderr.txt"
+    with log.open("w") as stderr, subprocess.Popen(
+        [sys.executable, "-m", "digitlab.cli", "serve", str(model), "--port", "0"],
+        stdout=subprocess.PIPE, stderr=stderr, text=True,
+    ) as process:
+        try:
+            assert process.stdout is not None
+            line = process.stdout.readline()  # the address, printed once listening
+            found = re.search(r"at (http://\S+/) ", line)
+            assert found, f"serve printed {line!r}; stderr: {log.read_text()}"
+            yield process, found.group(1)
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+
+
+@pytest.fixture(scope="session")
+def serve_command():
+    """A context manager running `digitlab serve` (see ``_serve``), for fixtures of any scope."""
+    return _serve

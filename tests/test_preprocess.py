@@ -18,6 +18,7 @@ from scipy import ndimage
 from digitlab.data.dataset import Dataset
 from digitlab.data.preprocess import (
     MNIST_BOX,
+    decode_user_image,
     load_user_image,
     normalise_digit,
     prepare_for_model,
@@ -452,3 +453,31 @@ def test_prepare_fill_layout_for_8x8_digits() -> None:
 def test_prepare_rejects_unknown_layout(sample: Dataset) -> None:
     with pytest.raises(ValueError, match="layout"):
         prepare_for_model(sample.test_images[0], layout="centred")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("shape", [(1, 1024), (1024, 1), (2000, 2), (3, 5000)])
+def test_long_thin_strips_become_a_bar_across_the_box(shape: tuple[int, int]) -> None:
+    # Big pictures are block-averaged first; a block once outgrew a strip's short side.
+    strip = np.zeros(shape, np.uint8)
+    strip[tuple(slice(n // 3, max(n // 3 + 1, 2 * n // 3)) for n in shape)] = 255
+    rows, cols = np.nonzero(normalise_digit(strip, source="strip.png"))
+    along, across = (rows, cols) if shape[0] > shape[1] else (cols, rows)
+    assert np.ptp(along) + 1 == MNIST_BOX  # the longer side scaled to the 20 px box
+    assert np.ptp(across) + 1 == 1
+
+
+def test_decode_refuses_too_many_pixels_from_the_header_alone() -> None:
+    buffer = io.BytesIO()
+    Image.new("L", (4100, 4100), 0).save(buffer, "PNG")
+    header_only = buffer.getvalue()[:200]  # no decodable pixels: only the size is known
+    for data in (buffer.getvalue(), header_only):
+        with pytest.raises(DataError, match="refusing a 4100x4100 image: more than 16,777,216"):
+            decode_user_image(data, source="upload", max_pixels=4096 * 4096)
+
+
+def test_decode_accepts_only_the_formats_asked_for(sample: Dataset) -> None:
+    buffer = io.BytesIO()
+    Image.fromarray(sample.test_images[0]).save(buffer, "GIF")
+    np.testing.assert_array_equal(decode_user_image(buffer.getvalue()), sample.test_images[0])
+    with pytest.raises(DataError, match="upload: not a PNG or JPEG image"):
+        decode_user_image(buffer.getvalue(), source="upload", formats=("PNG", "JPEG"))

@@ -353,22 +353,12 @@ def test_the_command_line_starts_without_importing_fastapi() -> None:
     assert printed == "[]"
 
 
-def test_serve_answers_on_127_0_0_1_until_ctrl_c(served_model) -> None:
+def test_serve_answers_on_127_0_0_1_until_ctrl_c(served_model, serve_command, tmp_path) -> None:
     import httpx
 
-    process = subprocess.Popen(
-        [sys.executable, "-m", "digitlab.cli", "serve", str(served_model), "--port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        url = re.search(r"at (http://\S+/) ", line)
-        assert url, line
-        assert url.group(1).startswith("http://127.0.0.1:")  # the default host: this machine only
-        assert httpx.get(url.group(1) + "health", timeout=10).json() == {"status": "ok"}
+    with serve_command(served_model, tmp_path) as (process, url):
+        assert url.startswith("http://127.0.0.1:")  # the default host: this machine only
+        assert httpx.get(url + "health", timeout=10).json() == {"status": "ok"}
         process.send_signal(signal.SIGINT)
-        _out, err = process.communicate(timeout=30)
-    finally:
-        process.kill()
-    assert process.returncode == 0, err
-    assert "Traceback" not in err
+        assert process.wait(timeout=30) == 0  # Ctrl-C is how a server stops: not an error
+    assert "Traceback" not in (tmp_path / "serve-stderr.txt").read_text()

@@ -15,13 +15,10 @@ installs them all.
 from __future__ import annotations
 
 import importlib
+import itertools
 import math
 import os
-import re
 import shutil
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,30 +61,15 @@ DIGITS: dict[str, list[list[Point]]] = {
 }
 
 
-@pytest.fixture(scope="module")
-def server(served_model, tmp_path_factory) -> Iterator[str]:
-    """`digitlab serve` on a free port (--port 0); its base URL."""
-    log = tmp_path_factory.mktemp("serve") / "stderr.txt"
-    with log.open("w") as stderr, subprocess.Popen(
-        [sys.executable, "-m", "digitlab.cli", "serve", str(served_model), "--port", "0"],
-        stdout=subprocess.PIPE, stderr=stderr, text=True,
-    ) as process:
-        try:
-            assert process.stdout is not None
-            line = process.stdout.readline()  # the address, printed once listening
-            found = re.search(r"at (http://127\.0\.0\.1:\d+/) ", line)
-            assert found, f"serve printed {line!r}; stderr: {log.read_text()}"
-            yield found.group(1)
-        finally:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+@pytest.fixture
+def server(served_model, serve_command, tmp_path) -> Iterator[str]:
+    """`digitlab serve` on a free port of 127.0.0.1; its base URL."""
+    with serve_command(served_model, tmp_path) as (_process, url):
+        yield url
 
 
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory) -> Iterator[webdriver.Chrome]:
+@pytest.fixture
+def browser(tmp_path) -> Iterator[webdriver.Chrome]:
     for program in (CHROMIUM, CHROMEDRIVER):
         if not program.exists():
             missing(f"{program} is not installed (Debian packages chromium and chromium-driver)")
@@ -96,7 +78,7 @@ def browser(tmp_path_factory) -> Iterator[webdriver.Chrome]:
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                      "--disable-background-networking", "--disable-component-update",
                      "--disable-sync", "--no-first-run", "--window-size=1200,900",
-                     f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+                     f"--user-data-dir={tmp_path / 'chromium-profile'}"):
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     # The driver is named outright, so Selenium Manager never looks for (or downloads) one.
@@ -120,7 +102,7 @@ def screenshot(driver: webdriver.Chrome, folder: Path, name: str) -> Path:
 def densify(stroke: list[Point], step: float = 8.0) -> list[Point]:
     """Points every ``step`` pixels along the stroke, so the pointer moves as a hand does."""
     points = [stroke[0]]
-    for (x0, y0), (x1, y1) in zip(stroke, stroke[1:], strict=False):
+    for (x0, y0), (x1, y1) in itertools.pairwise(stroke):
         n = max(1, int(math.hypot(x1 - x0, y1 - y0) // step))
         points += [(x0 + (x1 - x0) * i / n, y0 + (y1 - y0) * i / n) for i in range(1, n + 1)]
     return points
@@ -160,22 +142,36 @@ def ink_seen(driver: webdriver.Chrome) -> int:
         "let s = 0; for (let i = 0; i < d.length; i += 4) s += d[i]; return s;"))
 
 
-@pytest.mark.parametrize(("digit", "touch"), [("1", False), ("7", False), ("0", True)])
-def test_drawing_a_digit_shows_the_model_reading_it(browser, server, tmp_path, digit, touch) -> None:
+def test_drawing_digits_then_reading_the_report(browser, server, tmp_path) -> None:
+    # One browser session, as a person would use the page: starting Chromium is the slow part.
     browser.get(server)
     WebDriverWait(browser, 15).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#bars li")) == 10)
+    for digit, touch in (("1", False), ("7", False), ("0", True)):
+        check_drawing(browser, tmp_path, digit, touch=touch)
+    check_report_tab(browser, tmp_path)
+
+    loaded = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name)")
+    assert loaded
+    assert all(url.startswith(server) for url in loaded), loaded
+    problems = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+    assert not problems  # no script errors, no blocked (CSP) loads, no failed requests
+
+
+def check_drawing(browser: webdriver.Chrome, folder: Path, digit: str, *, touch: bool) -> None:
+    """Draw ``digit``; the page must read it, live, and show its bars and input; then clear."""
     before = settled_answers(browser)
     assert browser.find_element(By.ID, "label").text == "?"
 
     draw(browser, DIGITS[digit], touch=touch)
     after = settled_answers(browser)
-    shot = screenshot(browser, tmp_path, f"draw-{digit}")
+    shot = screenshot(browser, folder, f"draw-{digit}")
 
     # Throttled, but live: at least one answer while drawing and one after the last stroke.
     assert after - before >= 2, f"only {after - before} answers while drawing a {digit}"
     pointer = browser.find_element(By.TAG_NAME, "body").get_attribute("data-pointer")
     assert pointer == ("touch" if touch else "mouse")
-    assert browser.find_element(By.ID, "label").text == digit, f"see {shot}"
+    assert browser.find_element(By.ID, "label").text == digit, f"drew a {digit}: see {shot}"
     best = browser.find_elements(By.CSS_SELECTOR, "#bars li.best")
     assert len(best) == 1
     assert best[0].text.startswith(digit)
@@ -190,8 +186,8 @@ def test_drawing_a_digit_shows_the_model_reading_it(browser, server, tmp_path, d
     assert ink_seen(browser) == 0
 
 
-def test_the_report_tab_and_nothing_from_other_hosts(browser, server, tmp_path) -> None:
-    browser.get(server)
+def check_report_tab(browser: webdriver.Chrome, folder: Path) -> None:
+    """The second tab shows report.html from beside the model file."""
     browser.find_element(By.ID, "tab-report").click()
     frame = browser.find_element(By.ID, "report-frame")
     WebDriverWait(browser, 15).until(lambda d: frame.get_attribute("src").endswith("/report"))
@@ -200,11 +196,4 @@ def test_the_report_tab_and_nothing_from_other_hosts(browser, server, tmp_path) 
     WebDriverWait(browser, 15).until(lambda d: d.find_elements(By.TAG_NAME, "h1"))
     assert browser.find_element(By.TAG_NAME, "h1").text == "mlp on mnist-sample"
     browser.switch_to.default_content()
-    screenshot(browser, tmp_path, "report-tab")
-
-    loaded = browser.execute_script(
-        "return performance.getEntriesByType('resource').map(e => e.name)")
-    assert loaded
-    assert all(url.startswith(server) for url in loaded), loaded
-    problems = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
-    assert not problems  # no script errors, no blocked (CSP) loads, no failed requests
+    screenshot(browser, folder, "report-tab")
