@@ -362,3 +362,19 @@ def test_serve_answers_on_127_0_0_1_until_ctrl_c(served_model, serve_command, tm
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0  # Ctrl-C is how a server stops: not an error
     assert "Traceback" not in (tmp_path / "serve-stderr.txt").read_text()
+
+
+def test_a_deskewed_model_sees_deskewed_pixels(sample, tmp_path) -> None:
+    """A model trained with --deskew gets deskewed input from the API too, and shows it."""
+    from digitlab.data.deskew import deskew_images, slants
+    from digitlab.io import save_model
+    from digitlab.models import Template
+
+    upright = sample.map_images(deskew_images, "deskewed")
+    model = Template().fit(upright.features("train"), upright.train_labels)
+    path = tmp_path / "model.safetensors"
+    save_model(path, model, input_shape=(28, 28), preprocessing={"deskew": True})
+    leaning = sample.test_images[int(np.argmax(np.abs(slants(sample.test_images[:100]))))]
+    answer = TestClient(create_app(path)).post("/predict", json={"pixels": leaning.tolist()})
+    assert answer.status_code == 200
+    np.testing.assert_array_equal(np.array(answer.json()["input"]), deskew_images(leaning[None])[0])

@@ -85,6 +85,9 @@ def _add_train(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="'all' digits, 'is-D' (D against the rest) or 'A-vs-B' (only A and B)")
     parser.add_argument("--image-size", type=int, default=None, choices=(28, 20, 8),
                         help="resize images to SIZExSIZE first (default: keep the source's size)")
+    parser.add_argument("--deskew", action="store_true",
+                        help="stand slanted digits upright and centre them first; the model "
+                        "remembers it, so evaluate, predict and serve do the same")
     _add_data_options(parser)
     parser.add_argument("--out", type=Path, required=True, help="run folder to write into")
     parser.add_argument("--quiet", action="store_true", help="print only errors")
@@ -274,7 +277,7 @@ def _cmd_train(args: argparse.Namespace, out: Console, err: Console) -> int:
                 if key.startswith("setting_")}
     config = RunConfig(
         data=args.data, model=args.model, task=args.task, image_size=args.image_size,
-        seed=args.seed, test_fraction=args.test_fraction, label_column=args.label_column,
+        deskew=args.deskew, seed=args.seed, test_fraction=args.test_fraction, label_column=args.label_column,
         settings=settings,
     )
     with _TrainingDisplay(err, enabled=not args.quiet, verbose=args.verbose) as display:

@@ -17,6 +17,7 @@ from typing import Literal
 
 import numpy as np
 
+from digitlab.data.deskew import deskew_images
 from digitlab.data.preprocess import load_user_image, prepare_for_model
 from digitlab.errors import DataError
 from digitlab.io import ModelInfo
@@ -65,8 +66,19 @@ def model_input(path: Path, info: ModelInfo, *, raw: bool = False) -> np.ndarray
         if grey.shape != shape:
             raise DataError(path, f"image is {grey.shape[0]}x{grey.shape[1]}, the model takes "
                             f"{shape[0]}x{shape[1]} (leave out --raw to normalise it)")
-        return grey
-    return normalise_for_model(grey, info, source=path)
+        return as_trained(grey, info)
+    return as_trained(normalise_for_model(grey, info, source=path), info)
+
+
+def deskews(info: ModelInfo) -> bool:
+    """Whether the model was trained on deskewed images (``digitlab train --deskew``)."""
+    return bool(info.preprocessing.get("deskew", False))
+
+
+def as_trained(image: np.ndarray, info: ModelInfo) -> np.ndarray:
+    """An image in the dataset's form (uint8 ``(h, w)``) given the model's own
+    training-time preprocessing: deskewed if the model was trained so."""
+    return deskew_images(image[None])[0] if deskews(info) else image
 
 
 def model_shape(info: ModelInfo) -> tuple[int, int]:

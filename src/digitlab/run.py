@@ -15,13 +15,14 @@ from typing import Any
 
 from digitlab.atomic import write_json
 from digitlab.data.dataset import Dataset
+from digitlab.data.deskew import deskew_images
 from digitlab.data.sources import load
 from digitlab.errors import DataError, SettingsError
 from digitlab.inspection import inspect_model
 from digitlab.io import ModelInfo, json_settings, save_model
 from digitlab.models import MODELS, DigitClassifier
 from digitlab.models.training import Callback
-from digitlab.predict import layout_for
+from digitlab.predict import deskews, layout_for
 from digitlab.report import write_report
 
 
@@ -33,6 +34,7 @@ class RunConfig:
     model: str = "template"
     task: str = "all"
     image_size: int | None = None
+    deskew: bool = False
     seed: int = 0
     test_fraction: float = 0.2
     label_column: str | None = None
@@ -49,13 +51,15 @@ class RunResult:
 
 
 def prepare_data(config: RunConfig) -> Dataset:
-    """Load the source, apply the task's label mapping and the image size."""
+    """Load the source, apply the task's label mapping, deskewing and the image size."""
     dataset = load(
         config.data,
         test_fraction=config.test_fraction,
         seed=config.seed,
         label_column=config.label_column,
     ).for_task(config.task)
+    if config.deskew:  # at the source's resolution, before any resizing
+        dataset = dataset.map_images(deskew_images, "deskewed")
     if config.image_size and config.image_size != dataset.image_shape[0]:
         from digitlab.data.preprocess import resize_images
 
@@ -74,10 +78,11 @@ def data_for_model(
     seed: int = 0,
     label_column: str | None = None,
 ) -> Dataset:
-    """Load ``source`` the way a saved model expects it: its task and input size."""
+    """Load ``source`` the way a saved model expects it: its task, deskewing and input size."""
     height = info.input_shape[0] if info.input_shape else None
     config = RunConfig(data=source, task=str(info.extra.get("task", "all")), image_size=height,
-                       seed=seed, test_fraction=test_fraction, label_column=label_column)
+                       deskew=deskews(info), seed=seed, test_fraction=test_fraction,
+                       label_column=label_column)
     dataset = prepare_data(config)
     if list(dataset.image_shape) != list(info.input_shape):
         raise DataError(source, f"images are {dataset.image_shape[0]}x{dataset.image_shape[1]}, "
@@ -176,6 +181,7 @@ def preprocessing_of(config: RunConfig, dataset: Dataset) -> dict[str, Any]:
     return {
         "image_shape": list(dataset.image_shape),
         "resized_to": config.image_size,
+        "deskew": config.deskew,
         "features": "pixel / 255, flattened row by row",
         "ink": "255 on 0 background",
         "user_images": f"MNIST-style normalisation, layout {layout_for(dataset.image_shape)!r}",

@@ -26,7 +26,7 @@ from starlette.requests import Request
 
 from digitlab.data.preprocess import decode_user_image
 from digitlab.io import ModelInfo
-from digitlab.predict import MAX_SIDE, model_shape, normalise_for_model
+from digitlab.predict import MAX_SIDE, as_trained, model_shape, normalise_for_model
 from digitlab.web.errors import InputError, describe
 from digitlab.web.schemas import PixelsRequest
 
@@ -83,13 +83,14 @@ def model_image(kind: str, body: bytes, info: ModelInfo) -> np.ndarray:
     if kind == "image":
         grey = decode_user_image(body, source="upload", max_side=MAX_SIDE,
                                  max_pixels=MAX_PIXELS, formats=FORMATS)
-        return normalise_for_model(grey, info, source="upload")
+        return as_trained(normalise_for_model(grey, info, source="upload"), info)
     request = parse_pixels(body)
     pixels = np.asarray(request.pixels, dtype=np.float64)  # rows already checked as numbers
     grey = np.rint(pixels).astype(np.uint8)  # finite and in 0..255 (the schema says so)
     if request.normalise or grey.shape != model_shape(info):
-        return normalise_for_model(grey, info, source="pixels")
-    return grey  # already the dataset's form, as `digitlab predict --raw` takes it
+        grey = normalise_for_model(grey, info, source="pixels")
+    # else already the dataset's form, as `digitlab predict --raw` takes it
+    return as_trained(grey, info)
 
 
 def parse_pixels(body: bytes) -> PixelsRequest:
