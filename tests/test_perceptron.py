@@ -12,6 +12,7 @@ from sklearn.model_selection import cross_val_score
 
 from digitlab.errors import SettingsError
 from digitlab.models import GuessAndCheck, Majority, Perceptron
+from digitlab.models import perceptron
 from digitlab.models.perceptron import _CandidateScorer
 from digitlab.models.training import Progress
 
@@ -411,3 +412,25 @@ def test_perceptron_bad_settings(settings) -> None:
     X, y = _separable(n=20)
     with pytest.raises(SettingsError):
         Perceptron(**settings).fit(X, y)
+
+
+@pytest.mark.parametrize("cpus", [1, 2, 3])
+def test_drawing_on_threads_gives_the_plain_loops_numbers(cpus, monkeypatch) -> None:
+    """Candidates drawn in parts on worker threads are the plain loop's, in its order,
+    and the generator ends where the plain loop's does."""
+    monkeypatch.setattr(perceptron, "_usable_cpus", lambda: cpus)
+    data = np.random.default_rng(1)
+    X = data.random((40, 7)).astype(np.float32)
+    positive = data.random(40) < 0.3
+    rng = np.random.default_rng(5)
+    with _CandidateScorer(X, positive, 0.5, 20.0) as scorer:
+        assert (scorer._pool is not None) == (cpus > 1)
+        first = scorer.draw(rng, 5, 0.5, 20.0)  # too few to split
+        second = scorer.draw(rng, 1000, 0.5, 20.0)
+    plain = np.random.default_rng(5)
+    for weights, biases, w32 in (first, second):
+        for i in range(len(biases)):
+            np.testing.assert_array_equal(weights[i], plain.uniform(-0.5, 0.5, 7))
+            assert biases[i] == plain.uniform(-20, 20)
+        np.testing.assert_array_equal(w32, weights.astype(np.float32))
+    assert rng.random() == plain.random()

@@ -46,6 +46,7 @@ _MAX_ROWS = 8192
 # The first chunk of candidates is small, so the later ones have a best count to
 # race against; chunks then grow fourfold up to batch_size.
 _FIRST_CHUNK = 16
+_MIN_DRAW = 256  # candidates per thread worth drawing in parallel
 # Rows on which a candidate's "yes" rate is measured to choose its visiting order.
 _SAMPLE_ROWS = 256
 # Worker threads for the candidate races (at most), and candidates per race (at least).
@@ -197,12 +198,9 @@ class GuessAndCheck(DigitClassifier):
                 # Chunks grow from small, so a best count to race against comes early.
                 k = min(batch_size, size, n_candidates - done)
                 size *= 4
-                # (k, d + 1) uniforms in the plain loop's order: d weights, then the bias.
-                uniforms = rng.random((k, d + 1))
-                weights = -weight_range + (weight_range - -weight_range) * uniforms[:, :d]
-                biases = -bias_range + (bias_range - -bias_range) * uniforms[:, d]
+                weights, biases, w32 = scorer.draw(rng, k, weight_range, bias_range)
                 # Only candidates that may beat the best so far get an exact count.
-                contenders, exact = scorer.contenders(weights, biases, bar=best_count)
+                contenders, exact = scorer.contenders(weights, biases, bar=best_count, w32=w32)
                 for j, count in zip(contenders.tolist(), exact.tolist(), strict=True):
                     if count > best_count:  # strict: the first of equals wins
                         best_count, best_index = count, done + j
@@ -490,8 +488,55 @@ class _CandidateScorer:
         self._pool = None
         self._stack.close()
 
+    def draw(
+        self, rng: np.random.Generator, k: int, weight_range: float, bias_range: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``k`` candidates drawn in the plain loop's order: per candidate, d weights then the bias.
+
+        Returns float64 weights ``(k, d)`` and biases ``(k,)``, and the weights
+        in float32. Drawing and scaling are a tenth of the work and would leave
+        the other cores idle, so with PCG64 (numpy's default) the candidates are
+        split between the worker threads: each part draws from a copy of the
+        generator advanced past the parts before it (a double is one 64-bit
+        draw), which gives the very numbers of one sequential draw.
+        """
+        d = self.X.shape[1]
+        weights = np.empty((k, d))
+        biases = np.empty(k)
+        w32 = np.empty((k, d), dtype=np.float32)
+        parallel = (self._pool is not None and type(rng.bit_generator) is np.random.PCG64
+                    and k >= _MIN_DRAW * self.workers)
+        bounds = np.linspace(0, k, self.workers + 1 if parallel else 2).astype(np.int64)
+        start_state = dict(rng.bit_generator.state)
+        generators = (
+            [np.random.Generator(_pcg64_after(start_state, int(start) * (d + 1)))
+             for start in bounds[:-1]]
+            if parallel else [rng]
+        )
+
+        def fill(part: int) -> None:
+            a, b = bounds[part], bounds[part + 1]
+            uniforms = generators[part].random((b - a, d + 1))
+            # The plain loop's uniform(low, high): low + (high - low) * u, in float64.
+            np.multiply(uniforms[:, :d], weight_range - -weight_range, out=weights[a:b])
+            weights[a:b] += -weight_range
+            biases[a:b] = -bias_range + (bias_range - -bias_range) * uniforms[:, d]
+            w32[a:b] = weights[a:b]
+
+        if parallel:
+            assert self._pool is not None
+            list(self._pool.map(fill, range(len(generators))))
+            # Leave the caller's generator where one sequential draw would have.
+            end_state = dict(generators[-1].bit_generator.state)
+            end_state["has_uint32"] = start_state["has_uint32"]
+            end_state["uinteger"] = start_state["uinteger"]
+            rng.bit_generator.state = end_state
+        else:
+            fill(0)
+        return weights, biases, w32
+
     def contenders(
-        self, weights: np.ndarray, biases: np.ndarray, *, bar: int
+        self, weights: np.ndarray, biases: np.ndarray, *, bar: int, w32: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Candidates that may get more than ``bar`` rows right, and their exact counts.
 
@@ -501,6 +546,8 @@ class _CandidateScorer:
         biases : ndarray of shape (k,), float64
         bar : int
             The best count so far (-1 for none).
+        w32 : ndarray of shape (k, n_features), float32, optional
+            ``weights`` in float32, when the caller has them already.
 
         Returns
         -------
@@ -510,9 +557,10 @@ class _CandidateScorer:
         counts : ndarray of shape (m,), int64
             Their exact numbers of right answers.
         """
-        w32 = np.ascontiguousarray(weights.T, dtype=np.float32)  # (d, k)
+        if w32 is None:
+            w32 = weights.astype(np.float32)  # (k, d): BLAS reads it transposed, no copy
         b32 = biases.astype(np.float32)
-        says_yes = ((self.sample @ w32 + b32) >= 0).mean(axis=0) >= 0.5
+        says_yes = ((self.sample @ w32.T + b32) >= 0).mean(axis=0) >= 0.5
         says_minority = says_yes if self.minority_positive else ~says_yes
         # Independent races, on worker threads when there are several cores: each
         # one is a long run of BLAS calls that release the GIL.
@@ -527,7 +575,7 @@ class _CandidateScorer:
 
         def race(task: tuple[np.ndarray, bool]) -> tuple[np.ndarray, ...]:
             part, minority_first = task
-            alive, right, rows, cands = self._race(w32[:, part], b32[part], bar, minority_first)
+            alive, right, rows, cands = self._race(w32[part], b32[part], bar, minority_first)
             return part[alive], right, rows, part[cands]
 
         results = (
@@ -595,7 +643,7 @@ class _CandidateScorer:
     def _race(
         self, w32: np.ndarray, b32: np.ndarray, bar: int, minority_first: bool
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Visit every row with candidates ``w32`` (d, k), ``b32`` (k,), dropping hopeless ones.
+        """Visit every row with candidates ``w32`` (k, d), ``b32`` (k,), dropping hopeless ones.
 
         Returns the surviving candidates (positions in ``b32``), their sure right
         answers, and the unsure ``(row, candidate)`` pairs met on the way.
@@ -622,7 +670,7 @@ class _CandidateScorer:
             size = int(np.clip(size, _MIN_ROWS, _MAX_ROWS))
             block, lo, hi, counted, rows, positive = self._block(pos, size, minority_first)
             pos += len(block)
-            scores = block @ w_alive  # (r, ka)
+            scores = block @ w_alive.T  # (r, ka)
             scores += b_alive
             if positive:  # right when the score is >= 0
                 maybe = scores >= lo
@@ -647,7 +695,7 @@ class _CandidateScorer:
                     )
                     if kept == 0:
                         break
-                    w_alive, b_alive = np.ascontiguousarray(w32[:, alive]), b32[alive]
+                    w_alive, b_alive = w32[alive], b32[alive]
         # sure holds minus the unsure count so far; the sure right answers are possible - unsure.
         sure[: len(alive)] += possible[: len(alive)]
         return alive, sure[: len(alive)], np.concatenate(unsure_rows), np.concatenate(unsure_cands)
@@ -780,6 +828,13 @@ def _check_real(name: str, value: object, *, positive: bool) -> float:
         need = "a positive" if positive else "a non-negative"
         raise SettingsError(f"{name} must be {need} finite number, got {value!r}")
     return number
+
+
+def _pcg64_after(state: dict[str, Any], draws: int) -> np.random.PCG64:
+    """A PCG64 in ``state``, advanced as if ``draws`` 64-bit numbers had been drawn."""
+    generator = np.random.PCG64()
+    generator.state = state  # type: ignore[assignment]  # a plain dict is what numpy takes
+    return generator.advance(draws)
 
 
 def _usable_cpus() -> int:
