@@ -11,8 +11,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import cross_val_score
 
 from digitlab.errors import SettingsError
-from digitlab.models import GuessAndCheck, Majority, Perceptron
-from digitlab.models import perceptron
+from digitlab.models import GuessAndCheck, Majority, Perceptron, perceptron
 from digitlab.models.perceptron import _CandidateScorer
 from digitlab.models.training import Progress
 

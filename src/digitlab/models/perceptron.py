@@ -657,6 +657,8 @@ class _CandidateScorer:
         seen = pos = 0
         total = self.n + len(self.minority_rows)  # the in-place part has minority rows masked out
         w_alive, b_alive = w32, b32
+        buffer = np.empty(0, dtype=np.float32)
+        maybe_buffer = unsure_buffer = np.empty(0, dtype=bool)
         while pos < total:
             ka = len(alive)
             # No candidate can be dropped before its sure mistakes reach n - bar, so
@@ -670,19 +672,30 @@ class _CandidateScorer:
             size = int(np.clip(size, _MIN_ROWS, _MAX_ROWS))
             block, lo, hi, counted, rows, positive = self._block(pos, size, minority_first)
             pos += len(block)
-            scores = block @ w_alive.T  # (r, ka)
+            # Into buffers kept across blocks: fresh multi-megabyte temporaries cost
+            # page faults on every block.
+            cells = len(block) * ka
+            if cells > len(buffer):
+                buffer = np.empty(cells, dtype=np.float32)
+                maybe_buffer, unsure_buffer = np.empty(cells, bool), np.empty(cells, bool)
+            scores = np.matmul(block, w_alive.T, out=buffer[:cells].reshape(len(block), ka))
             scores += b_alive
+            maybe = maybe_buffer[:cells].reshape(scores.shape)
+            unsure = unsure_buffer[:cells].reshape(scores.shape)
             if positive:  # right when the score is >= 0
-                maybe = scores >= lo
-                unsure = maybe & (scores <= hi)
+                np.greater_equal(scores, lo, out=maybe)
+                np.less_equal(scores, hi, out=unsure)
             else:
-                maybe = scores <= hi
-                unsure = maybe & (scores >= lo)
-            possible[:ka] += maybe.view(np.uint8).sum(axis=0, dtype=np.int64)
-            r, c = np.divmod(np.flatnonzero(unsure), ka)  # faster than a 2-d nonzero
-            sure[:ka] -= np.bincount(c, minlength=ka)
-            unsure_rows.append(rows[r])
-            unsure_cands.append(alive[c])
+                np.less_equal(scores, hi, out=maybe)
+                np.greater_equal(scores, lo, out=unsure)
+            unsure &= maybe
+            # int32 is enough for one block's rows, and twice as fast to sum into as int64
+            possible[:ka] += maybe.view(np.uint8).sum(axis=0, dtype=np.int32)
+            if unsure.any():  # rare: a full scan for them costs more than this check
+                r, c = np.divmod(np.flatnonzero(unsure), ka)  # faster than a 2-d nonzero
+                sure[:ka] -= np.bincount(c, minlength=ka)
+                unsure_rows.append(rows[r])
+                unsure_cands.append(alive[c])
             seen += counted
             if bar >= 0:
                 keep = possible[:ka] + (self.n - seen) > bar
