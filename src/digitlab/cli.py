@@ -103,7 +103,7 @@ def _add_evaluate(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         "figures and costs of a saved model on one split, or on a range of it.",
         formatter_class=_HelpFormatter,
     )
-    parser.add_argument("model", type=Path, help="a model.safetensors written by digitlab train")
+    _add_model_path(parser)
     parser.add_argument("--data", default="mnist-sample", help=DATA_HELP)
     parser.add_argument("--split", default="test", choices=("train", "test"), help="split to evaluate")
     parser.add_argument("--start", type=int, default=0, help="first image of the range")
@@ -119,11 +119,15 @@ def _add_inspect(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         description="Write figures/*.png, metrics.json and report.html for a saved model.",
         formatter_class=_HelpFormatter,
     )
-    parser.add_argument("model", type=Path, help="a model.safetensors written by digitlab train")
+    _add_model_path(parser)
     parser.add_argument("--data", default="mnist-sample", help=DATA_HELP)
     parser.add_argument("--out", type=Path, required=True, help="folder to write into")
     _add_data_options(parser)
     parser.set_defaults(handler=_cmd_inspect)
+
+
+def _add_model_path(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", type=Path, help="a model.safetensors written by digitlab train")
 
 
 def _add_predict(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -134,7 +138,7 @@ def _add_predict(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "scaled into a 20x20 box and centred by centre of mass), so photos of digits work.",
         formatter_class=_HelpFormatter,
     )
-    parser.add_argument("model", type=Path, help="a model.safetensors written by digitlab train")
+    _add_model_path(parser)
     parser.add_argument("images", nargs="+", help="image files or folders of images")
     parser.add_argument("--json", action="store_true",
                         help="print a JSON list of {path, label, name, probabilities}")
@@ -166,7 +170,7 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "Needs the web extra: pip install 'digitlab[web]'.",
         formatter_class=_HelpFormatter,
     )
-    parser.add_argument("model", type=Path, help="a model.safetensors written by digitlab train")
+    _add_model_path(parser)
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on; 0.0.0.0 lets other machines in")
     parser.add_argument("--port", type=int, default=8000, help="TCP port; 0 picks a free one")
