@@ -32,6 +32,11 @@ def slants(images: np.ndarray) -> np.ndarray:
     flipped so that "/" reads as positive. Blank images and images whose ink
     lies in one row have no slant (0).
     """
+    return _ink_moments(images)[3]
+
+
+def _ink_moments(images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per image: whether it has ink, the centre of mass row and column, and the lean (each ``(n,)``)."""
     ink = np.asarray(images, dtype=np.float64)  # (n, h, w)
     n, h, w = ink.shape
     rows = np.arange(h, dtype=np.float64)[None, :, None]
@@ -45,7 +50,7 @@ def slants(images: np.ndarray) -> np.ndarray:
     var_r = (ink * dr**2).sum(axis=(1, 2)) / safe
     cov = (ink * dr * dc).sum(axis=(1, 2)) / safe
     lean = np.divide(-cov, var_r, out=np.zeros(n), where=var_r > 1e-12)
-    return np.where(np.abs(lean) <= MAX_SLANT, lean, 0.0)
+    return total > 0, r0, c0, np.where(np.abs(lean) <= MAX_SLANT, lean, 0.0)
 
 
 def deskew_images(images: np.ndarray) -> np.ndarray:
@@ -67,14 +72,9 @@ def deskew_images(images: np.ndarray) -> np.ndarray:
                                for start in range(0, len(images), CHUNK)])
     _n, h, w = images.shape
     ink = images.astype(np.float32)
-    total = ink.sum(axis=(1, 2), dtype=np.float64)  # (n,)
-    has_ink = total > 0
-    safe = np.where(has_ink, total, 1.0)
-    r0 = (ink.sum(axis=2) * np.arange(h)).sum(axis=1) / safe  # centre of mass, (n,)
-    c0 = (ink.sum(axis=1) * np.arange(w)).sum(axis=1) / safe
+    has_ink, r0, c0, lean = _ink_moments(images)
     down = np.where(has_ink, r0 - h / 2, 0.0)  # how far to read below each output row
     right = np.where(has_ink, c0 - w / 2, 0.0)
-    lean = slants(images)
     # Rows first (a constant fractional shift per image, done on the transposed
     # images), then columns (a shift per output row: the shear and the centring).
     moved_up = _read_along_rows(ink.transpose(0, 2, 1), np.repeat(down[:, None], w, axis=1))
