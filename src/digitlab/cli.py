@@ -24,6 +24,7 @@ from rich.table import Table
 
 from digitlab import __version__
 from digitlab.errors import DataWarning, DigitlabError
+from digitlab.web import MAX_BODY_BYTES
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 DATA_HELP = (
@@ -174,7 +175,7 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on; 0.0.0.0 lets other machines in")
     parser.add_argument("--port", type=int, default=8000, help="TCP port; 0 picks a free one")
-    parser.add_argument("--max-body-bytes", type=int, default=2_000_000,
+    parser.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES,
                         help="largest request body accepted (413 beyond)")
     parser.set_defaults(handler=_cmd_serve)
 

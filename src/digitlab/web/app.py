@@ -30,6 +30,7 @@ from digitlab import __version__
 from digitlab.io import ModelInfo, load_model
 from digitlab.models import DigitClassifier
 from digitlab.predict import read_images
+from digitlab.web import MAX_BODY_BYTES
 from digitlab.web.errors import InputError, install_error_handlers
 from digitlab.web.inputs import FORM_TYPE, IMAGE_TYPES, JSON_TYPE, model_image, read_payload
 from digitlab.web.limits import BodyLimit
@@ -42,7 +43,6 @@ from digitlab.web.schemas import (
 )
 
 STATIC = Path(__file__).parent / "static"
-MAX_BODY_BYTES = 2_000_000
 
 # Threads that decode and predict at once. The work holds the GIL most of the time, so
 # more threads only fight over it: with two, 50 clients got 73 predictions/s (p99 0.68 s)
