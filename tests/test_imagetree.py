@@ -22,7 +22,7 @@ from digitlab.data.imagetree import (
     read_image_tree,
     write_image_tree,
 )
-from digitlab.errors import DataError, DataWarning
+from digitlab.errors import DataError, DataWarning, OutputError
 
 Splits = dict[str, tuple[np.ndarray, np.ndarray]]
 
@@ -138,7 +138,7 @@ def test_write_refuses_existing_folder_and_unknown_format(
 ) -> None:
     (tmp_path / "full").mkdir()
     (tmp_path / "full/keep.txt").write_text("mine")
-    with pytest.raises(FileExistsError):
+    with pytest.raises(OutputError, match="not empty"):
         write_image_tree(tmp_path / "full", small_splits)
     with pytest.raises(ValueError, match="gif"):
         write_image_tree(tmp_path / "new", small_splits, fmt="gif")

@@ -16,14 +16,14 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 from digitlab import __version__
-from digitlab.errors import DataWarning, DigitlabError
+from digitlab.errors import DataWarning, DigitlabError, OutputError, show_path
 from digitlab.web import MAX_BODY_BYTES
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -45,8 +45,15 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action) or ""
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line and a hint, like every other error, not a page of usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"digitlab: error: {one_line(message)} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser: argparse.ArgumentParser = _Parser(
         prog="digitlab",
         description="Handwritten-digit classification: load any MNIST layout, train, inspect.",
         formatter_class=_HelpFormatter,
@@ -329,10 +336,12 @@ def _load_model_and_data(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 
 def _cmd_evaluate(args: argparse.Namespace, out: Console, err: Console) -> int:
     from digitlab.inspection import inspect_model
+    from digitlab.run import check_known_labels
 
     model, info, dataset = _load_model_and_data(args)
     if args.start or args.count is not None:
         dataset = dataset.take(args.split, args.start, args.count)
+    check_known_labels(dataset, info, args.split)
     inspection = inspect_model(model, dataset, splits=(args.split,), figures=False)
     if args.json:
         print(json.dumps({"evaluation": inspection.evaluation, "analysis": inspection.analysis},
@@ -346,18 +355,23 @@ def _cmd_evaluate(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace, out: Console, err: Console) -> int:
-    from digitlab.atomic import write_json
+    from digitlab.atomic import atomic_dir, check_folder_destination, write_json
     from digitlab.inspection import inspect_model
     from digitlab.report import write_report
+    from digitlab.run import check_known_labels
 
+    check_folder_destination(args.out, merge=True)  # before the work, not after it
     model, info, dataset = _load_model_and_data(args)
+    for split in ("train", "test"):
+        check_known_labels(dataset, info, split)
     inspection = inspect_model(model, dataset)
-    write_json(args.out / "metrics.json", {**inspection.evaluation, "analysis": inspection.analysis,
-                                           "model": info.kind, "data": dataset.summary()})
-    path = write_report(args.out, title=f"{info.kind} on {args.data}", data_summary=dataset.summary(),
-                        model_summary=model.summary(), inspection=inspection)
+    with atomic_dir(args.out, merge=True) as folder:
+        write_json(folder / "metrics.json", {**inspection.evaluation, "analysis": inspection.analysis,
+                                             "model": info.kind, "data": dataset.summary()})
+        write_report(folder, title=f"{info.kind} on {args.data}", data_summary=dataset.summary(),
+                     model_summary=model.summary(), inspection=inspection)
     out.print(_metrics_table(f"{info.kind} on {args.data}", inspection.evaluation))
-    out.print(f"report: {path}", highlight=False, soft_wrap=True)
+    out.print(f"report: {args.out / 'report.html'}", highlight=False, soft_wrap=True)
     return EXIT_OK
 
 
@@ -459,11 +473,17 @@ def _cmd_data_info(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 
 def _cmd_data_convert(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from digitlab.atomic import check_folder_destination, check_writable_location
     from digitlab.data import formats, imagetree
 
     fmt = args.format or ("npz" if args.dest.suffix.lower() == ".npz" else "png")
-    if args.dest.exists() and (fmt == "npz" or not args.dest.is_dir() or any(args.dest.iterdir())):
-        raise DigitlabError(f"{args.dest}: already exists; choose a new destination")
+    # Where the output goes is checked before the (maybe long) load, not after it.
+    if fmt == "npz":
+        if args.dest.exists() or args.dest.is_symlink():
+            raise OutputError(args.dest, "already exists; choose a new destination")
+        check_writable_location(args.dest)
+    else:
+        check_folder_destination(args.dest)
     dataset = _load(args)
     splits = {split: (dataset.images(split), dataset.labels(split)) for split in ("train", "test")}
     if fmt == "npz":
@@ -546,9 +566,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.simplefilter("always", DataWarning)
         try:
             code = int(args.handler(args, out, err))
-        except (DigitlabError, FileExistsError) as exc:
+        except (DigitlabError, OSError) as exc:
+            # An OSError that reaches here is the machine's answer (a file vanished, a read
+            # failed), not a bug: one line naming the file, like digitlab's own errors.
             _report(caught, err)
-            err.print(f"digitlab: error: {exc}", highlight=False, markup=False, soft_wrap=True)
+            err.print(f"digitlab: error: {one_line(_describe(exc))}", highlight=False,
+                      markup=False, soft_wrap=True)
             return EXIT_USAGE
         except KeyboardInterrupt:
             err.print("digitlab: interrupted", highlight=False)
@@ -557,11 +580,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and not isinstance(exc, DigitlabError):
+        where = exc.filename if exc.filename is not None else ""
+        return f"{show_path(where)}: {exc.strerror or exc}" if where else str(exc)
+    return str(exc)
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other control characters escaped: a message stays one
+    line whatever a file name holds (messages quote paths; this is the last guard)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _report(caught: list[warnings.WarningMessage], err: Console) -> None:
     for warning in caught:
         if issubclass(warning.category, DataWarning):
-            err.print(f"digitlab: warning: {warning.message}", highlight=False, markup=False,
-                      soft_wrap=True)
+            err.print(f"digitlab: warning: {one_line(str(warning.message))}", highlight=False,
+                      markup=False, soft_wrap=True)
         else:
             warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
 

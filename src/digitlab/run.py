@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import inspect
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from digitlab.atomic import write_json
+from digitlab.atomic import atomic_dir, check_folder_destination, write_json
 from digitlab.data.dataset import Dataset
 from digitlab.data.deskew import deskew_images
 from digitlab.data.sources import load
-from digitlab.errors import DataError, SettingsError
-from digitlab.inspection import inspect_model
+from digitlab.errors import DataError, DataWarning, SettingsError, show_path
+from digitlab.inspection import Inspection, inspect_model
 from digitlab.io import ModelInfo, json_settings, save_model
 from digitlab.models import MODELS, DigitClassifier
 from digitlab.models.training import Callback
@@ -90,6 +91,46 @@ def data_for_model(
     return dataset
 
 
+def check_known_labels(dataset: Dataset, info: ModelInfo, split: str) -> None:
+    """Warn (one line, with counts) of ``split`` images whose class the model never saw;
+    refuse when it saw none of them."""
+    warn_unknown_labels(dataset, split, set(info.classes), "the model never saw in training")
+
+
+def check_trainable(dataset: Dataset) -> None:
+    """Refuse a train split of one class; warn of test classes the train split lacks.
+
+    Found here, after loading and before any training, so the mistake costs
+    seconds and reads as one line, not as a model's error deep inside ``fit``.
+    """
+    counts = dataset.counts("train")
+    if len(counts) < 2:
+        (label, count), = counts.items()
+        raise DataError(dataset.name, f"the train split holds one class only ({count} images of "
+                        f"{_class_name(dataset, label)!r}): a classifier needs two or more")
+    warn_unknown_labels(dataset, "test", set(counts), "the train split lacks them, so no model "
+                        "trained on it can predict them")
+
+
+def warn_unknown_labels(dataset: Dataset, split: str, known: set[int], why: str) -> None:
+    """One DataWarning, with counts, for images of ``split`` whose label is not in ``known``;
+    a DataError when no image of ``split`` has a known label (its figures would mean nothing)."""
+    unknown = {label: n for label, n in dataset.counts(split).items() if label not in known}
+    if not unknown:
+        return
+    listed = ", ".join(f"{n} of {_class_name(dataset, label)!r}" for label, n in sorted(unknown.items()))
+    total = sum(unknown.values())
+    if total == len(dataset.labels(split)):
+        raise DataError(dataset.name, f"no {split} image has a class the model knows ({listed})")
+    warnings.warn(f"{show_path(dataset.name)}: {total} {split} images have a class {why} "
+                  f"({listed})", DataWarning, stacklevel=3)
+
+
+def _class_name(dataset: Dataset, label: int) -> str:
+    names = dataset.class_names
+    return names[label] if 0 <= label < len(names) else str(label)
+
+
 def build_model(config: RunConfig) -> DigitClassifier:
     """The configured model; ``--seed`` seeds it unless an ``rng`` setting was given."""
     if config.model not in MODELS:
@@ -136,8 +177,11 @@ def train(
     ``figures/*.png`` and ``report.html``.
     """
     stage = on_stage or (lambda _name: None)
+    if out is not None:  # a run folder that cannot be written is found now, not after training
+        check_folder_destination(out, merge=True)
     stage("loading data")
     dataset = prepare_data(config)
+    check_trainable(dataset)
     model = build_model(config)
     stage(f"training {config.model}")
     started = time.perf_counter()
@@ -155,25 +199,36 @@ def train(
         measured["history"] = history
     measured["data"] = dataset.summary()
     if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        save_model(
-            out / "model.safetensors",
-            model,
-            input_shape=dataset.image_shape,
-            class_names=dataset.class_names,
-            preprocessing=preprocessing_of(config, dataset),
-            data_fingerprint=dataset.fingerprint(),
-            extra={"task": config.task, "test_accuracy": measured["test"]["accuracy"]},
-        )
-        # every setting used: the run's, and the model's full settings with their defaults
-        write_json(out / "config.json", {**asdict(config), "model_settings": json_settings(model.get_params())})
-        write_json(out / "metrics.json", measured)
-        stage("writing the report")
-        write_report(out, title=f"{config.model} on {dataset.name} ({config.task})",
-                     data_summary=dataset.summary(), model_summary=model.summary(),
-                     inspection=inspection)
+        stage("writing the run folder")
+        with atomic_dir(out, merge=True) as folder:
+            write_run_folder(folder, config, dataset, model, measured, inspection)
     return RunResult(config, dataset, model, measured, seconds)
+
+
+def write_run_folder(
+    out: Path,
+    config: RunConfig,
+    dataset: Dataset,
+    model: DigitClassifier,
+    measured: dict[str, Any],
+    inspection: Inspection,
+) -> None:
+    """Write the model, ``config.json``, ``metrics.json``, figures and report into ``out``."""
+    save_model(
+        out / "model.safetensors",
+        model,
+        input_shape=dataset.image_shape,
+        class_names=dataset.class_names,
+        preprocessing=preprocessing_of(config, dataset),
+        data_fingerprint=dataset.fingerprint(),
+        extra={"task": config.task, "test_accuracy": measured["test"]["accuracy"]},
+    )
+    # every setting used: the run's, and the model's full settings with their defaults
+    write_json(out / "config.json", {**asdict(config), "model_settings": json_settings(model.get_params())})
+    write_json(out / "metrics.json", measured)
+    write_report(out, title=f"{config.model} on {dataset.name} ({config.task})",
+                 data_summary=dataset.summary(), model_summary=model.summary(),
+                 inspection=inspection)
 
 
 def preprocessing_of(config: RunConfig, dataset: Dataset) -> dict[str, Any]:
