@@ -32,8 +32,9 @@ class ArraySpec:
     """What one array of a state dict must be.
 
     ``dtype`` "float" is float32 or float64, every value finite; "int" is any
-    integer dtype; "any" is any (labels: a model may be fitted on strings). ``values`` bounds the numbers where a model divides by them
-    (a temperature) or seeds with them.
+    integer dtype; "any" is any at all (labels: a model may be fitted on
+    strings). ``values`` bounds numbers a model divides by (a temperature) or
+    seeds with.
     """
 
     shape: tuple[int, ...]
@@ -124,7 +125,7 @@ class DigitClassifier(ClassifierMixin, BaseEstimator):
         """Raise ValueError unless ``state`` could be :meth:`state_dict` of this model, fitted.
 
         The settings are checked first (SettingsError), then ``classes_``
-        (distinct integers, increasing) and ``n_features_in_``, which give the
+        (distinct, increasing) and ``n_features_in_``, which give the
         shapes every other array must have for these settings
         (``_state_spec``): the same names, those shapes, float arrays finite.
         Nothing is set, so a refused state leaves the model as it was.
@@ -195,12 +196,12 @@ class DigitClassifier(ClassifierMixin, BaseEstimator):
         these (checked) settings, ``n_features`` inputs and ``n_classes`` classes."""
         raise NotImplementedError
 
-    def _scores(self, X: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
     def _state_note(self, n_features: int, n_classes: int) -> str:
         """Which settings gave the shapes of ``_state_spec``, for error messages ("" if none)."""
         return ""
+
+    def _scores(self, X: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
 
     def _check_features(self, X: np.ndarray, *, fitting: bool = False) -> np.ndarray:
         X = np.asarray(X, dtype=np.float32)
