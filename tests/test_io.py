@@ -218,7 +218,8 @@ INFO_CORRUPTIONS = {
     "input_shape floats": lambda info: {**info, "input_shape": [28.0, 28.0]},
     "input_shape strings": lambda info: {**info, "input_shape": ["28", "28"]},
     "input_shape a string": lambda info: {**info, "input_shape": "28x28"},
-    "classes disagree with the tensor": lambda info: {**info, "classes": [*info["classes"][:-1], 11]},
+    "classes disagree with the tensor": lambda info: {**info, "classes": [*info["classes"][:-1], 11],
+                                                      "class_names": []},
     "classes floats": lambda info: {**info, "classes": [float(c) for c in info["classes"]]},
     "classes strings": lambda info: {**info, "classes": [str(c) for c in info["classes"]]},
     "classes a bool": lambda info: {**info, "classes": [False, *info["classes"][1:]]},
@@ -229,6 +230,9 @@ INFO_CORRUPTIONS = {
     "kind unknown": lambda info: {**info, "kind": "svm"},
     "kind not a string": lambda info: {**info, "kind": ["mlp"]},
     "settings unknown": lambda info: {**info, "settings": {**info["settings"], "colour": "red"}},
+    "settings unknown, a newline in its name": lambda info: {**info, "settings": {"a\nb": 1}},
+    "field unknown": lambda info: {**info, "colour\nred": 1},
+    "field missing": lambda info: {k: v for k, v in info.items() if k != "input_shape"},
     "settings a list": lambda info: {**info, "settings": []},
     "preprocessing a list": lambda info: {**info, "preprocessing": []},
     "extra a string": lambda info: {**info, "extra": "all"},
@@ -296,7 +300,7 @@ def _corruptions(kind, info, state):
         if kind in CLASS_FREE and name in ("one class more", "one class fewer"):
             continue  # a random model of 9 or 11 classes is still a random model
         classes = change(info["classes"])
-        out.append((name, {**info, "classes": classes},
+        out.append((name, {**info, "classes": classes, "class_names": []},
                     _replace(state, "classes_", np.array(classes, dtype=np.int64))))
     out.append(("huge input_shape", {**info, "input_shape": [2048, 2048]},
                 _replace(state, "n_features_in_", np.int64(2048 * 2048))))

@@ -131,20 +131,16 @@ def load_model(
             f"model format version {version!r} is not supported "
             f"(this digitlab {__version__} reads version {FORMAT_VERSION})",
         )
-    try:
-        info = ModelInfo(**fields)
-    except TypeError as exc:
-        raise DataError(path, f"unreadable digitlab metadata ({exc})") from None
+    _check_keywords(path, fields, ModelInfo, "digitlab metadata fields")
+    info = ModelInfo(**fields)
     _check_info(path, info)
     if kind is not None and info.kind != kind:
         raise DataError(path, f"holds a {info.kind!r} model, expected {kind!r}")
     if info.kind not in MODELS:
         raise DataError(path, f"unknown model kind {info.kind!r}")
     cls = MODELS[info.kind]
-    try:
-        model = cls(**_python_settings(cls, info.settings))
-    except TypeError as exc:  # a setting this kind does not have
-        raise DataError(path, f"settings do not fit a {info.kind!r} model ({exc})") from None
+    _check_keywords(path, info.settings, cls, f"settings of a {info.kind!r} model")
+    model = cls(**_python_settings(cls, info.settings))
     try:
         model.load_state_dict(state)  # checks the settings, then the arrays, then sets them
     except SettingsError as exc:
@@ -236,6 +232,18 @@ def _check_info_fits_state(path: Path, info: ModelInfo, state: dict[str, np.ndar
     if height * width != n_features:
         raise DataError(path, f"input_shape {height}x{width} is {height * width} pixels, "
                         f"the model takes {n_features} features")
+
+
+def _check_keywords(path: Path, given: dict[str, Any], target: Any, what: str) -> None:
+    """Refuse names ``target(**given)`` does not take or needs and lacks. (Python's own
+    TypeError would quote a name as it is, newlines and all: not one line.)"""
+    parameters = inspect.signature(target).parameters
+    unknown = sorted(set(given) - set(parameters))
+    missing = [name for name, p in parameters.items() if p.default is p.empty and name not in given]
+    if unknown:
+        raise DataError(path, f"unknown {what} {_brief(unknown)}")
+    if missing:
+        raise DataError(path, f"missing {what} {_brief(missing)}")
 
 
 def _is_int(value: object, least: int) -> bool:

@@ -142,18 +142,19 @@ class DigitClassifier(ClassifierMixin, BaseEstimator):
         if n_features < 1:
             raise ValueError(f"n_features_in_ is {n_features}, expected at least 1")
         spec = self._state_spec(n_features, n_classes)
-        try:
-            missing = sorted(set(spec) - set(state))
-            unknown = sorted(set(state) - set(spec) - {"classes_", "n_features_in_"})
-            if missing:
-                raise ValueError(f"state is missing {missing}")
-            if unknown:
-                raise ValueError(f"state holds arrays a {self.kind!r} model does not have: {unknown}")
-            for name, expected in spec.items():
-                _checked_array(state, name, expected)
-        except ValueError as exc:
+        missing = sorted(set(spec) - set(state))
+        unknown = sorted(set(state) - set(spec) - {"classes_", "n_features_in_"})
+        problems = [f"state is missing {missing}"] if missing else []
+        if unknown:
+            problems.append(f"state holds arrays a {self.kind!r} model does not have: {unknown}")
+        problems += [_shape_problem(name, np.shape(state[name]), expected.shape)
+                     for name, expected in spec.items() if name in state]
+        problem = next((text for text in problems if text), None)
+        if problem:  # names and shapes follow from the settings: say how
             note = self._state_note(n_features, n_classes)
-            raise ValueError(f"{exc} ({note})" if note else str(exc)) from None
+            raise ValueError(f"{problem} ({note})" if note else problem)
+        for name, expected in spec.items():
+            _checked_array(state, name, expected)
 
     def summary(self) -> dict[str, object]:
         """Kind, settings and the shape and size of each learned array."""
@@ -223,12 +224,9 @@ def _checked_array(state: Mapping[str, np.ndarray], name: str, spec: ArraySpec) 
     if name not in state:
         raise ValueError(f"state is missing [{name!r}]")
     array = np.asarray(state[name])
-    shape = tuple(array.shape)
-    if len(shape) != len(spec.shape) or any(
-        want not in (-1, got) for want, got in zip(spec.shape, shape, strict=True)
-    ):
-        want = ", ".join("n" if size == -1 else str(size) for size in spec.shape)
-        raise ValueError(f"{name} has shape {shape}, expected ({want}{',' * (len(spec.shape) == 1)})")
+    problem = _shape_problem(name, array.shape, spec.shape)
+    if problem:
+        raise ValueError(problem)
     if spec.dtype == "float" and array.dtype not in FLOAT_DTYPES:
         raise ValueError(f"{name} has dtype {array.dtype}, expected float32 or float64")
     if spec.dtype == "int" and array.dtype.kind not in "iu":
@@ -240,6 +238,16 @@ def _checked_array(state: Mapping[str, np.ndarray], name: str, spec: ArraySpec) 
     if spec.values == "non-negative" and not np.all(array >= 0):
         raise ValueError(f"{name} holds negative values")
     return array
+
+
+def _shape_problem(name: str, shape: tuple[int, ...], expected: tuple[int, ...]) -> str:
+    """Why array ``name`` of ``shape`` is not of the ``expected`` one (-1: any length), or ""."""
+    if len(shape) == len(expected) and all(
+        want in (-1, got) for want, got in zip(expected, shape, strict=True)
+    ):
+        return ""
+    want = ", ".join("n" if size == -1 else str(size) for size in expected)
+    return f"{name} has shape {tuple(shape)}, expected ({want}{',' * (len(expected) == 1)})"
 
 
 def label_positions(classes: np.ndarray, y: np.ndarray, n: int, *, what: str = "y") -> np.ndarray:

@@ -175,7 +175,7 @@ class GuessAndCheck(DigitClassifier):
             self._search(scorer, rng, n_candidates, batch_size, weight_range, bias_range, callback)
 
     def _check_settings(self) -> tuple[int, int, float, float]:
-        """``(n_candidates, batch_size, weight_range, bias_range)``, checked, and ``rng``."""
+        """``(n_candidates, batch_size, weight_range, bias_range)``, checked; ``rng`` checked too."""
         _make_rng(self.rng)  # only checked: a Generator comes back as it is, nothing drawn
         return (
             _check_int("n_candidates", self.n_candidates, 1),
@@ -398,7 +398,7 @@ class Perceptron(DigitClassifier):
         self.interrupted_ = result.interrupted
 
     def _check_settings(self) -> tuple[float, int, int, float | None]:
-        """``(lr, epochs, n_iter_no_change, tol)``, checked, and the other settings."""
+        """``(lr, epochs, n_iter_no_change, tol)``, checked; the other settings checked too."""
         for name in ("averaged", "shuffle"):
             if not isinstance(getattr(self, name), bool | np.bool_):
                 raise SettingsError(f"{name} must be True or False, got {getattr(self, name)!r}")
