@@ -8,6 +8,7 @@ import struct
 
 import numpy as np
 import pytest
+from safetensors.numpy import load as load_tensors
 from safetensors.numpy import save as save_tensors
 
 from digitlab.errors import DataError
@@ -141,3 +142,321 @@ def test_failed_save_leaves_nothing(binary, tmp_path, monkeypatch) -> None:
     with pytest.raises(OSError, match="disk full"):
         save_model(path, model, input_shape=(28, 28))
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- files with a valid checksum
+# Anyone can recompute the checksum, so a file whose checksum is right but whose
+# metadata and tensors disagree must be refused, for every model kind.
+
+
+def _read(path):
+    """The ``info`` dict and the tensors of a model file."""
+    data = path.read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + length])
+    return json.loads(header["__metadata__"]["digitlab"])["info"], load_tensors(data)
+
+
+def _sign(path, info, state):
+    """Write ``info`` and ``state`` as a model file with a valid checksum, as save_model does."""
+    # C order, as save_model: safetensors writes a strided view's memory, not its values.
+    state = {name: np.array(value, order="C") for name, value in state.items()}
+    path.write_bytes(save_tensors(state, metadata=metadata_entry(info, state)))
+
+
+@pytest.fixture(scope="module")
+def saved_kinds(sample, seeded_model, tmp_path_factory):
+    """Per kind: a model fitted on 200 real digits, saved; its file, the model, test features."""
+    folder = tmp_path_factory.mktemp("kinds")
+    out = {}
+    for kind in sorted(MODELS):
+        data = sample.for_task("is-2") if MODELS[kind].binary_only else sample
+        data = data.take("train", 0, 200).take("test", 0, 50)
+        model = seeded_model(kind).fit(data.features("train"), data.train_labels)
+        assert len(model.classes_) == (2 if MODELS[kind].binary_only else 10)
+        path = folder / f"{kind}.safetensors"
+        save_model(path, model, input_shape=data.image_shape, class_names=data.class_names,
+                   extra={"task": data.task})
+        out[kind] = (path, model, data.features("test"))
+    return out
+
+
+def _learned(state, *, floats=False):
+    """The largest learned array's name (not classes_ / n_features_in_); None if there is none."""
+    names = [name for name in state if name not in ("classes_", "n_features_in_")
+             and (not floats or state[name].dtype.kind == "f")]
+    return max(names, key=lambda name: (state[name].size, name), default=None)
+
+
+def _replace(state, name, value):
+    return {**state, name: np.asarray(value)}
+
+
+def _with_first(state, name, number):
+    array = state[name].copy()
+    array.flat[0] = number
+    return _replace(state, name, array)
+
+
+def _narrower(array):
+    """One entry fewer along the last axis; a 0-d array becomes 1-d."""
+    return array.reshape(1) if array.ndim == 0 else array[..., :-1]
+
+
+def _other_ndim(array):
+    """0-d where the model expects 1-d or 2-d, and (1, 1) where it expects 0-d."""
+    return array.reshape(1, 1) if array.ndim == 0 else np.asarray(array.flat[0])
+
+
+# Metadata corruptions: info -> info.
+INFO_CORRUPTIONS = {
+    "input_shape empty": lambda info: {**info, "input_shape": []},
+    "input_shape disagrees with the weights": lambda info: {**info, "input_shape": [20, 20]},
+    "input_shape one side": lambda info: {**info, "input_shape": [784]},
+    "input_shape three sides": lambda info: {**info, "input_shape": [28, 28, 1]},
+    "input_shape negative": lambda info: {**info, "input_shape": [-28, -28]},
+    "input_shape floats": lambda info: {**info, "input_shape": [28.0, 28.0]},
+    "input_shape strings": lambda info: {**info, "input_shape": ["28", "28"]},
+    "input_shape a string": lambda info: {**info, "input_shape": "28x28"},
+    "classes disagree with the tensor": lambda info: {**info, "classes": [*info["classes"][:-1], 11],
+                                                      "class_names": []},
+    "classes floats": lambda info: {**info, "classes": [float(c) for c in info["classes"]]},
+    "classes strings": lambda info: {**info, "classes": [str(c) for c in info["classes"]]},
+    "classes a bool": lambda info: {**info, "classes": [False, *info["classes"][1:]]},
+    "classes empty": lambda info: {**info, "classes": []},
+    "class_names too few": lambda info: {**info, "class_names": ["zero"]},
+    "class_names not strings": lambda info: {**info, "class_names": list(range(10))},
+    "class_names a string": lambda info: {**info, "class_names": "0123456789"},
+    "kind unknown": lambda info: {**info, "kind": "svm"},
+    "kind not a string": lambda info: {**info, "kind": ["mlp"]},
+    "settings unknown": lambda info: {**info, "settings": {**info["settings"], "colour": "red"}},
+    "settings unknown, a newline in its name": lambda info: {**info, "settings": {"a\nb": 1}},
+    "field unknown": lambda info: {**info, "colour\nred": 1},
+    "field missing": lambda info: {k: v for k, v in info.items() if k != "input_shape"},
+    "settings a list": lambda info: {**info, "settings": []},
+    "preprocessing a list": lambda info: {**info, "preprocessing": []},
+    "extra a string": lambda info: {**info, "extra": "all"},
+    "info a list": lambda info: [info],
+    "header over 1 MB": lambda info: {**info, "extra": {"pad": "x" * 1_000_000}},
+}
+
+# Tensor corruptions: state -> state (None: not applicable to this kind's arrays).
+STATE_CORRUPTIONS = {
+    "tensor missing": lambda s: {k: v for k, v in s.items() if k != _learned(s)},
+    "tensor extra": lambda s: {**s, "bonus_": np.zeros(3, np.float32)},
+    "tensor one column short": lambda s: _replace(s, _learned(s), _narrower(s[_learned(s)])),
+    "tensor of other ndim": lambda s: _replace(s, _learned(s), _other_ndim(s[_learned(s)])),
+    "n_features_in_ disagrees": lambda s: _replace(s, "n_features_in_", np.int64(783)),
+    "n_features_in_ a float": lambda s: _replace(s, "n_features_in_", np.float64(784)),
+    "n_features_in_ 2-d": lambda s: _replace(s, "n_features_in_", np.full((1, 1), 784)),
+    "classes_ floats": lambda s: _replace(s, "classes_", s["classes_"].astype(np.float64)),
+    "weights NaN": lambda s: _learned(s, floats=True) and _with_first(s, _learned(s, floats=True), np.nan),
+    "weights infinite": lambda s: _learned(s, floats=True) and _with_first(s, _learned(s, floats=True), -np.inf),
+    "weights float16": lambda s: _learned(s, floats=True) and _replace(
+        s, _learned(s, floats=True), s[_learned(s, floats=True)].astype(np.float16)),
+    "weights integers": lambda s: _learned(s, floats=True) and _replace(
+        s, _learned(s, floats=True), s[_learned(s, floats=True)].astype(np.int32)),
+}
+
+# Both at once, consistently: the tensors and the metadata agree, the model does not.
+CLASS_CORRUPTIONS = {
+    "one class more": lambda c: [*c, c[-1] + 1],
+    "one class fewer": lambda c: c[:-1],
+    "negative classes": lambda c: [value - 1 for value in c],
+    "classes not increasing": lambda c: c[::-1],
+    "classes repeated": lambda c: [c[0], *c[:-1]],
+}
+
+# Kinds whose arrays do not depend on the number of classes (the seed of the scores).
+CLASS_FREE = {"random"}
+# Settings each kind refuses, and settings that give other shapes than the tensors'.
+BAD_SETTINGS = {
+    "random": {"rng": -1},
+    "template": {"metric": "cosine"},
+    "guess-and-check": {"n_candidates": 0},
+    "perceptron": {"epochs": 0},
+    "softmax": {"optimizer": "lbfgs"},
+    "mlp": {"hidden": [-5]},
+    "cnn": {"width": 0},
+}
+SHAPING_SETTINGS = {"mlp": {"hidden": [7]}, "cnn": {"dense": 64}}
+# Values a model divides by or seeds with.
+BAD_VALUES = {
+    "random": ("seed_", -1),
+    "majority": ("class_prior_", -0.5),
+    "template": ("temperature_", 0.0),
+    "perceptron": ("temperature_", -1.0),
+}
+
+
+def _corruptions(kind, info, state):
+    """(name, info, state) of every corruption that applies to this kind's file."""
+    out = [(name, change(info), state) for name, change in INFO_CORRUPTIONS.items()]
+    for name, change in STATE_CORRUPTIONS.items():
+        changed = change(state)
+        if changed is not None:
+            out.append((name, info, changed))
+    for name, change in CLASS_CORRUPTIONS.items():
+        if kind in CLASS_FREE and name in ("one class more", "one class fewer"):
+            continue  # a random model of 9 or 11 classes is still a random model
+        classes = change(info["classes"])
+        out.append((name, {**info, "classes": classes, "class_names": []},
+                    _replace(state, "classes_", np.array(classes, dtype=np.int64))))
+    out.append(("huge input_shape", {**info, "input_shape": [2048, 2048]},
+                _replace(state, "n_features_in_", np.int64(2048 * 2048))))
+    if kind in BAD_SETTINGS:
+        out.append(("setting refused", {**info, "settings": {**info["settings"], **BAD_SETTINGS[kind]}},
+                    state))
+    if kind in SHAPING_SETTINGS:
+        settings = {**info["settings"], **SHAPING_SETTINGS[kind]}
+        out.append(("settings give other shapes", {**info, "settings": settings}, state))
+    if kind in BAD_VALUES:
+        out.append(("bad value", info, _with_first(state, *BAD_VALUES[kind])))
+    return out
+
+
+def test_every_corruption_changes_the_file(saved_kinds, tmp_path) -> None:
+    # The corruptions are real: re-signing untouched info and state gives the saved bytes.
+    for path, _model, _X in saved_kinds.values():
+        info, state = _read(path)
+        copy = tmp_path / path.name
+        _sign(copy, info, state)
+        assert copy.read_bytes() == path.read_bytes()
+
+
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_signed_files_that_disagree_with_themselves_are_refused(kind, saved_kinds,
+                                                                tmp_path) -> None:
+    path, model, X = saved_kinds[kind]
+    info, state = _read(path)
+    cases = _corruptions(kind, info, state)
+    assert len(cases) >= 35
+    answers = {}
+    for number, (name, bad_info, bad_state) in enumerate(cases):
+        bad = tmp_path / f"bad{number}.safetensors"
+        _sign(bad, bad_info, bad_state)
+        try:
+            load_model(bad)
+            answers[name] = "accepted"
+        except DataError as exc:
+            message = str(exc)
+            good = bad.name in message and "\n" not in message and "checksum" not in message
+            answers[name] = "ok" if good else message
+    assert {name: answer for name, answer in answers.items() if answer != "ok"} == {}
+    # ... and the untampered file still loads and predicts as the model did.
+    loaded, _ = load_model(path)
+    np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+
+
+@pytest.mark.parametrize(
+    ("kind", "change", "message"),
+    [
+        ("softmax", lambda i, s: (i, _replace(s, "coef_", s["coef_"][:783])),
+         r"coef_ has shape \(783, 10\), expected \(784, 10\)"),
+        ("softmax", lambda i, s: ({**i, "input_shape": [20, 20]}, s),
+         "input_shape 20x20 is 400 pixels, the model takes 784 features"),
+        ("mlp", lambda i, s: ({k: v for k, v in s.items() if k != "b2"} and i,
+                              {k: v for k, v in s.items() if k != "b2"}),
+         r"state is missing \['b2'\]"),
+        ("mlp", lambda i, s: ({**i, "settings": {**i["settings"], "hidden": [7]}}, s),
+         r"layer sizes \(784, 7, 10\)"),
+        ("template", lambda i, s: (i, _with_first(s, "templates_", np.nan)),
+         "templates_ holds NaN or infinite values"),
+        ("template", lambda i, s: ({**i, "settings": {"metric": "cosine"}}, s),
+         "refuses its settings .metric must be"),
+        ("perceptron", lambda i, s: (i, _replace(s, "coef_", s["coef_"].astype(np.float16))),
+         "coef_ has dtype float16, expected float32 or float64"),
+        ("cnn", lambda i, s: ({**i, "settings": {**i["settings"], "width": 8}}, s),
+         "width=8, dense=128 for 28x28 images"),
+        ("guess-and-check", lambda i, s: ({**i, "classes": [0, 1, 2], "class_names": []},
+                                          _replace(s, "classes_", np.arange(3))),
+         "holds exactly 2 classes, the state has 3"),
+        ("majority", lambda i, s: ({**i, "class_names": ["a", "b"]}, s),
+         "class_names lists 2 names, none for label 9"),
+        ("majority", lambda i, s: ({**i, "kind": "svm"}, s), "unknown model kind 'svm'"),
+    ],
+)
+def test_refusals_say_what_is_wrong(kind, change, message, saved_kinds, tmp_path) -> None:
+    info, state = _read(saved_kinds[kind][0])
+    bad = tmp_path / "bad.safetensors"
+    _sign(bad, *change(info, state))
+    with pytest.raises(DataError, match=message):
+        load_model(bad)
+
+
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_float64_weights_are_read(kind, saved_kinds, tmp_path) -> None:
+    # Not refused: float64 is what MLP.from_sklearn holds, and it computes the same.
+    path, model, X = saved_kinds[kind]
+    info, state = _read(path)
+    wide = {name: value.astype(np.float64) if value.dtype.kind == "f" else value
+            for name, value in state.items()}
+    copy = tmp_path / "float64.safetensors"
+    _sign(copy, info, wide)
+    loaded, _ = load_model(copy)
+    np.testing.assert_allclose(loaded.predict_proba(X), model.predict_proba(X), atol=1e-5)
+
+
+def _raw_file(path, header: bytes, body: bytes = b"") -> None:
+    header += b" " * (-len(header) % 8)
+    path.write_bytes(struct.pack("<Q", len(header)) + header + body)
+
+
+def test_deeply_nested_json_is_refused(tmp_path) -> None:
+    # Python's JSON parser raises RecursionError, not ValueError, on deep nesting.
+    nested = tmp_path / "nested.safetensors"
+    _raw_file(nested, b"[" * 100_000)
+    with pytest.raises(DataError, match=r"nested\.safetensors.*unreadable header"):
+        load_model(nested)
+    entry = json.dumps({"__metadata__": {"digitlab": "[" * 100_000}}).encode()
+    _raw_file(nested, entry)
+    with pytest.raises(DataError, match="unreadable digitlab metadata"):
+        load_model(nested)
+
+
+def test_header_larger_than_the_limit_is_refused_unread(tmp_path) -> None:
+    big = tmp_path / "big.safetensors"
+    _raw_file(big, b'{"__metadata__": {"pad": "' + b"x" * 1_000_000 + b'"}}')
+    with pytest.raises(DataError, match="bad header length"):
+        load_model(big)
+
+
+def test_header_must_account_for_the_file(saved_kinds, tmp_path) -> None:
+    path = saved_kinds["template"][0]
+    longer = tmp_path / "longer.safetensors"
+    longer.write_bytes(path.read_bytes() + b"\0" * 64)
+    with pytest.raises(DataError, match=r"longer\.safetensors: damaged model file"):
+        load_model(longer)
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda i, s: ({**i, "input_shape": [20, 20]}, s),
+        lambda i, s: ({**i, "input_shape": []}, s),
+        lambda i, s: (i, _replace(s, _learned(s), _narrower(s[_learned(s)]))),
+        lambda i, s: ({**i, "class_names": ["zero"]}, s),
+    ],
+    ids=["input_shape 20x20", "input_shape empty", "tensor short", "class_names short"],
+)
+@pytest.mark.parametrize("kind", ["softmax", "mlp", "cnn", "random"])
+def test_cli_answers_a_bad_model_file_in_one_line(kind, change, command, saved_kinds, sample,
+                                                  tmp_path, capsys) -> None:
+    from PIL import Image
+
+    from digitlab.cli import main
+
+    info, state = _read(saved_kinds[kind][0])
+    bad = tmp_path / "tampered.safetensors"
+    _sign(bad, *change(info, state))
+    image = tmp_path / "digit.png"
+    Image.fromarray(sample.test_images[0]).save(image)
+    argv = [command, str(bad), str(image)] if command == "predict" else [command, str(bad)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "checksum" not in err  # the file is signed: refused for what it holds
+    assert err.count("\n") == 1, err
+    assert "tampered.safetensors" in err
+    assert "Traceback" not in err

@@ -11,7 +11,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from digitlab.errors import SettingsError
-from digitlab.models import MODELS, Majority, Template
+from digitlab.models import MODELS, Majority, RandomScores, Template
 
 
 def _arrays(data):
@@ -114,6 +114,27 @@ def test_template_probabilities_are_calibrated_not_one_hot(sample) -> None:
     # right answers are held with more confidence than wrong ones
     assert confidence[correct].mean() > confidence[~correct].mean() + 0.1
     assert 0.3 < confidence.mean() < 0.99
+
+
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_a_refused_state_leaves_the_model_as_it_was(kind, small, small_binary,
+                                                    seeded_model) -> None:
+    X, y, X_test, _ = _data_for(kind, small, small_binary)
+    model = seeded_model(kind).fit(X, y)
+    before = model.predict_proba(X_test)
+    # Another model's state, right in every array but one.
+    state = seeded_model(kind).fit(X[::-1][:300], y[::-1][:300]).state_dict()
+    last = sorted(state)[-1]
+    state[last] = np.zeros((2, 3, 4), dtype=state[last].dtype)
+    with pytest.raises(ValueError, match=f"{last}.*shape"):
+        model.load_state_dict(state)
+    np.testing.assert_array_equal(model.predict_proba(X_test), before)
+
+
+def test_random_scores_refuse_a_seed_numpy_refuses() -> None:
+    # A negative seed used to be stored, then every predict raised numpy's ValueError.
+    with pytest.raises(SettingsError, match="rng must be None or an integer >= 0"):
+        RandomScores(rng=-1).fit(np.zeros((4, 3)), np.array([0, 1, 0, 1]))
 
 
 def test_bad_template_metric() -> None:

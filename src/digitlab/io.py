@@ -9,12 +9,19 @@ tensor's bytes, so a changed or damaged file is refused instead of silently
 giving other predictions (safetensors itself checks only the layout). One
 entry, not two: safetensors does not keep the order of metadata entries, and
 the same model should always give the same bytes.
+
+A valid checksum only shows that the file is as its writer left it, and anyone
+can compute one. So :func:`load_model` also checks that the metadata and the
+tensors agree with each other and with the model kind (each kind declares the
+arrays its settings give: ``DigitClassifier.check_state``) before it returns:
+a file that passes gives predictions, never an IndexError or a shape mismatch.
 """
 
 from __future__ import annotations
 
 import hashlib
 import inspect
+import itertools
 import json
 import os
 import struct
@@ -28,11 +35,16 @@ from safetensors.numpy import save as save_tensors
 
 from digitlab import __version__
 from digitlab.atomic import atomic_file
-from digitlab.errors import DataError
+from digitlab.errors import DataError, SettingsError
 from digitlab.models import MODELS, DigitClassifier
 
 FORMAT_VERSION = 1
-MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit on the JSON header
+# A digitlab header (tensor names and offsets, settings, class names) is a few KB.
+# safetensors allows 100 MB, which Python's JSON parser needs gigabytes to read.
+MAX_HEADER_BYTES = 1_000_000
+# Longest side of a model's input images (the web API's limit for a pixel array):
+# evaluating resizes a dataset to the model's input, so a file must not ask for any size.
+MAX_INPUT_SIDE = 1024
 
 
 @dataclass
@@ -91,46 +103,158 @@ def load_model(
         If given, the model kind the caller expects; another kind is refused.
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DataError(path, f"cannot read model file: {exc.strerror or exc}") from None
-    metadata = _read_header_metadata(path, data)
+    header, data = _read_file(path)
     try:
         state = load_tensors(data)
     except Exception as exc:  # safetensors raises its own error type for any bad layout
         raise DataError(path, f"damaged model file: {exc}") from None
-    entry = metadata.get("digitlab")
+    metadata = header.get("__metadata__")
+    entry = metadata.get("digitlab") if isinstance(metadata, dict) else None
     if entry is None:
         raise DataError(path, "a safetensors file, but not a digitlab model (no digitlab metadata)")
     try:
         wrapper = json.loads(entry)
         fields = wrapper["info"]
         digest = wrapper["sha256"]
-    except (ValueError, TypeError, KeyError) as exc:
-        raise DataError(path, f"unreadable digitlab metadata ({exc})") from None
-    if digest != _digest(json.dumps(fields, sort_keys=True), state):
+        text = json.dumps(fields, sort_keys=True)
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
+        raise DataError(path, f"unreadable digitlab metadata ({exc!r})") from None
+    if digest != _digest(text, state):
         raise DataError(path, "checksum mismatch: the model file was changed or damaged")
-    try:
-        info = ModelInfo(**fields)
-    except TypeError as exc:
-        raise DataError(path, f"unreadable digitlab metadata ({exc})") from None
-    if info.format_version != FORMAT_VERSION:
+    if not isinstance(fields, dict):
+        raise DataError(path, "unreadable digitlab metadata (info is not a JSON object)")
+    # The version first: another version's fields need not fit ModelInfo.
+    version = fields.get("format_version", FORMAT_VERSION)
+    if version != FORMAT_VERSION:
         raise DataError(
             path,
-            f"model format version {info.format_version} is not supported "
+            f"model format version {version!r} is not supported "
             f"(this digitlab {__version__} reads version {FORMAT_VERSION})",
         )
+    _check_keywords(path, fields, ModelInfo, "digitlab metadata fields")
+    info = ModelInfo(**fields)
+    _check_info(path, info)
     if kind is not None and info.kind != kind:
         raise DataError(path, f"holds a {info.kind!r} model, expected {kind!r}")
     if info.kind not in MODELS:
         raise DataError(path, f"unknown model kind {info.kind!r}")
     cls = MODELS[info.kind]
+    _check_keywords(path, info.settings, cls, f"settings of a {info.kind!r} model")
+    model = cls(**_python_settings(cls, info.settings))
     try:
-        model = cls(**_python_settings(cls, info.settings)).load_state_dict(state)
-    except (TypeError, ValueError) as exc:
+        model.load_state_dict(state)  # checks the settings, then the arrays, then sets them
+    except SettingsError as exc:
+        raise DataError(path, f"a {info.kind!r} model refuses its settings ({exc})") from None
+    except ValueError as exc:
         raise DataError(path, f"model state does not fit a {info.kind!r} model ({exc})") from None
+    _check_info_fits_state(path, info, state)
     return model, info
+
+
+def _read_file(path: Path) -> tuple[dict[str, Any], bytes]:
+    """The parsed safetensors header, and the file's bytes.
+
+    The header's length is checked before the header is read, and the
+    tensors are read only when the header accounts for the file's size: a
+    large file that is not a model is refused after its first 8 bytes.
+    """
+    try:
+        with path.open("rb") as file:
+            prefix = file.read(8)
+            if len(prefix) < 8:
+                raise DataError(path, "truncated: not a safetensors model file")
+            (length,) = struct.unpack("<Q", prefix)
+            size = os.fstat(file.fileno()).st_size
+            if length > MAX_HEADER_BYTES or 8 + length > size:
+                raise DataError(path, "truncated or not a safetensors model file (bad header length)")
+            raw = file.read(length)
+            header = _parse_header(path, raw)
+            tensor_bytes = size - 8 - length
+            if _tensor_end(header) != tensor_bytes:
+                raise DataError(path, f"damaged model file: its header describes "
+                                f"{_tensor_end(header):,} bytes of tensors, {tensor_bytes:,} follow")
+            body = file.read(tensor_bytes)
+    except OSError as exc:
+        raise DataError(path, f"cannot read model file: {exc.strerror or exc}") from None
+    return header, prefix + raw + body
+
+
+def _parse_header(path: Path, raw: bytes) -> dict[str, Any]:
+    try:
+        header = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise DataError(path, "not a safetensors model file (unreadable header)") from None
+    if not isinstance(header, dict):
+        raise DataError(path, "not a safetensors model file (the header is not a JSON object)")
+    return header
+
+
+def _tensor_end(header: dict[str, Any]) -> int:
+    """Where the last tensor in a safetensors header ends (safetensors checks the layout)."""
+    ends = [entry["data_offsets"][-1] for name, entry in header.items()
+            if name != "__metadata__" and isinstance(entry, dict)
+            and isinstance(entry.get("data_offsets"), list) and entry["data_offsets"]]
+    return max((end for end in ends if isinstance(end, int)), default=0)
+
+
+def _check_info(path: Path, info: ModelInfo) -> None:
+    """Refuse metadata of the wrong types or values, before anything reads it."""
+    types = {"kind": str, "settings": dict, "classes": list, "input_shape": list,
+             "class_names": list, "preprocessing": dict, "data_fingerprint": str, "extra": dict,
+             "digitlab_version": str}
+    for name, expected in types.items():
+        if not isinstance(getattr(info, name), expected):
+            what = {dict: "an object", list: "a list", str: "a string"}[expected]
+            raise DataError(path, f"unreadable digitlab metadata ({name} is not {what})")
+    classes, shape, names = info.classes, info.input_shape, info.class_names
+    if not classes or not all(_is_int(c, 0) for c in classes):
+        raise DataError(path, f"classes must be a non-empty list of integers >= 0, got {_brief(classes)}")
+    if any(b <= a for a, b in itertools.pairwise(classes)):
+        raise DataError(path, f"classes must be distinct and increasing, got {_brief(classes)}")
+    if len(shape) != 2 or not all(_is_int(side, 1) and side <= MAX_INPUT_SIDE for side in shape):
+        raise DataError(path, f"input_shape must be [height, width], each 1 to {MAX_INPUT_SIDE}, "
+                        f"got {_brief(shape)}")
+    if not all(isinstance(name, str) for name in names):
+        raise DataError(path, "class_names must all be strings")
+    # Names are looked up by label, class_names[label], so every label needs one.
+    if names and len(names) <= classes[-1]:
+        raise DataError(path, f"class_names lists {len(names)} names, none for label {classes[-1]}")
+
+
+def _check_info_fits_state(path: Path, info: ModelInfo, state: dict[str, np.ndarray]) -> None:
+    """The metadata's classes and input shape must be the tensors' (which the model checked)."""
+    held = state["classes_"]
+    if held.dtype.kind not in "iu" or held.tolist() != info.classes:
+        raise DataError(path, f"metadata classes {_brief(info.classes)} disagree with the "
+                        f"tensor classes_ {_brief(held.tolist())}")
+    n_features = int(state["n_features_in_"])
+    height, width = info.input_shape
+    if height * width != n_features:
+        raise DataError(path, f"input_shape {height}x{width} is {height * width} pixels, "
+                        f"the model takes {n_features} features")
+
+
+def _check_keywords(path: Path, given: dict[str, Any], target: Any, what: str) -> None:
+    """Refuse names ``target(**given)`` does not take or needs and lacks. (Python's own
+    TypeError would quote a name as it is, newlines and all: not one line.)"""
+    parameters = inspect.signature(target).parameters
+    unknown = sorted(set(given) - set(parameters))
+    missing = [name for name, p in parameters.items() if p.default is p.empty and name not in given]
+    if unknown:
+        raise DataError(path, f"unknown {what} {_brief(unknown)}")
+    if missing:
+        raise DataError(path, f"missing {what} {_brief(missing)}")
+
+
+def _is_int(value: object, least: int) -> bool:
+    """An int (JSON true is not one) of at least ``least``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _brief(values: list[Any]) -> str:
+    """A list for a one-line message: its first 10 items."""
+    text = json.dumps(values[:10])
+    return text if len(values) <= 10 else f"{text[:-1]}, ... ({len(values)} in all)]"
 
 
 def metadata_entry(info: dict[str, Any], state: dict[str, np.ndarray]) -> dict[str, str]:
@@ -147,21 +271,6 @@ def _digest(text: str, state: dict[str, np.ndarray]) -> str:
         digest.update(f"{name}|{array.dtype.str}|{array.shape}".encode())
         digest.update(array.tobytes())
     return digest.hexdigest()
-
-
-def _read_header_metadata(path: Path, data: bytes) -> dict[str, str]:
-    """The ``__metadata__`` of a safetensors header: u64 length, then that much JSON."""
-    if len(data) < 8:
-        raise DataError(path, "truncated: not a safetensors model file")
-    (length,) = struct.unpack("<Q", data[:8])
-    if length > MAX_HEADER_BYTES or 8 + length > len(data):
-        raise DataError(path, "truncated or not a safetensors model file (bad header length)")
-    try:
-        header = json.loads(data[8 : 8 + length])
-    except (ValueError, UnicodeDecodeError):
-        raise DataError(path, "not a safetensors model file (unreadable header)") from None
-    metadata = header.get("__metadata__") if isinstance(header, dict) else None
-    return metadata if isinstance(metadata, dict) else {}
 
 
 def json_settings(params: dict[str, Any]) -> dict[str, Any]:

@@ -7,17 +7,39 @@ scikit-learn shaped: settings are keyword-only and stored unchanged in
 ``Pipeline``, ``cross_val_score`` and ``GridSearchCV`` work unchanged.
 
 Learned parameters are a flat ``dict[str, ndarray]`` (``state_dict`` /
-``load_state_dict``), which is what model files store.
+``load_state_dict``), which is what model files store. Each model declares
+what that dict must hold for its settings (``_state_spec``), and
+``load_state_dict`` refuses anything else before it sets a single attribute.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from scipy.optimize import minimize_scalar
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
+
+# Floating arrays may be either: models fit in float32, MLP.from_sklearn keeps float64.
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """What one array of a state dict must be.
+
+    ``dtype`` "float" is float32 or float64, every value finite; "int" is any
+    integer dtype; "any" is any at all (labels: a model may be fitted on
+    strings). ``values`` bounds numbers a model divides by (a temperature) or
+    seeds with.
+    """
+
+    shape: tuple[int, ...]
+    dtype: Literal["float", "int", "any"] = "float"
+    values: Literal["any", "positive", "non-negative"] = "any"
 
 
 class DigitClassifier(ClassifierMixin, BaseEstimator):
@@ -31,6 +53,7 @@ class DigitClassifier(ClassifierMixin, BaseEstimator):
 
     kind: ClassVar[str] = "base"
     binary_only: ClassVar[bool] = False  # True for models of two classes only (guess-and-check)
+    min_classes: ClassVar[int] = 1  # fewest classes a fitted model can hold
     _state_names: ClassVar[tuple[str, ...]] = ()
 
     # ------------------------------------------------------------ fit / predict
@@ -85,17 +108,53 @@ class DigitClassifier(ClassifierMixin, BaseEstimator):
         state["n_features_in_"] = np.array(self.n_features_in_, dtype=np.int64)
         return state
 
-    def load_state_dict(self, state: dict[str, np.ndarray]) -> DigitClassifier:
-        """Set learned arrays from :meth:`state_dict` output; returns self."""
-        names = ("classes_", "n_features_in_", *self._state_names)
-        missing = [name for name in names if name not in state]
-        if missing:
-            raise ValueError(f"state is missing {missing}")
+    def load_state_dict(self, state: Mapping[str, np.ndarray]) -> DigitClassifier:
+        """Set learned arrays from :meth:`state_dict` output; returns self.
+
+        ValueError (SettingsError for a setting) when ``state`` is not what
+        this model with these settings holds; see :meth:`check_state`.
+        """
+        self.check_state(state)
         for name in self._state_names:
             setattr(self, name, np.array(state[name], copy=True))
         self.classes_ = np.array(state["classes_"], copy=True)
         self.n_features_in_ = int(state["n_features_in_"])
         return self
+
+    def check_state(self, state: Mapping[str, np.ndarray]) -> None:
+        """Raise ValueError unless ``state`` could be :meth:`state_dict` of this model, fitted.
+
+        The settings are checked first (SettingsError), then ``classes_``
+        (distinct, increasing) and ``n_features_in_``, which give the
+        shapes every other array must have for these settings
+        (``_state_spec``): the same names, those shapes, float arrays finite.
+        Nothing is set, so a refused state leaves the model as it was.
+        """
+        self._check_settings()
+        classes = _checked_array(state, "classes_", ArraySpec((-1,), "any"))
+        if not np.all(classes[1:] > classes[:-1]):  # predict and label_positions rely on it
+            raise ValueError(f"classes_ {classes.tolist()} are not distinct and increasing")
+        n_classes = len(classes)
+        if n_classes < self.min_classes or (self.binary_only and n_classes != 2):
+            need = "exactly 2" if self.binary_only else f"at least {self.min_classes}"
+            raise ValueError(f"a {self.kind!r} model holds {need} classes, the state has {n_classes}")
+        n_features = int(_checked_array(state, "n_features_in_", ArraySpec((), "int")))
+        if n_features < 1:
+            raise ValueError(f"n_features_in_ is {n_features}, expected at least 1")
+        spec = self._state_spec(n_features, n_classes)
+        missing = sorted(set(spec) - set(state))
+        unknown = sorted(set(state) - set(spec) - {"classes_", "n_features_in_"})
+        problems = [f"state is missing {missing}"] if missing else []
+        if unknown:
+            problems.append(f"state holds arrays a {self.kind!r} model does not have: {unknown}")
+        problems += [_shape_problem(name, np.shape(state[name]), expected.shape)
+                     for name, expected in spec.items() if name in state]
+        problem = next((text for text in problems if text), None)
+        if problem:  # names and shapes follow from the settings: say how
+            note = self._state_note(n_features, n_classes)
+            raise ValueError(f"{problem} ({note})" if note else problem)
+        for name, expected in spec.items():
+            _checked_array(state, name, expected)
 
     def summary(self) -> dict[str, object]:
         """Kind, settings and the shape and size of each learned array."""
@@ -128,6 +187,20 @@ class DigitClassifier(ClassifierMixin, BaseEstimator):
     def _fit(self, X: np.ndarray, y_index: np.ndarray) -> None:
         raise NotImplementedError
 
+    def _check_settings(self) -> object:
+        """Raise SettingsError for a setting this model cannot take (a model without
+        settings has nothing to check); subclasses may return the checked values."""
+        return None
+
+    def _state_spec(self, n_features: int, n_classes: int) -> dict[str, ArraySpec]:
+        """The learned arrays besides ``classes_`` and ``n_features_in_``, by name, for
+        these (checked) settings, ``n_features`` inputs and ``n_classes`` classes."""
+        raise NotImplementedError
+
+    def _state_note(self, n_features: int, n_classes: int) -> str:
+        """Which settings gave the shapes of ``_state_spec``, for error messages ("" if none)."""
+        return ""
+
     def _scores(self, X: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
@@ -143,6 +216,38 @@ class DigitClassifier(ClassifierMixin, BaseEstimator):
         if not fitting and X.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features, the model was fitted on {self.n_features_in_}")
         return X
+
+
+def _checked_array(state: Mapping[str, np.ndarray], name: str, spec: ArraySpec) -> np.ndarray:
+    """``state[name]`` as an array, once it has the shape (-1: any length), dtype and values
+    of ``spec``; ValueError naming the array otherwise."""
+    if name not in state:
+        raise ValueError(f"state is missing [{name!r}]")
+    array = np.asarray(state[name])
+    problem = _shape_problem(name, array.shape, spec.shape)
+    if problem:
+        raise ValueError(problem)
+    if spec.dtype == "float" and array.dtype not in FLOAT_DTYPES:
+        raise ValueError(f"{name} has dtype {array.dtype}, expected float32 or float64")
+    if spec.dtype == "int" and array.dtype.kind not in "iu":
+        raise ValueError(f"{name} has dtype {array.dtype}, expected integers")
+    if spec.dtype == "float" and not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} holds NaN or infinite values")
+    if spec.values == "positive" and not np.all(array > 0):
+        raise ValueError(f"{name} holds values <= 0, expected positive ones")
+    if spec.values == "non-negative" and not np.all(array >= 0):
+        raise ValueError(f"{name} holds negative values")
+    return array
+
+
+def _shape_problem(name: str, shape: tuple[int, ...], expected: tuple[int, ...]) -> str:
+    """Why array ``name`` of ``shape`` is not of the ``expected`` one (-1: any length), or ""."""
+    if len(shape) == len(expected) and all(
+        want in (-1, got) for want, got in zip(expected, shape, strict=True)
+    ):
+        return ""
+    want = ", ".join("n" if size == -1 else str(size) for size in expected)
+    return f"{name} has shape {tuple(shape)}, expected ({want}{',' * (len(expected) == 1)})"
 
 
 def label_positions(classes: np.ndarray, y: np.ndarray, n: int, *, what: str = "y") -> np.ndarray:

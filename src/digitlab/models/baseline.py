@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import zlib
+from numbers import Integral
 from typing import ClassVar
 
 import numpy as np
 
-from digitlab.models.base import DigitClassifier
+from digitlab.errors import SettingsError
+from digitlab.models.base import ArraySpec, DigitClassifier
 
 
 class Majority(DigitClassifier):
@@ -29,6 +31,9 @@ class Majority(DigitClassifier):
 
     def _scores(self, X: np.ndarray) -> np.ndarray:
         return np.tile(np.log(self.class_prior_ + 1e-300), (len(X), 1))
+
+    def _state_spec(self, n_features: int, n_classes: int) -> dict[str, ArraySpec]:
+        return {"class_prior_": ArraySpec((n_classes,), values="non-negative")}
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         self.decision_function(X)  # checks fitted state and X
@@ -56,7 +61,17 @@ class RandomScores(DigitClassifier):
     def __init__(self, *, rng: int | None = None) -> None:
         self.rng = rng
 
+    def _check_settings(self) -> None:
+        rng = self.rng
+        # The seed of every prediction: numpy takes non-negative integers only.
+        if rng is not None and (not isinstance(rng, Integral) or isinstance(rng, bool) or rng < 0):
+            raise SettingsError(f"rng must be None or an integer >= 0, got {rng!r}")
+
+    def _state_spec(self, n_features: int, n_classes: int) -> dict[str, ArraySpec]:
+        return {"seed_": ArraySpec((), "int", values="non-negative")}
+
     def _fit(self, X: np.ndarray, y_index: np.ndarray) -> None:
+        self._check_settings()
         seed = self.rng if self.rng is not None else np.random.default_rng().integers(2**32)
         self.seed_ = np.array(seed, dtype=np.int64)
 

@@ -29,6 +29,7 @@ sets only.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -37,7 +38,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from digitlab.errors import SettingsError
 from digitlab.lazy_import import lazy_import
-from digitlab.models.base import DigitClassifier
+from digitlab.models.base import ArraySpec, DigitClassifier
 from digitlab.models.training import Callback, Progress, run_epochs
 
 if TYPE_CHECKING:
@@ -200,6 +201,7 @@ class CNN(DigitClassifier):
     """
 
     kind: ClassVar[str] = "cnn"
+    min_classes: ClassVar[int] = 2
 
     def __init__(
         self,
@@ -444,26 +446,37 @@ class CNN(DigitClassifier):
         state["n_features_in_"] = np.array(self.n_features_in_, dtype=np.int64)
         return state
 
-    def load_state_dict(self, state: dict[str, np.ndarray]) -> CNN:
-        """Rebuild the network from the settings and :meth:`state_dict` output."""
-        missing = [name for name in ("classes_", "n_features_in_") if name not in state]
-        if missing:
-            raise ValueError(f"state is missing {missing}")
+    def load_state_dict(self, state: Mapping[str, np.ndarray]) -> CNN:
+        """Rebuild the network from the settings and :meth:`state_dict` output
+        (checked first: see :meth:`check_state`)."""
+        self.check_state(state)
         classes = np.array(state["classes_"], copy=True)
         n_features = int(state["n_features_in_"])
         network = build_network(image_side(n_features), len(classes), int(self.width), int(self.dense))
-        tensors = {
+        network.load_state_dict({
             name.removeprefix("net."): torch.from_numpy(np.array(value, copy=True))
             for name, value in state.items() if name.startswith("net.")
-        }
-        try:
-            network.load_state_dict(tensors)
-        except RuntimeError as exc:  # names or shapes that do not fit these settings
-            raise ValueError(f"state does not fit a CNN with width={self.width}, dense={self.dense}: {exc}") from None
+        })
         self.network_ = _channels_last(network).eval()
         self.classes_ = classes
         self.n_features_in_ = n_features
         return self
+
+    def _state_spec(self, n_features: int, n_classes: int) -> dict[str, ArraySpec]:
+        # The very network fit builds, on the meta device: shapes and dtypes without memory,
+        # so a file claiming dense=10**9 costs nothing before its tensors are found not to fit.
+        with torch.device("meta"):
+            network = build_network(image_side(n_features), n_classes, int(self.width),
+                                    int(self.dense))
+        return {
+            f"net.{name}": ArraySpec(tuple(value.shape),
+                                     "float" if value.is_floating_point() else "int")
+            for name, value in network.state_dict().items()
+        }
+
+    def _state_note(self, n_features: int, n_classes: int) -> str:
+        side = image_side(n_features)
+        return f"width={self.width}, dense={self.dense} for {side}x{side} images"
 
     def summary(self) -> dict[str, object]:
         """Kind, settings, and per layer: its type, output shape and parameter count."""

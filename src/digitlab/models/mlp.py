@@ -26,7 +26,7 @@ The classic exercises, exactly (``alpha=0.0``: they use no weight decay)::
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from numbers import Integral, Real
@@ -38,7 +38,7 @@ from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
 from digitlab.errors import SettingsError
-from digitlab.models.base import DigitClassifier, label_positions, softmax
+from digitlab.models.base import ArraySpec, DigitClassifier, label_positions, softmax
 from digitlab.models.layers import ACTIVATIONS, Network, n_layers
 from digitlab.models.losses import LOSSES, OUTPUTS, target_matrix
 from digitlab.models.optim import OPTIMIZERS, make_optimizer
@@ -153,6 +153,7 @@ class MLP(DigitClassifier):
     """
 
     kind: ClassVar[str] = "mlp"
+    min_classes: ClassVar[int] = 2
     _state_names: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
@@ -485,31 +486,34 @@ class MLP(DigitClassifier):
         state["n_features_in_"] = np.array(self.n_features_in_, dtype=np.int64)
         return state
 
-    def load_state_dict(self, state: dict[str, np.ndarray]) -> MLP:
-        """Set the weights from :meth:`state_dict` output; the layer count comes from the keys.
+    def load_state_dict(self, state: Mapping[str, np.ndarray]) -> MLP:
+        """Set the weights from :meth:`state_dict` output.
 
-        The shapes must agree with the settings ``hidden`` and ``output``.
+        The names and shapes must be those the settings ``hidden`` and
+        ``output`` give (see :meth:`check_state`); float32 or float64.
         """
-        missing = [name for name in ("classes_", "n_features_in_", "W1", "b1") if name not in state]
-        if missing:
-            raise ValueError(f"state is missing {missing}")
-        params = {name: np.array(value, copy=True) for name, value in state.items()
-                  if name not in ("classes_", "n_features_in_")}
-        count = n_layers(params)  # checks names and shapes
-        settings = self._check_settings()
-        classes = np.array(state["classes_"], copy=True)
-        n_features = int(state["n_features_in_"])
-        sizes = (params["W1"].shape[0], *(params[f"W{i}"].shape[1] for i in range(1, count + 1)))
-        expected = (n_features, *settings.hidden, self._n_outputs(settings.output, len(classes)))
-        if sizes != expected:
-            raise ValueError(
-                f"state has layer sizes {sizes}, but hidden={settings.hidden} and "
-                f"output={settings.output!r} with {len(classes)} classes need {expected}"
-            )
-        self.params_ = params
-        self.classes_ = classes
-        self.n_features_in_ = n_features
+        self.check_state(state)
+        self.params_ = {name: np.array(value, copy=True) for name, value in state.items()
+                        if name not in ("classes_", "n_features_in_")}
+        self.classes_ = np.array(state["classes_"], copy=True)
+        self.n_features_in_ = int(state["n_features_in_"])
         return self
+
+    def _layer_sizes(self, n_features: int, n_classes: int) -> tuple[int, ...]:
+        """(n_features, h1, ..., n_out): the units of every layer, from the settings."""
+        settings = self._check_settings()
+        return (n_features, *settings.hidden, self._n_outputs(settings.output, n_classes))
+
+    def _state_spec(self, n_features: int, n_classes: int) -> dict[str, ArraySpec]:
+        spec: dict[str, ArraySpec] = {}
+        for i, (fan_in, fan_out) in enumerate(pairwise(self._layer_sizes(n_features, n_classes)),
+                                              start=1):
+            spec[f"W{i}"], spec[f"b{i}"] = ArraySpec((fan_in, fan_out)), ArraySpec((fan_out,))
+        return spec
+
+    def _state_note(self, n_features: int, n_classes: int) -> str:
+        return (f"hidden={self.hidden!r} and output={self.output!r} with {n_classes} "
+                f"classes give layer sizes {self._layer_sizes(n_features, n_classes)}")
 
     def summary(self) -> dict[str, object]:
         """Kind, settings, and per layer: sizes, activation, weight and bias shapes and counts.

@@ -28,7 +28,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from digitlab.errors import SettingsError
-from digitlab.models.base import DigitClassifier, fit_temperature, softmax
+from digitlab.models.base import ArraySpec, DigitClassifier, fit_temperature, softmax
 from digitlab.models.training import Callback, Progress, run_epochs
 
 if TYPE_CHECKING:
@@ -126,6 +126,7 @@ class GuessAndCheck(DigitClassifier):
 
     kind: ClassVar[str] = "guess-and-check"
     binary_only: ClassVar[bool] = True
+    min_classes: ClassVar[int] = 2
     _state_names: ClassVar[tuple[str, ...]] = (
         "coef_",
         "intercept_",
@@ -167,14 +168,29 @@ class GuessAndCheck(DigitClassifier):
     def _fit(
         self, X: np.ndarray, y_index: np.ndarray, *, callback: Callback | None = None
     ) -> None:
-        n_candidates = _check_int("n_candidates", self.n_candidates, 1)
-        batch_size = _check_int("batch_size", self.batch_size, 1)
-        weight_range = _check_real("weight_range", self.weight_range, positive=True)
-        bias_range = _check_real("bias_range", self.bias_range, positive=False)
+        n_candidates, batch_size, weight_range, bias_range = self._check_settings()
         _check_binary(self.classes_, "guess-and-check")
         rng = _make_rng(self.rng)
         with _CandidateScorer(X, y_index == 1, weight_range, bias_range) as scorer:
             self._search(scorer, rng, n_candidates, batch_size, weight_range, bias_range, callback)
+
+    def _check_settings(self) -> tuple[int, int, float, float]:
+        """``(n_candidates, batch_size, weight_range, bias_range)``, checked; ``rng`` checked too."""
+        _make_rng(self.rng)  # only checked: a Generator comes back as it is, nothing drawn
+        return (
+            _check_int("n_candidates", self.n_candidates, 1),
+            _check_int("batch_size", self.batch_size, 1),
+            _check_real("weight_range", self.weight_range, positive=True),
+            _check_real("bias_range", self.bias_range, positive=False),
+        )
+
+    def _state_spec(self, n_features: int, n_classes: int) -> dict[str, ArraySpec]:
+        return {
+            "coef_": ArraySpec((n_features,)),
+            "intercept_": ArraySpec(()),
+            "best_candidate_": ArraySpec((), "int"),
+            "best_train_accuracy_": ArraySpec(()),
+        }
 
     def _search(
         self,
@@ -301,6 +317,7 @@ class Perceptron(DigitClassifier):
     """
 
     kind: ClassVar[str] = "perceptron"
+    min_classes: ClassVar[int] = 2
     _state_names: ClassVar[tuple[str, ...]] = ("coef_", "intercept_", "temperature_")
 
     def __init__(
@@ -337,13 +354,7 @@ class Perceptron(DigitClassifier):
     def _fit(
         self, X: np.ndarray, y_index: np.ndarray, *, callback: Callback | None = None
     ) -> None:
-        lr = _check_real("lr", self.lr, positive=True)
-        epochs = _check_int("epochs", self.epochs, 1)
-        patience = _check_int("n_iter_no_change", self.n_iter_no_change, 1)
-        tol = None if self.tol is None else _check_real("tol", self.tol, positive=False)
-        for name in ("averaged", "shuffle"):
-            if not isinstance(getattr(self, name), bool | np.bool_):
-                raise SettingsError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        lr, epochs, patience, tol = self._check_settings()
         n_classes = len(self.classes_)
         if n_classes < 2:
             raise SettingsError(f"the perceptron needs at least two classes, got {n_classes}")
@@ -385,6 +396,27 @@ class Perceptron(DigitClassifier):
         self.history_ = result.history
         self.n_iter_ = result.epochs_run
         self.interrupted_ = result.interrupted
+
+    def _check_settings(self) -> tuple[float, int, int, float | None]:
+        """``(lr, epochs, n_iter_no_change, tol)``, checked; the other settings checked too."""
+        for name in ("averaged", "shuffle"):
+            if not isinstance(getattr(self, name), bool | np.bool_):
+                raise SettingsError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        _make_rng(self.rng)  # only checked: a Generator comes back as it is, nothing drawn
+        return (
+            _check_real("lr", self.lr, positive=True),
+            _check_int("epochs", self.epochs, 1),
+            _check_int("n_iter_no_change", self.n_iter_no_change, 1),
+            None if self.tol is None else _check_real("tol", self.tol, positive=False),
+        )
+
+    def _state_spec(self, n_features: int, n_classes: int) -> dict[str, ArraySpec]:
+        n_out = 1 if n_classes == 2 else n_classes  # one weight vector for two classes
+        return {
+            "coef_": ArraySpec((n_out, n_features)),
+            "intercept_": ArraySpec((n_out,)),
+            "temperature_": ArraySpec((), values="positive"),  # scores are divided by it
+        }
 
     def _scores(self, X: np.ndarray) -> np.ndarray:
         scores = _linear_scores(X, self.coef_, self.intercept_)

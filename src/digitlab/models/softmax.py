@@ -33,7 +33,7 @@ from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
 from digitlab.errors import SettingsError
-from digitlab.models.base import DigitClassifier
+from digitlab.models.base import ArraySpec, DigitClassifier
 from digitlab.models.losses import sigmoid_cross_entropy, softmax_cross_entropy, target_matrix
 from digitlab.models.optim import OPTIMIZERS, make_optimizer
 from digitlab.models.training import Callback, minibatches, run_epochs
@@ -181,6 +181,7 @@ class Softmax(DigitClassifier):
     """
 
     kind: ClassVar[str] = "softmax"
+    min_classes: ClassVar[int] = 2
     _state_names: ClassVar[tuple[str, ...]] = ("coef_", "intercept_")
 
     def __init__(
@@ -339,6 +340,10 @@ class Softmax(DigitClassifier):
             # then gives exactly the sigmoid probabilities.
             return np.hstack([np.zeros_like(Z), Z])
         return Z
+
+    def _state_spec(self, n_features: int, n_classes: int) -> dict[str, ArraySpec]:
+        n_out = 1 if n_classes == 2 else n_classes  # one sigmoid column for two classes
+        return {"coef_": ArraySpec((n_features, n_out)), "intercept_": ArraySpec((n_out,))}
 
     def linear_weights(self) -> np.ndarray:
         """Pixel weights, ``coef_.T``: (n_classes, n_features), or (1, n_features) for two classes.

@@ -19,7 +19,7 @@ from typing import ClassVar
 import numpy as np
 
 from digitlab.errors import SettingsError
-from digitlab.models.base import DigitClassifier, fit_temperature, softmax
+from digitlab.models.base import ArraySpec, DigitClassifier, fit_temperature, softmax
 
 
 class Template(DigitClassifier):
@@ -45,9 +45,18 @@ class Template(DigitClassifier):
     def __init__(self, *, metric: str = "dot") -> None:
         self.metric = metric
 
-    def _fit(self, X: np.ndarray, y_index: np.ndarray) -> None:
+    def _check_settings(self) -> None:
         if self.metric not in ("dot", "euclidean"):
             raise SettingsError(f"metric must be 'dot' or 'euclidean', got {self.metric!r}")
+
+    def _state_spec(self, n_features: int, n_classes: int) -> dict[str, ArraySpec]:
+        return {
+            "templates_": ArraySpec((n_classes, n_features)),
+            "temperature_": ArraySpec((), values="positive"),  # scores are divided by it
+        }
+
+    def _fit(self, X: np.ndarray, y_index: np.ndarray) -> None:
+        self._check_settings()
         n_classes = len(self.classes_)
         # One-hot (n_classes, n) @ X (n, n_features) sums each class in one BLAS call.
         one_hot = np.zeros((n_classes, len(X)), dtype=np.float32)
