@@ -174,3 +174,32 @@ def test_ctrl_c_keeps_the_model_so_far_and_writes_the_outputs(tmp_path) -> None:
     model, info = load_model(out / "model.safetensors")
     assert info.kind == "perceptron"
     assert model.predict(np.zeros((1, 784), np.float32)).shape == (1,)
+
+
+def test_predict_table_names_classes_by_label_and_prints_names_as_they_are(
+        tmp_path, capsys, monkeypatch) -> None:
+    from PIL import Image
+
+    monkeypatch.setenv("COLUMNS", "400")  # each row on one line, whatever tmp_path's length
+
+    rng = np.random.default_rng(0)
+    threes, fives = np.zeros((20, 8, 8), np.uint8), np.zeros((20, 8, 8), np.uint8)
+    threes[:, :, :4], fives[:, :, 4:] = 255, 255  # ink on the left: 3; on the right: 5
+    images = np.concatenate([threes, fives])
+    images[rng.random(images.shape) < 0.05] ^= 255
+    labels = np.repeat(np.array([3, 5], np.int64), 20)
+    data = tmp_path / "d.npz"
+    formats.write_npz(data, {"train": (images, labels), "test": (images, labels)})
+    assert main(["train", "--data", str(data), "--model", "softmax", "--out",
+                 str(tmp_path / "run"), "--quiet"]) == 0
+    picture = tmp_path / "[bold]oops[red].png"  # markup-like names are file names too
+    Image.fromarray(threes[0]).save(picture)
+    model = str(tmp_path / "run" / "model.safetensors")
+    assert main(["predict", model, str(picture), "--raw"]) == 0
+    printed = capsys.readouterr().out
+    row = next(line for line in printed.splitlines() if "oops" in line)
+    cells = [cell.strip() for cell in row.split("│")]
+    assert "[bold]oops[red].png" in row  # not read as markup
+    assert cells[2] == "3"  # the label
+    assert cells[4].startswith("5 ")  # next best: the other class by its label, not position 1
+

@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 import numpy as np
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from digitlab import __version__
 from digitlab.errors import DataWarning, DigitlabError, OutputError, show_path
@@ -385,7 +386,6 @@ def _cmd_predict(args: argparse.Namespace, out: Console, err: Console) -> int:
         print(json.dumps([{"path": p.path, "label": p.label, "name": p.name,
                            "probabilities": p.probabilities} for p in predictions], indent=2))
         return EXIT_OK
-    names = info.class_names or [str(c) for c in info.classes]
     table = Table(title=f"{info.kind} predictions (--json for every probability)")
     table.add_column("image", overflow="fold")
     table.add_column("label", justify="right")
@@ -393,8 +393,8 @@ def _cmd_predict(args: argparse.Namespace, out: Console, err: Console) -> int:
     table.add_column("next best", justify="right")
     for p in predictions:
         first, second = np.argsort(p.probabilities)[::-1][:2]
-        table.add_row(p.path, p.name, f"{p.probabilities[first]:.2f}",
-                      f"{names[second]} {p.probabilities[second]:.2f}")
+        table.add_row(one_line(p.path), p.name, f"{p.probabilities[first]:.2f}",
+                      f"{info.name_of(int(info.classes[second]))} {p.probabilities[second]:.2f}")
     out.print(table)
     return EXIT_OK
 
@@ -454,8 +454,8 @@ def _cmd_data_info(args: argparse.Namespace, out: Console, err: Console) -> int:
         print(json.dumps(summary, indent=2))
         return EXIT_OK
     h, w = dataset.image_shape
-    out.print(f"[bold]{args.source}[/]: {h}x{w} {summary['dtype']} images, "
-              f"{len(dataset.class_names)} classes", highlight=False)
+    out.print(Text(one_line(args.source), style="bold"), f": {h}x{w} {summary['dtype']} images, "
+              f"{len(dataset.class_names)} classes", sep="", highlight=False)
     table = Table()
     table.add_column("class")
     for split in ("train", "test"):
@@ -465,7 +465,7 @@ def _cmd_data_info(args: argparse.Namespace, out: Console, err: Console) -> int:
         name = dataset.class_names[label] if label < len(dataset.class_names) else str(label)
         table.add_row(f"{label} {name}" if name != str(label) else name,
                       str(train_counts.get(label, 0)), str(test_counts.get(label, 0)))
-    table.add_row("[bold]all", str(len(dataset.train_labels)), str(len(dataset.test_labels)))
+    table.add_row(Text("all", style="bold"), str(len(dataset.train_labels)), str(len(dataset.test_labels)))
     out.print(table)
     for note in dataset.notes:
         out.print(f"note: {note}", highlight=False)
@@ -561,7 +561,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version and usage errors exit through argparse
         return int(exc.code or 0)
-    out, err = Console(), Console(stderr=True)
+    # No markup: what we print holds file and class names, and "[/x]" in one is no tag.
+    out, err = Console(markup=False), Console(stderr=True, markup=False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DataWarning)
         try:

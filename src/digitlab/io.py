@@ -62,6 +62,10 @@ class ModelInfo:
     format_version: int = FORMAT_VERSION
     digitlab_version: str = __version__
 
+    def name_of(self, label: int) -> str:
+        """The class name of ``label`` (names are indexed by label, not by position)."""
+        return self.class_names[label] if 0 <= label < len(self.class_names) else str(label)
+
 
 def save_model(
     path: str | os.PathLike[str],

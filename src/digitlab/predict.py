@@ -107,12 +107,10 @@ def read_images(model: DigitClassifier, info: ModelInfo, images: np.ndarray) -> 
     """Label, class name and probabilities for each uint8 image of shape (n, h, w)."""
     features = images.reshape(len(images), -1).astype(np.float32) / np.float32(255.0)  # (n, h*w)
     proba = model.predict_proba(features)  # (n, classes)
-    names = info.class_names or [str(c) for c in info.classes]
     readings = []
     for row in proba:
         label = int(model.classes_[int(np.argmax(row))])
-        readings.append(Reading(label, names[label] if label < len(names) else str(label),
-                                [float(p) for p in row]))
+        readings.append(Reading(label, info.name_of(label), [float(p) for p in row]))
     return readings
 
 
