@@ -176,3 +176,24 @@ def test_an_os_error_is_one_line_naming_the_file(monkeypatch, capsys) -> None:
     monkeypatch.setattr(cli, "_cmd_data_info", fail)
     assert main(["data", "info", "whatever"]) == 2
     assert _one_error_line(capsys) == "digitlab: error: /data/locked.csv: Permission denied"
+
+
+def test_a_diverging_run_is_one_line_and_writes_nothing(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert main(["train", "--data", "digits", "--model", "perceptron", "--lr", "1e300",
+                 "--out", str(out), "--quiet"]) == 2
+    assert "training diverged" in _one_error_line(capsys)
+    assert not out.exists()
+
+
+def test_a_model_its_file_could_not_hold_is_refused_before_saving(sample) -> None:
+    from digitlab.errors import SettingsError
+    from digitlab.models import Softmax
+    from digitlab.run import check_saveable
+
+    model = Softmax(epochs=1, rng=0).fit(sample.features("train")[:200], sample.train_labels[:200])
+    check_saveable(model)
+    name = next(n for n in model._state_names if n != "classes_")
+    getattr(model, name).flat[0] = np.nan
+    with pytest.raises(SettingsError, match=f"training diverged \\({name} holds NaN"):
+        check_saveable(model)

@@ -131,6 +131,15 @@ def _class_name(dataset: Dataset, label: int) -> str:
     return names[label] if 0 <= label < len(names) else str(label)
 
 
+def check_saveable(model: DigitClassifier) -> None:
+    """Refuse a model its own file could not hold (NaN weights after a diverged run):
+    every model file digitlab writes loads again."""
+    try:
+        model.check_state(model.state_dict())
+    except ValueError as exc:
+        raise SettingsError(f"training diverged ({exc}); use a smaller learning rate") from None
+
+
 def build_model(config: RunConfig) -> DigitClassifier:
     """The configured model; ``--seed`` seeds it unless an ``rng`` setting was given."""
     if config.model not in MODELS:
@@ -187,6 +196,7 @@ def train(
     started = time.perf_counter()
     fit_model(model, dataset, callback=callback)
     seconds = time.perf_counter() - started
+    check_saveable(model)
     stage("evaluating")
     history = getattr(model, "history_", None) or {}
     inspection = inspect_model(model, dataset, history=history, figures=out is not None)

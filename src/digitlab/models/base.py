@@ -23,6 +23,8 @@ from scipy.optimize import minimize_scalar
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
+from digitlab.errors import SettingsError
+
 # Floating arrays may be either: models fit in float32, MLP.from_sklearn keeps float64.
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -277,6 +279,10 @@ def fit_temperature(scores: np.ndarray, y_index: np.ndarray) -> float:
     their own; one fitted number makes their softmax probabilities honest
     enough to rank doubtful digits, without changing any prediction.
     """
+    with np.errstate(over="ignore"):
+        spread = float(np.std(scores)) or 1.0
+    if not (np.all(np.isfinite(scores)) and np.isfinite(spread)):
+        raise SettingsError("training diverged: the scores overflow; use a smaller learning rate")
     rows = np.arange(len(y_index))
 
     def nll(log_t: float) -> float:
@@ -284,6 +290,5 @@ def fit_temperature(scores: np.ndarray, y_index: np.ndarray) -> float:
         z = z - z.max(axis=1, keepdims=True)
         return float(np.mean(np.log(np.exp(z).sum(axis=1)) - z[rows, y_index]))
 
-    spread = float(np.std(scores)) or 1.0
     result = minimize_scalar(nll, bounds=(np.log(spread) - 12, np.log(spread) + 6), method="bounded")
     return float(np.exp(result.x))
