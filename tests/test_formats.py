@@ -179,7 +179,9 @@ def test_idx_length_does_not_match_header(tmp_path, small_splits, change, word, 
     path = tmp_path / ("train-images-idx3-ubyte" + (".gz" if gz else ""))
     path.write_bytes(gzip.compress(data) if gz else data)
     expected = 50 * 28 * 28
-    with data_error(path, word, "(50, 28, 28)", f"{expected} bytes", f"holds {expected + change}"):
+    # Past the promised length a gzip stream is not read on (it may unpack to gigabytes).
+    holds = "holds more than that" if gz and change > 0 else f"holds {expected + change}"
+    with data_error(path, word, "(50, 28, 28)", f"{expected} bytes", holds):
         formats.read_idx(path)
 
 
@@ -626,9 +628,9 @@ def parsers(monkeypatch) -> list[type]:
     calls: list[type] = []
     real = formats._loadtxt
 
-    def spy(data: bytes, dtype: type, skip: int) -> np.ndarray:
+    def spy(data: bytes, dtype: type, *args: object) -> np.ndarray:
         calls.append(dtype)
-        return real(data, dtype, skip)
+        return real(data, dtype, *args)
 
     monkeypatch.setattr(formats, "_loadtxt", spy)
     return calls
