@@ -26,7 +26,6 @@ import io
 import os
 import stat
 import zlib
-from typing import BinaryIO
 
 import numpy as np
 
@@ -119,7 +118,7 @@ def read_file(path: str | os.PathLike[str], *, limit: int | None = MAX_DATA_BYTE
     return data
 
 
-def open_binary(path: str | os.PathLike[str]) -> tuple[BinaryIO, int]:
+def open_binary(path: str | os.PathLike[str]) -> tuple[io.BufferedReader, int]:
     """A buffered binary handle on a regular file (the caller closes it), and its size."""
     fd, size = open_fd(path)
     return os.fdopen(fd, "rb"), size
@@ -154,7 +153,7 @@ def read_maybe_gzip(path: str | os.PathLike[str], *, limit: int = MAX_DATA_BYTES
     return gunzip(raw, path, limit=limit) if raw[:2] == GZIP_MAGIC else raw
 
 
-def read_into(stream: BinaryIO, buffer: memoryview) -> int:
+def read_into(stream: io.BufferedIOBase, buffer: memoryview) -> int:
     """Fill ``buffer`` (bytes) from ``stream``; the count read, short only at the end of the stream.
 
     In blocks: a decompressing stream's ``readinto`` would otherwise build a

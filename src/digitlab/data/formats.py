@@ -27,7 +27,7 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, cast
 
 import numpy as np
 
@@ -123,14 +123,23 @@ def check_label_range(labels: np.ndarray, source: str | Path) -> None:
         return
     low, high = labels.min(), labels.max()
     if low < 0:
-        raise DataError(source, f"labels hold negative value {low:g}; labels are class numbers 0..{MAX_LABEL}")
+        raise DataError(
+            source,
+            f"labels hold negative value {_shown(low)}; labels are class numbers 0..{MAX_LABEL}",
+        )
     if high > MAX_LABEL:
         count = int(np.count_nonzero(labels > MAX_LABEL))
         raise DataError(
             source,
-            f"labels hold {count:,} value(s) too large for a class (the largest {high:g}); "
+            f"labels hold {count:,} value(s) too large for a class (the largest {_shown(high)}); "
             f"labels are class numbers 0..{MAX_LABEL}",
         )
+
+
+def _shown(value: np.generic) -> str:
+    """A label as written: whole numbers exactly (999999999, not 1e+09), floats briefly."""
+    number = value.item()
+    return f"{number:g}" if isinstance(number, float) else str(number)
 
 
 def check_pair(images: np.ndarray, labels: np.ndarray, source: str | Path) -> Arrays:
@@ -173,7 +182,7 @@ class _IdxFile:
     """An open IDX file whose header has been read and checked, and whose data has not."""
 
     path: Path
-    stream: BinaryIO  # positioned at the first data byte (decompressing, when gzipped)
+    stream: io.BufferedIOBase  # positioned at the first data byte (decompressing, when gzipped)
     dtype: np.dtype
     shape: tuple[int, ...]
 
@@ -186,7 +195,7 @@ class _IdxFile:
         path, expected = self.path, self.nbytes
         buffer = files.empty_array(path, (expected,), np.dtype(np.uint8), "the IDX data")
         try:
-            actual = files.read_into(self.stream, memoryview(buffer))
+            actual = files.read_into(self.stream, buffer.data)
             longer = actual == expected and self.stream.read(1) != b""
         except (EOFError, OSError, zlib.error) as exc:
             raise DataError(path, f"corrupt or truncated gzip data ({exc})") from None
@@ -245,7 +254,7 @@ def _open_idx(path: str | Path) -> Iterator[_IdxFile]:
             yield idx
 
 
-def _read_idx_header(path: Path, stream: BinaryIO) -> _IdxFile:
+def _read_idx_header(path: Path, stream: io.BufferedIOBase) -> _IdxFile:
     magic = stream.read(4)
     if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES:
         raise DataError(path, f"not an IDX file (wrong magic number {magic.hex() or 'empty'})")
@@ -433,7 +442,7 @@ _PICKLE_PROTOCOL_2_PLUS = b"\x80"
 _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError)
 
 
-def _open_npz(path: Path, handle: BinaryIO) -> zipfile.ZipFile:
+def _open_npz(path: Path, handle: io.BufferedReader) -> zipfile.ZipFile:
     start = handle.read(len(_NPY_MAGIC))
     handle.seek(0)
     if start.startswith(_NPY_MAGIC):
@@ -475,7 +484,8 @@ def _read_npz_archive(path: Path, archive: zipfile.ZipFile) -> Splits:
 def _npz_array(archive: zipfile.ZipFile, member: str, key: str, path: Path) -> np.ndarray:
     """One member's array: header checked first, then exactly the bytes it declares."""
     try:
-        with archive.open(member) as stream:
+        # A ZipExtFile, which typeshed calls IO[bytes].
+        with cast(io.BufferedIOBase, archive.open(member)) as stream:
             shape, fortran_order, dtype = _npy_header(stream, key, path)
             if dtype.kind not in "biuf":  # refused anyway: refuse before reading
                 raise DataError(path, f"{key} has dtype {dtype}, expected numbers")
@@ -483,7 +493,7 @@ def _npz_array(archive: zipfile.ZipFile, member: str, key: str, path: Path) -> n
             files.check_size(path, nbytes, files.MAX_DATA_BYTES, f"{key} of shape {shape} ({dtype})")
             # Fortran order: the stored bytes are the transpose's, in C order.
             array = files.empty_array(path, shape[::-1] if fortran_order else shape, dtype, key)
-            got = files.read_into(stream, memoryview(array.reshape(-1).view(np.uint8)))
+            got = files.read_into(stream, array.reshape(-1).view(np.uint8).data)
             if got < nbytes:
                 raise DataError(
                     path,
@@ -497,7 +507,7 @@ def _npz_array(archive: zipfile.ZipFile, member: str, key: str, path: Path) -> n
     return array.T if fortran_order else array
 
 
-def _npy_header(stream: BinaryIO, key: str, path: Path) -> tuple[tuple[int, ...], bool, np.dtype]:
+def _npy_header(stream: io.BufferedIOBase, key: str, path: Path) -> tuple[tuple[int, ...], bool, np.dtype]:
     """``(shape, fortran_order, dtype)`` from a ``.npy`` header, refusing object arrays."""
     try:
         version = np.lib.format.read_magic(stream)
