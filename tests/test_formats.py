@@ -1020,36 +1020,57 @@ def test_idx_labels_above_9_are_read_with_one_warning(tmp_path, small_splits) ->
 # -- decompression bombs: read no more than a header promises
 
 
-@pytest.fixture(scope="module")
-def idx_gzip_bomb(tmp_path_factory):
-    """Factory: a gzipped IDX images file whose header promises ``n`` 28x28 images,
-    followed by 1.2 GB of zeros, all in 1.2 MB (18 gzip members of 64 MiB each)."""
+def idx_gzip_bomb(path: Path, n: int) -> Path:
+    """A gzipped IDX images file whose header promises ``n`` 28x28 images, followed by
+    1.2 GB of zeros, all in 1.2 MB: 18 gzip members of 64 MiB each."""
     block = 64 << 20
+    header = bytes([0, 0, 0x08, 3]) + np.array([n, 28, 28], ">u4").tobytes()
+    first = gzip.compress(header + bytes(block - len(header)), compresslevel=9, mtime=0)
     more = gzip.compress(bytes(block), compresslevel=9, mtime=0)
-    folder = tmp_path_factory.mktemp("bombs")
-
-    def make(n: int) -> Path:
-        header = bytes([0, 0, 0x08, 3]) + np.array([n, 28, 28], ">u4").tobytes()
-        first = gzip.compress(header + bytes(block - len(header)), compresslevel=9, mtime=0)
-        path = folder / f"{n}" / "train-images-idx3-ubyte.gz"
-        path.parent.mkdir()
-        path.write_bytes(first + more * 17)
-        assert path.stat().st_size < 2_000_000
-        return path
-
-    return make
+    path.write_bytes(first + more * 17)
+    assert path.stat().st_size < 2_000_000
+    return path
 
 
-def test_idx_gzip_bomb_is_read_no_further_than_its_header(idx_gzip_bomb, limited_run) -> None:
-    path = idx_gzip_bomb(60_000)  # 47 MB promised, 1.2 GB there
-    [outcome] = limited_run(f"from digitlab.data import formats; formats.read_idx({str(path)!r})")
+@pytest.fixture(scope="module")
+def bounded(tmp_path_factory, small_splits, limited_run) -> dict[str, str]:
+    """What each reader did with each hostile file, in one process limited to 1 GiB.
+
+    Keys: "idx bomb" (47 MB promised, 1.2 GB there), "idx promise" (1.18 GB
+    promised), "npz promise" (a member declaring 1.18 GB), and a reader's
+    name for a file of its kind that is a symlink to /dev/zero.
+    """
+    root = tmp_path_factory.mktemp("hostile")
+    calls = {
+        "idx bomb": ("read_idx", idx_gzip_bomb(root / "train-images-idx3-ubyte.gz", 60_000)),
+        "idx promise": ("read_idx", idx_gzip_bomb(root / "t10k-images-idx3-ubyte.gz", 1_500_000)),
+        "npz promise": ("read_npz", npz_of(root / "f.npz", small_splits,
+                                           x_train=npy_bytes((1_500_000, 28, 28), bytes(1000)))),
+    }  # fmt: skip
+    if Path("/dev/zero").exists():
+        for reader, name in DEVICE_NAMES.items():
+            (root / name).symlink_to("/dev/zero")
+            calls[reader] = (reader, root / name)
+    outcomes = limited_run(*(
+        f"from digitlab.data import formats; formats.{reader}({str(path)!r})"
+        for reader, path in calls.values()
+    ))  # fmt: skip
+    assert len(outcomes) == len(calls), outcomes
+    return dict(zip(calls, outcomes, strict=True))
+
+
+DEVICE_NAMES = {"read_csv": "train.csv", "read_npz": "d.npz",
+                "read_idx": "train-labels-idx1-ubyte", "read_mat": "d.mat"}  # fmt: skip
+
+
+def test_idx_gzip_bomb_is_read_no_further_than_its_header(bounded) -> None:
+    outcome = bounded["idx bomb"]
     assert outcome.startswith("DataError:"), outcome
     assert "too long: the header promises (60000, 28, 28) (47040000 bytes)" in outcome
 
 
-def test_idx_header_promising_over_a_gibibyte_is_refused_unread(idx_gzip_bomb, limited_run) -> None:
-    path = idx_gzip_bomb(1_500_000)  # 1.18 GB promised
-    [outcome] = limited_run(f"from digitlab.data import formats; formats.read_idx({str(path)!r})")
+def test_idx_header_promising_over_a_gibibyte_is_refused_unread(bounded) -> None:
+    outcome = bounded["idx promise"]
     assert outcome.startswith("DataError:"), outcome
     assert f"1,176,000,000 bytes, more than the {files.MAX_DATA_BYTES:,}" in outcome
 
@@ -1096,14 +1117,10 @@ def test_npz_member_declaring_a_tebibyte_is_one_data_error(tmp_path, small_split
         formats.read_npz(path)
 
 
-def test_npz_member_declaring_gigabytes_is_refused_unallocated(
-    tmp_path, small_splits, limited_run
-) -> None:
-    path = npz_of(tmp_path / "f.npz", small_splits,
-                  x_train=npy_bytes((1_500_000, 28, 28), bytes(1000)))  # fmt: skip
-    [outcome] = limited_run(f"from digitlab.data import formats; formats.read_npz({str(path)!r})")
+def test_npz_member_declaring_gigabytes_is_refused_unallocated(bounded) -> None:
+    outcome = bounded["npz promise"]
     assert outcome.startswith("DataError:"), outcome
-    assert "1,176,000,000 bytes" in outcome
+    assert "x_train of shape (1500000, 28, 28) (uint8) would take 1,176,000,000 bytes" in outcome
 
 
 def test_npz_member_shorter_than_its_header(tmp_path, small_splits) -> None:
@@ -1149,22 +1166,13 @@ def test_npz_member_with_an_unknown_compression_method(tmp_path, small_splits) -
 # -- special files: regular files only
 
 
-def test_a_symlink_to_a_device_is_refused_unread(tmp_path, limited_run) -> None:
-    if not Path("/dev/zero").exists():
+@pytest.mark.parametrize("reader", DEVICE_NAMES)
+def test_a_symlink_to_a_device_is_refused_unread(bounded, reader) -> None:
+    if reader not in bounded:
         pytest.skip("needs /dev/zero")
-    readers = {"train.csv": "read_csv", "d.npz": "read_npz",
-               "train-images-idx3-ubyte": "read_idx", "d.mat": "read_mat"}  # fmt: skip
-    codes = []
-    for name, reader in readers.items():
-        (tmp_path / name).symlink_to("/dev/zero")
-        link = str(tmp_path / name)
-        codes.append(f"from digitlab.data import formats; formats.{reader}({link!r})")
-    outcomes = limited_run(*codes)
-    assert len(outcomes) == len(readers), outcomes
-    for name, outcome in zip(readers, outcomes, strict=True):
-        assert outcome.startswith("DataError:"), outcome
-        assert name in outcome
-        assert "is a character device, not a regular file" in outcome
+    outcome = bounded[reader]
+    assert outcome.startswith("DataError:"), outcome
+    assert f"{DEVICE_NAMES[reader]}: is a character device, not a regular file" in outcome
 
 
 def test_a_named_pipe_is_refused_without_waiting(tmp_path) -> None:

@@ -355,6 +355,9 @@ def _decode_chunk(
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _IEND_CHUNK = b"\0\0\0\0IEND\xaeB`\x82"  # length 0, type, CRC: the same in every PNG
+# IDAT data this short (1 KB for 1 MiB) cannot unpack to more than this, so it is
+# inflated in one call; longer data is inflated only as far as the image needs.
+_INFLATE_AT_ONCE = 1 << 20
 
 
 @functools.lru_cache(maxsize=8)
@@ -386,13 +389,19 @@ def _plain_png_rows(data: bytes, h: int, w: int) -> bytes | None:
             return None
         pos = body_end + 4
     expected = h * (w + 1)
-    inflate = zlib.decompressobj()
+    packed = b"".join(idat)
     try:
-        # One byte past the expected length, no more: IDAT may unpack to gigabytes.
-        rows = inflate.decompress(b"".join(idat), expected + 1)
+        if len(packed) * files.DEFLATE_MAX_RATIO <= _INFLATE_AT_ONCE:
+            rows = zlib.decompress(packed)  # cannot unpack to much: the quicker call
+        else:
+            # One byte past the expected length, no more: IDAT may unpack to gigabytes.
+            inflate = zlib.decompressobj()
+            rows = inflate.decompress(packed, expected + 1)
+            if not inflate.eof:
+                return None
     except zlib.error:
         return None
-    if len(rows) != expected or not inflate.eof or max(rows[:: w + 1]) > 4:
+    if len(rows) != expected or max(rows[:: w + 1]) > 4:
         return None
     return rows
 
