@@ -978,7 +978,7 @@ def test_csv_label_of_four_billion_names_its_line(tmp_path, train) -> None:
     rows = csv_rows(train[0][:3], train[1][:3])
     rows[1] = "4000000000" + rows[1][rows[1].index(",") :]
     path = write_text(tmp_path / "big.csv", [KAGGLE_HEADER, *rows])
-    with data_error(path, "line 3, column 1: label 4e+09 is too large", "0..999"):
+    with data_error(path, "line 3, column 1: label 4000000000 is too large", "0..999"):
         formats.read_csv(path)
 
 
@@ -1111,6 +1111,14 @@ def test_npz_written_by_hand_reads(tmp_path, small_splits) -> None:
     assert_splits_equal(formats.read_npz(path), {"train": small_splits["train"]})
 
 
+def test_npz_fortran_order_and_big_endian_arrays_read_as_stored(tmp_path, small_splits) -> None:
+    # Members are read from their headers by digitlab, not numpy: both layouts must hold.
+    images, labels = small_splits["train"]
+    path = save_npz(tmp_path / "f.npz", x_train=np.asfortranarray(images.astype(">u2")),
+                    y_train=labels.astype(">i8"))  # fmt: skip
+    assert_splits_equal(formats.read_npz(path), {"train": (images, labels)})
+
+
 def test_npz_member_declaring_a_tebibyte_is_one_data_error(tmp_path, small_splits) -> None:
     path = npz_of(tmp_path / "f.npz", small_splits, x_train=npy_bytes((1 << 28, 64, 64), b""))
     with data_error(path, "x_train of shape (268435456, 64, 64)", "1,099,511,627,776 bytes"):
@@ -1197,6 +1205,15 @@ def test_a_named_pipe_is_refused_without_waiting(tmp_path) -> None:
         fd = os.open(pipe, os.O_RDONLY | os.O_NONBLOCK)
         thread.join()
         os.close(fd)
+
+
+def test_idx_folder_with_a_named_pipe_for_labels_names_it(tmp_path, small_splits) -> None:
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("needs named pipes")
+    formats.write_idx(tmp_path / "train-images-idx3-ubyte", small_splits["train"][0])
+    os.mkfifo(tmp_path / "train-labels-idx1-ubyte")  # once passed over: "no labels file"
+    with data_error(tmp_path / "train-labels-idx1-ubyte", "is a named pipe (FIFO)"):
+        formats.read_idx_folder(tmp_path)
 
 
 # -- standard CSV quoting

@@ -1,7 +1,8 @@
 """Reading users' files safely: regular files only, and never more than a file promises.
 
-Every reader in :mod:`digitlab.data` opens files through this module, so the
-rules below hold for all of them.
+Every reader of users' files in :mod:`digitlab.data` (and ``digitlab
+predict``'s pictures) opens them through this module, so the rules below hold
+for all of them. (The tree cache and downloads are digitlab's own files.)
 
 - Only regular files are read. A path may name a named pipe (reading it
   waits for a writer forever), a device (a ``digit.png`` symlinked to

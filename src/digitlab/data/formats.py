@@ -4,7 +4,10 @@ Every reader returns :data:`Splits`, a dict with a ``"train"`` entry and, when
 the file holds one, a ``"test"`` entry (train first). Splitting a file without
 a test set is the Dataset's job, not the reader's. Every problem with a file
 is raised as a :class:`~digitlab.errors.DataError` whose message starts with
-that file's path.
+that file's path. Files are opened through :mod:`digitlab.data.files`
+(regular files only, reads bounded by what headers promise, at most
+:data:`~digitlab.data.files.MAX_DATA_BYTES` per file), and labels are class
+numbers 0..:data:`MAX_LABEL`.
 
 Image folder trees live in :mod:`digitlab.data.imagetree`; this module holds
 the single-file formats (IDX, Keras ``.npz``, CSV, MATLAB ``.mat``) and their
@@ -137,8 +140,10 @@ def check_label_range(labels: np.ndarray, source: str | Path) -> None:
 
 
 def _shown(value: np.generic) -> str:
-    """A label as written: whole numbers exactly (999999999, not 1e+09), floats briefly."""
+    """A label as written: whole numbers exactly (4000000000, not 4e+09), others briefly."""
     number = value.item()
+    if isinstance(number, float) and number.is_integer() and abs(number) < 1e15:
+        number = int(number)
     return f"{number:g}" if isinstance(number, float) else str(number)
 
 
@@ -342,7 +347,8 @@ def find_idx_files(folder: str | Path) -> dict[str, dict[str, Path]] | None:
     found: dict[str, dict[str, Path]] = {}
     for entry in entries:
         match = _IDX_NAME.match(entry.name)
-        if match and entry.is_file():
+        # Not is_file(): a pipe or device under an IDX name is found, then refused by name.
+        if match and not entry.is_dir():
             split = "train" if match["split"] == "train" else "test"
             found.setdefault(split, {}).setdefault(match["kind"], entry)
     return found or None
@@ -810,13 +816,15 @@ def _csv_labels(path: Path, column: np.ndarray, rows: _CsvRows, label_index: int
     bad = column < 0
     if bad.any():
         (row,) = _first_bad(bad)
-        raise DataError(path, f"line {rows.line(row)}, {where}: label {column[row]:g} is negative")
+        raise DataError(
+            path, f"line {rows.line(row)}, {where}: label {_shown(column[row])} is negative"
+        )
     bad = column > MAX_LABEL  # the rule of as_labels, checked here to name the line
     if bad.any():
         (row,) = _first_bad(bad)
         raise DataError(
             path,
-            f"line {rows.line(row)}, {where}: label {column[row]:g} is too large "
+            f"line {rows.line(row)}, {where}: label {_shown(column[row])} is too large "
             f"(labels are class numbers 0..{MAX_LABEL})",
         )
     return column.astype(np.int64)

@@ -39,6 +39,13 @@ Multi-frame files (GIF, TIFF) give their first frame. Nothing is inverted:
 a tree of black-on-white images stays black-on-white (see
 :mod:`digitlab.data.preprocess` for that).
 
+Limits, so that no tree can claim more memory than it holds images for:
+image files are read only when they are regular files of at most
+:data:`MAX_FILE_BYTES`; an image's size is read from its header before it
+is decoded, and one of another size than the tree's first image, or of more
+than :data:`MAX_PIXELS`, is refused undecoded; a tree's decoded images may
+take at most :data:`~digitlab.data.files.MAX_DATA_BYTES` in all.
+
 Speed: each file is read whole into memory (no handle stays open) and
 decoded from there. Plain 8-bit grey PNGs (MNIST as PNG) skip Pillow: zlib
 inflates each file and numpy undoes the PNG row filters for a whole batch at
