@@ -115,3 +115,87 @@ def _serve(model: Path, log_dir: Path) -> Iterator[tuple[subprocess.Popen[str], 
 def serve_command():
     """A context manager running `digitlab serve` (see ``_serve``), for fixtures of any scope."""
     return _serve
+
+
+# ---------------------------------------------------------------- memory-bounded runs
+
+MEMORY_LIMIT = 1 << 30
+_LIMITED_CHILD = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))
+from digitlab.errors import DataError
+for code in sys.argv[1:]:
+    try:
+        exec(code)
+    except DataError as exc:
+        print("DataError:", exc, flush=True)
+    except MemoryError:
+        print("MemoryError", flush=True)
+    else:
+        print("returned", flush=True)
+"""
+
+
+@pytest.fixture(scope="session")
+def limited_run():
+    """Run each Python snippet in turn in one fresh process limited to 1 GiB of address space.
+
+    Returns what each did, in order: ``"DataError: <message>"``,
+    ``"MemoryError"`` or ``"returned"``; if the process dies, the last entry
+    is ``"crashed ..."`` with the end of its stderr. A reader that reads a
+    bomb (or /dev/zero) in full runs out of memory here at once instead of
+    taking the test machine's; numpy, Pillow and digitlab fit in well under
+    the limit. One process for several snippets: importing digitlab takes a
+    second.
+    """
+    pytest.importorskip("resource")  # Unix only: the limit is set with setrlimit
+
+    def run(*codes: str) -> list[str]:
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+        child = _LIMITED_CHILD.format(limit=MEMORY_LIMIT)
+        done = subprocess.run([sys.executable, "-c", child, *codes], capture_output=True,
+                              text=True, env=env, check=False)
+        outcomes = done.stdout.splitlines()
+        if done.returncode != 0:
+            outcomes.append(f"crashed (exit {done.returncode}): {done.stderr[-800:]}")
+        return outcomes
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def zero_png():
+    """Factory: PNG bytes of a ``width`` x ``height`` image of zeros, built without the pixels.
+
+    ``channels`` 4 is RGBA, 1 is grey. ``idat_bytes`` makes the compressed
+    data unpack to that many bytes instead of the image's size. A 9,400 x
+    9,400 RGBA image (353 MB of pixels) takes 0.3 MB and a few milliseconds:
+    the deflate stream of a band of zeros is repeated (valid after a full
+    flush), and the Adler-32 of n zeros is ``(n mod 65521) << 16 | 1``.
+    """
+    import struct
+    import zlib
+
+    def zlib_zeros(n: int) -> bytes:
+        band = 1 << 24
+        whole, rest = divmod(n, band)
+        parts = []
+        for size, times in ((band, whole), (rest, 1 if rest else 0)):
+            packer = zlib.compressobj(9, zlib.DEFLATED, -15)  # raw deflate
+            parts.append((packer.compress(bytes(size)) + packer.flush(zlib.Z_FULL_FLUSH)) * times)
+        adler = ((n % 65521) << 16) | 1
+        # zlib header, the blocks, an empty final block, the checksum
+        return b"\x78\xda" + b"".join(parts) + b"\x03\x00" + adler.to_bytes(4, "big")
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body)
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    def make(width: int, height: int, *, channels: int = 4, idat_bytes: int | None = None) -> bytes:
+        colour = {1: 0, 2: 4, 3: 2, 4: 6}[channels]  # grey, grey+alpha, RGB, RGBA
+        n = height * (1 + width * channels) if idat_bytes is None else idat_bytes
+        header = struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0)
+        return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib_zeros(n))
+                + chunk(b"IEND", b""))
+
+    return make

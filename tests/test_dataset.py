@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from digitlab.data.dataset import Dataset, stratified_holdout
+from digitlab.data.formats import MAX_LABEL
 from digitlab.errors import DataError, SettingsError
 
 
@@ -123,3 +124,32 @@ def test_contract_violations_are_refused(small_splits) -> None:
         Dataset("x", images, labels.astype(np.int32), images, labels)
     with pytest.raises(DataError, match="differ in shape"):
         Dataset("x", images, labels, images[:, :20, :20], labels)
+
+
+@pytest.mark.parametrize("label", [MAX_LABEL + 1, -1])
+def test_labels_outside_the_class_range_are_refused(small_splits, label: int) -> None:
+    images, labels = small_splits["train"]
+    bad = labels.copy()
+    bad[3] = label
+    with pytest.raises(DataError, match=f"labels are class numbers 0..{MAX_LABEL}"):
+        Dataset("x", images, bad, images, labels)
+
+
+def test_a_label_of_four_billion_is_refused_before_naming_classes(limited_run) -> None:
+    # Once, class_names became str(0) .. str(4e9): killed at 4 GB.
+    [outcome] = limited_run(
+        "import numpy as np; from digitlab.data.dataset import Dataset\n"
+        "images = np.zeros((2, 4, 4), np.uint8)\n"
+        "Dataset('x', images, np.array([0, 4_000_000_000]), images, np.array([0, 1]))"
+    )
+    assert outcome == "DataError: x: labels hold 1 value(s) too large for a class (the largest " \
+        f"4000000000); labels are class numbers 0..{MAX_LABEL}"
+
+
+def test_class_names_run_to_the_largest_label_present(small_splits) -> None:
+    images, labels = small_splits["train"]
+    sparse = np.where(labels == 9, MAX_LABEL, labels)
+    data = Dataset("x", images, sparse, images, labels)
+    assert len(data.class_names) == MAX_LABEL + 1  # indexed by label: class_names[label]
+    assert data.class_names[MAX_LABEL] == str(MAX_LABEL)
+    assert data.classes.tolist() == [*range(10), MAX_LABEL]  # the test split keeps its 9s

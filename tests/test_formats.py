@@ -8,9 +8,13 @@ starts with the offending file's path and says what is wrong.
 from __future__ import annotations
 
 import contextlib
+import csv
 import gzip
+import io
 import os
 import pickle
+import threading
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,8 +22,8 @@ import numpy as np
 import pytest
 import scipy.io
 
-from digitlab.data import formats
-from digitlab.errors import DataError
+from digitlab.data import files, formats
+from digitlab.errors import DataError, DataWarning
 
 Splits = formats.Splits
 
@@ -179,7 +183,9 @@ def test_idx_length_does_not_match_header(tmp_path, small_splits, change, word, 
     path = tmp_path / ("train-images-idx3-ubyte" + (".gz" if gz else ""))
     path.write_bytes(gzip.compress(data) if gz else data)
     expected = 50 * 28 * 28
-    with data_error(path, word, "(50, 28, 28)", f"{expected} bytes", f"holds {expected + change}"):
+    # Past the promised length a gzip stream is not read on (it may unpack to gigabytes).
+    holds = "holds more than that" if gz and change > 0 else f"holds {expected + change}"
+    with data_error(path, word, "(50, 28, 28)", f"{expected} bytes", holds):
         formats.read_idx(path)
 
 
@@ -626,9 +632,9 @@ def parsers(monkeypatch) -> list[type]:
     calls: list[type] = []
     real = formats._loadtxt
 
-    def spy(data: bytes, dtype: type, skip: int) -> np.ndarray:
+    def spy(data: bytes, dtype: type, *args: object) -> np.ndarray:
         calls.append(dtype)
-        return real(data, dtype, skip)
+        return real(data, dtype, *args)
 
     monkeypatch.setattr(formats, "_loadtxt", spy)
     return calls
@@ -944,3 +950,305 @@ def test_as_labels_rule() -> None:
         formats.as_labels(np.array([1e300]), "s")
     with data_error(Path("s"), "shape (2, 2)"):
         formats.as_labels(np.zeros((2, 2)), "s")
+
+
+# ---------------------------------------------------------------- hostile input (issue 12)
+#
+# Each class of input that once escaped as a traceback, ran out of memory or
+# was read without bound. Tests that a regression would let eat the
+# machine's memory run in a child process limited to 1 GiB (``limited_run``).
+
+
+# -- labels without bound: a class is named per label value, so labels are bounded
+
+
+@pytest.mark.parametrize("label", [formats.MAX_LABEL + 1, 4_000_000_000, 999_999_999.0, 1e300])
+def test_labels_above_the_maximum_are_refused(label) -> None:
+    with data_error(Path("s"), "too large for a class", f"0..{formats.MAX_LABEL}"):
+        formats.as_labels(np.array([0, 1, label]), "s")
+
+
+def test_labels_up_to_the_maximum_are_read() -> None:
+    got = formats.as_labels(np.array([0, formats.MAX_LABEL], dtype=np.uint64), "s")
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, [0, formats.MAX_LABEL])
+
+
+def test_csv_label_of_four_billion_names_its_line(tmp_path, train) -> None:
+    rows = csv_rows(train[0][:3], train[1][:3])
+    rows[1] = "4000000000" + rows[1][rows[1].index(",") :]
+    path = write_text(tmp_path / "big.csv", [KAGGLE_HEADER, *rows])
+    with data_error(path, "line 3, column 1: label 4000000000 is too large", "0..999"):
+        formats.read_csv(path)
+
+
+def test_npz_label_far_above_the_maximum(tmp_path, small_splits) -> None:
+    arrays = keras_arrays(small_splits)
+    arrays["y_train"] = arrays["y_train"].copy()
+    arrays["y_train"][4] = 999_999_999
+    path = save_npz(tmp_path / "f.npz", **arrays)
+    with data_error(path, "too large for a class", "999999999"):
+        formats.read_npz(path)
+
+
+def test_idx_labels_of_a_wide_type_above_the_maximum(tmp_path, small_splits) -> None:
+    images, labels = small_splits["train"]
+    folder = tmp_path / "f"
+    folder.mkdir()
+    formats.write_idx(folder / "train-images-idx3-ubyte", images)
+    wide = labels.astype(">i4")
+    wide[0] = 2_000_000_000
+    path = folder / "train-labels-idx1-ubyte"
+    path.write_bytes(idx_bytes(wide, 0x0C))
+    with data_error(path, "too large for a class"):
+        formats.read_idx_folder(folder)
+
+
+# -- IDX labels above 9: read, but not in silence
+
+
+def test_idx_labels_above_9_are_read_with_one_warning(tmp_path, small_splits) -> None:
+    images, labels = small_splits["train"]
+    labels = labels.copy()
+    labels[:12] = [10, 11, 12, 13, 14, 15, 16, 17, 255, 255, 255, 255]
+    write_idx_files(tmp_path, {"train": (images, labels)})
+    with pytest.warns(DataWarning, match=r"12 of 50 labels are above 9 \(9 value\(s\): 10, 11, "):
+        got = formats.read_idx_folder(tmp_path)
+    np.testing.assert_array_equal(got["train"][1], labels)
+
+
+# -- decompression bombs: read no more than a header promises
+
+
+def idx_gzip_bomb(path: Path, n: int) -> Path:
+    """A gzipped IDX images file whose header promises ``n`` 28x28 images, followed by
+    1.2 GB of zeros, all in 1.2 MB: 18 gzip members of 64 MiB each."""
+    block = 64 << 20
+    header = bytes([0, 0, 0x08, 3]) + np.array([n, 28, 28], ">u4").tobytes()
+    first = gzip.compress(header + bytes(block - len(header)), compresslevel=9, mtime=0)
+    more = gzip.compress(bytes(block), compresslevel=9, mtime=0)
+    path.write_bytes(first + more * 17)
+    assert path.stat().st_size < 2_000_000
+    return path
+
+
+@pytest.fixture(scope="module")
+def bounded(tmp_path_factory, small_splits, limited_run) -> dict[str, str]:
+    """What each reader did with each hostile file, in one process limited to 1 GiB.
+
+    Keys: "idx bomb" (47 MB promised, 1.2 GB there), "idx promise" (1.18 GB
+    promised), "npz promise" (a member declaring 1.18 GB), and a reader's
+    name for a file of its kind that is a symlink to /dev/zero.
+    """
+    root = tmp_path_factory.mktemp("hostile")
+    calls = {
+        "idx bomb": ("read_idx", idx_gzip_bomb(root / "train-images-idx3-ubyte.gz", 60_000)),
+        "idx promise": ("read_idx", idx_gzip_bomb(root / "t10k-images-idx3-ubyte.gz", 1_500_000)),
+        "npz promise": ("read_npz", npz_of(root / "f.npz", small_splits,
+                                           x_train=npy_bytes((1_500_000, 28, 28), bytes(1000)))),
+    }  # fmt: skip
+    if Path("/dev/zero").exists():
+        for reader, name in DEVICE_NAMES.items():
+            (root / name).symlink_to("/dev/zero")
+            calls[reader] = (reader, root / name)
+    outcomes = limited_run(*(
+        f"from digitlab.data import formats; formats.{reader}({str(path)!r})"
+        for reader, path in calls.values()
+    ))  # fmt: skip
+    assert len(outcomes) == len(calls), outcomes
+    return dict(zip(calls, outcomes, strict=True))
+
+
+DEVICE_NAMES = {"read_csv": "train.csv", "read_npz": "d.npz",
+                "read_idx": "train-labels-idx1-ubyte", "read_mat": "d.mat"}  # fmt: skip
+
+
+def test_idx_gzip_bomb_is_read_no_further_than_its_header(bounded) -> None:
+    outcome = bounded["idx bomb"]
+    assert outcome.startswith("DataError:"), outcome
+    assert "too long: the header promises (60000, 28, 28) (47040000 bytes)" in outcome
+
+
+def test_idx_header_promising_over_a_gibibyte_is_refused_unread(bounded) -> None:
+    outcome = bounded["idx promise"]
+    assert outcome.startswith("DataError:"), outcome
+    assert f"1,176,000,000 bytes, more than the {files.MAX_DATA_BYTES:,}" in outcome
+
+
+def test_idx_gzip_too_small_for_its_promise_is_truncated(tmp_path) -> None:
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    header = bytes([0, 0, 0x08, 3]) + np.array([2**31, 2**10, 2**10], ">u4").tobytes()
+    path.write_bytes(gzip.compress(header + bytes(100)))  # promises 2 PiB
+    with data_error(path, "truncated", "more than", "bytes of gzip can hold"):
+        formats.read_idx(path)
+
+
+def npy_bytes(shape: tuple[int, ...], data: bytes, descr: str = "|u1") -> bytes:
+    """A .npy file made by hand: any header, any data after it."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buffer, {"descr": descr, "fortran_order": False, "shape": shape}
+    )
+    return buffer.getvalue() + data
+
+
+def npz_of(path: Path, small_splits, **members: bytes) -> Path:
+    """small_splits' train split as an .npz, with some members replaced by raw .npy bytes."""
+    images, labels = small_splits["train"]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for key, array in {"x_train": images, "y_train": labels}.items():
+            if key in members:
+                archive.writestr(key + ".npy", members[key])
+            else:
+                with archive.open(key + ".npy", "w") as handle:
+                    np.lib.format.write_array(handle, array)
+    return path
+
+
+def test_npz_written_by_hand_reads(tmp_path, small_splits) -> None:
+    # The control for the tests below: npz_of's archive itself is sound.
+    path = npz_of(tmp_path / "f.npz", small_splits)
+    assert_splits_equal(formats.read_npz(path), {"train": small_splits["train"]})
+
+
+def test_npz_fortran_order_and_big_endian_arrays_read_as_stored(tmp_path, small_splits) -> None:
+    # Members are read from their headers by digitlab, not numpy: both layouts must hold.
+    images, labels = small_splits["train"]
+    path = save_npz(tmp_path / "f.npz", x_train=np.asfortranarray(images.astype(">u2")),
+                    y_train=labels.astype(">i8"))  # fmt: skip
+    assert_splits_equal(formats.read_npz(path), {"train": (images, labels)})
+
+
+def test_npz_member_declaring_a_tebibyte_is_one_data_error(tmp_path, small_splits) -> None:
+    path = npz_of(tmp_path / "f.npz", small_splits, x_train=npy_bytes((1 << 28, 64, 64), b""))
+    with data_error(path, "x_train of shape (268435456, 64, 64)", "1,099,511,627,776 bytes"):
+        formats.read_npz(path)
+
+
+def test_npz_member_declaring_gigabytes_is_refused_unallocated(bounded) -> None:
+    outcome = bounded["npz promise"]
+    assert outcome.startswith("DataError:"), outcome
+    assert "x_train of shape (1500000, 28, 28) (uint8) would take 1,176,000,000 bytes" in outcome
+
+
+def test_npz_member_shorter_than_its_header(tmp_path, small_splits) -> None:
+    path = npz_of(tmp_path / "f.npz", small_splits, x_train=npy_bytes((50, 28, 28), bytes(100)))
+    with data_error(path, "x_train is corrupt or truncated: 100 of the 39,200 bytes"):
+        formats.read_npz(path)
+
+
+def test_npz_member_longer_than_its_header(tmp_path, small_splits) -> None:
+    images = small_splits["train"][0]
+    member = npy_bytes((50, 28, 28), images.tobytes() + bytes(10))
+    path = npz_of(tmp_path / "f.npz", small_splits, x_train=member)
+    with data_error(path, "x_train holds more data than its header declares"):
+        formats.read_npz(path)
+
+
+def test_npz_member_with_a_damaged_npy_header(tmp_path, small_splits) -> None:
+    path = npz_of(tmp_path / "f.npz", small_splits, x_train=b"\x93NUMPY\x01\x00\x10\x00{not a dict}  \n")
+    with data_error(path, "x_train is not a readable .npy array"):
+        formats.read_npz(path)
+
+
+def test_npz_member_of_strings_is_refused_unread(tmp_path, small_splits) -> None:
+    path = npz_of(tmp_path / "f.npz", small_splits, x_train=npy_bytes((1 << 30,), b"", "<U8"))
+    with data_error(path, "x_train has dtype <U8, expected numbers"):
+        formats.read_npz(path)
+
+
+def test_npz_member_with_an_unknown_compression_method(tmp_path, small_splits) -> None:
+    path = npz_of(tmp_path / "f.npz", small_splits)
+    data = bytearray(path.read_bytes())
+    # Method 99 in every local header (offset 8) and central directory entry (offset 10).
+    for signature, offset in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):
+        start = data.find(signature)
+        while start >= 0:
+            data[start + offset : start + offset + 2] = (99).to_bytes(2, "little")
+            start = data.find(signature, start + 4)
+    path.write_bytes(bytes(data))
+    with data_error(path, "x_train is corrupt or truncated", "compression method"):
+        formats.read_npz(path)
+
+
+# -- special files: regular files only
+
+
+@pytest.mark.parametrize("reader", DEVICE_NAMES)
+def test_a_symlink_to_a_device_is_refused_unread(bounded, reader) -> None:
+    if reader not in bounded:
+        pytest.skip("needs /dev/zero")
+    outcome = bounded[reader]
+    assert outcome.startswith("DataError:"), outcome
+    assert f"{DEVICE_NAMES[reader]}: is a character device, not a regular file" in outcome
+
+
+def test_a_named_pipe_is_refused_without_waiting(tmp_path) -> None:
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("needs named pipes")
+    pipe = tmp_path / "train.csv"
+    os.mkfifo(pipe)
+
+    def writer() -> None:
+        # A sound CSV, so reading the pipe would succeed: only the refusal fails the read.
+        with contextlib.suppress(OSError), pipe.open("wb") as out:
+            out.write(b"label,a,b,c,d\n1,0,0,0,255\n")
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        with data_error(pipe, "is a named pipe (FIFO), not a regular file"):
+            formats.read_csv(pipe)
+    finally:
+        # Release the writer if it still waits for a reader: this open never blocks,
+        # and its few bytes fit in the pipe's buffer.
+        fd = os.open(pipe, os.O_RDONLY | os.O_NONBLOCK)
+        thread.join()
+        os.close(fd)
+
+
+def test_idx_folder_with_a_named_pipe_for_labels_names_it(tmp_path, small_splits) -> None:
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("needs named pipes")
+    formats.write_idx(tmp_path / "train-images-idx3-ubyte", small_splits["train"][0])
+    os.mkfifo(tmp_path / "train-labels-idx1-ubyte")  # once passed over: "no labels file"
+    with data_error(tmp_path / "train-labels-idx1-ubyte", "is a named pipe (FIFO)"):
+        formats.read_idx_folder(tmp_path)
+
+
+# -- standard CSV quoting
+
+
+def test_csv_with_every_cell_quoted(tmp_path, train) -> None:
+    path = tmp_path / "quoted.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle, quoting=csv.QUOTE_ALL)  # as R, Excel, pandas may write
+        writer.writerow(KAGGLE_HEADER.split(","))
+        writer.writerows(row.split(",") for row in csv_rows(*train))
+    assert path.read_text().startswith('"label","pixel0",')
+    assert_splits_equal(formats.read_csv(path), {"train": train})
+
+
+def test_csv_with_some_cells_quoted_as_decimals(tmp_path, train) -> None:
+    rows = [",".join(f'"{cell}.0"' if i % 3 else cell for i, cell in enumerate(row.split(",")))
+            for row in csv_rows(*train)]  # fmt: skip
+    path = write_text(tmp_path / "mixed.csv", rows)
+    assert_splits_equal(formats.read_csv(path), {"train": train})
+
+
+def test_csv_quoted_bad_cell_names_line_and_column(tmp_path, train) -> None:
+    rows = [",".join(f'"{cell}"' for cell in row.split(",")) for row in csv_rows(*train)]
+    cells = rows[2].split(",")
+    cells[5] = '"ink"'
+    rows[2] = ",".join(cells)
+    path = write_text(tmp_path / "quoted.csv", rows)
+    with data_error(path, "line 3, column 6: non-numeric cell", "ink"):
+        formats.read_csv(path)
+
+
+def test_csv_gzip_bomb_is_refused_at_the_limit(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(files, "MAX_DATA_BYTES", 1 << 20)
+    path = tmp_path / "train.csv.gz"
+    path.write_bytes(gzip.compress(b"0," * (8 << 20)))  # 16 MB of text in 16 KB
+    with data_error(path, f"gzip data unpacks to more than {1 << 20:,} bytes"):
+        formats.read_csv(path)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from digitlab.data import imagetree
+from digitlab.data import files, imagetree
 from digitlab.data.imagetree import (
     decode_files,
     decode_image,
@@ -255,7 +255,8 @@ def test_tree_of_rgba_images_uses_the_rule(tmp_path: Path) -> None:
 
 def test_truncated_png_names_the_file(tmp_path: Path) -> None:
     tiny_tree(tmp_path / "t")
-    bad = save_png(tmp_path / "t/1/broken.png", np.arange(64, dtype=np.uint8).reshape(8, 8))
+    # The tree's size (4x4): a PNG of another size is refused from its header, undecoded.
+    bad = save_png(tmp_path / "t/1/broken.png", np.arange(16, dtype=np.uint8).reshape(4, 4))
     bad.write_bytes(bad.read_bytes()[:-30])
     with pytest.raises(DataError, match="truncated or corrupt image") as caught:
         read_image_tree(tmp_path / "t")
@@ -597,6 +598,99 @@ def test_bad_checksum_is_an_error(tmp_path: Path) -> None:
     tiny_tree(tmp_path / "t")
     bad = tmp_path / "t/0/img_1.png"
     bad.write_bytes(_flip_byte(bad.read_bytes(), 30))  # the header chunk's CRC
-    with pytest.raises(DataError, match="truncated or corrupt image") as caught:
+    # Pillow says only "cannot identify image file"; the message says what is damaged.
+    with pytest.raises(DataError, match="damaged PNG: CRC mismatch in IHDR") as caught:
         read_image_tree(tmp_path / "t")
     assert caught.value.source == str(bad)
+
+
+# ---------------------------------------------------------------- hostile input (issue 12)
+
+
+def test_class_folder_far_above_the_largest_label(tmp_path: Path) -> None:
+    tiny_tree(tmp_path / "t")
+    save_png(tmp_path / "t/999999999/a.png", np.zeros((4, 4), np.uint8))
+    with pytest.raises(DataError, match="'999999999' is label 999999999, too large for a class"):
+        read_image_tree(tmp_path / "t")
+
+
+def test_class_folders_up_to_the_largest_label_read(tmp_path: Path) -> None:
+    for label in (0, imagetree.MAX_LABEL):
+        save_png(tmp_path / f"t/{label}/a.png", np.zeros((4, 4), np.uint8))
+    labels = read_image_tree(tmp_path / "t")["train"][1]
+    np.testing.assert_array_equal(labels, [0, imagetree.MAX_LABEL])
+
+
+@pytest.fixture(scope="module")
+def bounded(tmp_path_factory, limited_run, zero_png) -> dict[str, str]:
+    """What loading each hostile tree did, in a process limited to 1 GiB (one process for all).
+
+    Each tree holds 28x28 digits and one crafted PNG of a few hundred kilobytes:
+    "other size" and "first" a 9,400 x 9,400 RGBA image (1.9 GB on its way to
+    grey) after or before the digits; "idat" a 28x28 grey PNG whose data
+    unpacks to 1 GiB; "device" a symlink to /dev/zero.
+    """
+    root = tmp_path_factory.mktemp("hostile")
+    digit = np.zeros((28, 28), np.uint8)
+    trees = {"other size": ("b.png", zero_png(9400, 9400)),
+             "first": ("0.png", zero_png(9400, 9400)),
+             "idat": ("b.png", zero_png(28, 28, channels=1, idat_bytes=1 << 30))}  # fmt: skip
+    for name, (bad, data) in trees.items():
+        save_png(root / name / "0/a.png", digit)
+        save_png(root / name / "1/c.png", digit)
+        (root / name / "0" / bad).write_bytes(data)
+    if Path("/dev/zero").exists():
+        save_png(root / "device/0/a.png", digit)
+        (root / "device/0/b.png").symlink_to("/dev/zero")
+        trees["device"] = ("b.png", b"")
+    outcomes = limited_run(*(
+        "from digitlab.data.imagetree import read_image_tree\n"
+        f"splits = read_image_tree({str(root / name)!r}, cache=False, workers=1)\n"
+        "assert splits['train'][0].shape == (3, 28, 28)"
+        for name in trees
+    ))  # fmt: skip
+    assert len(outcomes) == len(trees), outcomes
+    return dict(zip(trees, outcomes, strict=True))
+
+
+def test_tree_image_of_another_size_is_refused_from_its_header(bounded: dict[str, str]) -> None:
+    outcome = bounded["other size"]
+    assert outcome.startswith("DataError:"), outcome
+    assert "b.png: image is 9400x9400 pixels but" in outcome
+    assert "a.png is 28x28; all must match" in outcome
+
+
+def test_huge_first_image_of_a_tree_is_refused_from_its_header(bounded: dict[str, str]) -> None:
+    outcome = bounded["first"]
+    assert outcome.startswith("DataError:"), outcome
+    assert f"0.png: image is too large (9400x9400 pixels, more than {imagetree.MAX_PIXELS:,})" in outcome
+
+
+def test_plain_png_whose_data_unpacks_to_a_gibibyte_reads_in_bounds(bounded: dict[str, str]) -> None:
+    # The fast path inflates no more than 28x28 needs, then leaves the file to
+    # Pillow, which reads the image and ignores the rest.
+    assert bounded["idat"] == "returned"
+
+
+def test_tree_image_linked_to_a_device_is_refused_unread(bounded: dict[str, str]) -> None:
+    if "device" not in bounded:
+        pytest.skip("needs /dev/zero")
+    outcome = bounded["device"]
+    assert outcome.startswith("DataError:"), outcome
+    assert "b.png: is a character device, not a regular file" in outcome
+
+
+def test_tree_larger_than_the_data_limit_is_refused_before_decoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tiny_tree(tmp_path / "t")  # four 4x4 images: 64 bytes
+    monkeypatch.setattr(files, "MAX_DATA_BYTES", 63)
+    with pytest.raises(DataError, match=r"4 images of 4x4 pixels .* would take 64 bytes, more than the 63"):
+        read_image_tree(tmp_path / "t", cache=False)
+    monkeypatch.setattr(files, "MAX_DATA_BYTES", 64)
+    assert read_image_tree(tmp_path / "t", cache=False)["train"][0].shape == (4, 4, 4)
+
+
+def test_damaged_jpeg_header_is_named() -> None:
+    with pytest.raises(DataError, match=r"a\.jpg: damaged JPEG file: its header cannot be read"):
+        decode_image(b"\xff\xd8\xff\xc0\x00\x02garbage", "a.jpg")

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from digitlab.cli import main
+from digitlab.data.imagetree import MAX_PIXELS
+from digitlab.data.preprocess import load_user_image, to_greyscale
+from digitlab.errors import DataError
+from digitlab.predict import MAX_SIDE
 
 N = 100
 
@@ -89,3 +95,70 @@ def test_bad_pictures_are_one_line_exit_2(trained, tmp_path, capsys, make, messa
 def test_raw_refuses_the_wrong_size(trained, pictures, capsys) -> None:
     assert main(["predict", str(trained), str(pictures / "photo" / "000.jpg"), "--raw"]) == 2
     assert "the model takes 28x28" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- hostile pictures (issue 12)
+
+_READ_AS_PREDICT_DOES = (
+    "from digitlab.predict import MAX_SIDE, collect_images\n"
+    "from digitlab.data.preprocess import load_user_image\n"
+    "for path in collect_images([{path!r}]):\n"
+    "    load_user_image(path, max_side=MAX_SIDE)"
+)
+
+
+def test_huge_or_endless_pictures_are_refused_unread(tmp_path, limited_run, zero_png) -> None:
+    # A 9,400 x 9,400 RGBA PNG (0.3 MB) took 1.9 GB to decode; /dev/zero never ends.
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(zero_png(9400, 9400))
+    paths = [bomb]
+    if Path("/dev/zero").exists():
+        paths.append(tmp_path / "zero.png")
+        paths[-1].symlink_to("/dev/zero")
+    outcomes = limited_run(*(_READ_AS_PREDICT_DOES.format(path=str(p)) for p in paths))
+    assert len(outcomes) == len(paths), outcomes
+    assert outcomes[0].startswith("DataError:"), outcomes[0]
+    assert f"bomb.png: refusing a 9400x9400 image: more than {MAX_PIXELS:,} pixels" in outcomes[0]
+    if len(paths) > 1:
+        assert outcomes[1].startswith("DataError:"), outcomes[1]
+        assert "zero.png: is a character device, not a regular file" in outcomes[1]
+
+
+def test_camera_photo_above_the_pixel_limit_decodes_smaller(tmp_path) -> None:
+    # 20 megapixels, above MAX_PIXELS: halving breaks MAX_SIDE, yet the photo is read.
+    path = tmp_path / "photo.jpg"
+    Image.new("L", (5184, 3888), 250).save(path, "JPEG")
+    assert load_user_image(path, max_side=MAX_SIDE).shape == (1944, 2592)
+    with pytest.raises(DataError, match="refusing a 5184x3888 image"):
+        load_user_image(path)  # in full, as --raw reads it
+
+
+def test_named_pipe_among_pictures_is_refused(trained, tmp_path, capsys) -> None:
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("needs named pipes")
+    os.mkfifo(tmp_path / "a.png")  # once skipped in silence
+    Image.fromarray(np.eye(28, dtype=np.uint8) * 255).save(tmp_path / "b.png")
+    assert main(["predict", str(trained), str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "a.png: is a named pipe (FIFO), not a regular file" in err
+    assert err.strip().count("\n") == 0
+
+
+def test_damaged_png_header_is_named(trained, tmp_path, capsys) -> None:
+    path = tmp_path / "digit.png"
+    Image.new("L", (28, 28), 0).save(path)
+    data = bytearray(path.read_bytes())
+    data[29] ^= 0xFF  # the IHDR chunk's CRC
+    path.write_bytes(bytes(data))
+    assert main(["predict", str(trained), str(path)]) == 2
+    assert "digit.png: damaged PNG: CRC mismatch in IHDR" in capsys.readouterr().err
+
+
+def test_transparent_pictures_are_composited_in_bands_exactly() -> None:
+    # Tall enough for several bands of rows: the same grey as one whole-image pass.
+    rgba = np.random.default_rng(0).integers(0, 256, (700, 500, 4), dtype=np.uint8)
+    pixels = rgba.astype(np.float32) / 255.0
+    alpha = pixels[..., 3:]
+    luma = (pixels[..., :3] * alpha + (1.0 - alpha)) @ np.array([0.299, 0.587, 0.114], np.float32)
+    expected = np.clip(np.rint(luma * 255.0), 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(to_greyscale(Image.fromarray(rgba, "RGBA")), expected)

@@ -42,16 +42,21 @@ def layout_for(input_shape: tuple[int, ...] | list[int]) -> Literal["mnist", "fi
 
 
 def collect_images(paths: list[str | os.PathLike[str]]) -> list[Path]:
-    """Image files named directly, and those inside named folders (sorted)."""
+    """Image files named directly, and those inside named folders (sorted).
+
+    Whatever is not a folder is collected, pipes and devices too: reading
+    refuses them by name (:func:`~digitlab.data.files.read_file`) rather
+    than skipping them in silence.
+    """
     found: list[Path] = []
     for entry in map(Path, paths):
         if entry.is_dir():
             inside = sorted(p for p in entry.rglob("*")
-                            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+                            if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
             if not inside:
                 raise DataError(entry, "folder holds no images")
             found.extend(inside)
-        elif entry.is_file():
+        elif entry.exists():
             found.append(entry)
         else:
             raise DataError(entry, "no such file or folder")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from digitlab import splits
-from digitlab.data.formats import Splits, check_pair
+from digitlab.data.formats import Splits, check_label_range, check_pair
 from digitlab.errors import DataError
 from digitlab.tasks import Task, parse_task
 
@@ -32,7 +32,10 @@ class Dataset:
     train_images, test_images : ndarray of shape (n, h, w), uint8
     train_labels, test_labels : ndarray of shape (n,), int64
     class_names : tuple of str
-        Name of each label value: ``class_names[label]``.
+        Name of each label value: ``class_names[label]``. By default the
+        labels' own numbers, ``"0"`` up to the largest label present; labels
+        lie in 0..:data:`~digitlab.data.formats.MAX_LABEL`, so this tuple is
+        never longer than that.
     notes : tuple of str
         What was done to the data on the way in (e.g. a hold-out split).
     """
@@ -53,6 +56,9 @@ class Dataset:
                 raise DataError(self.name, f"{split} images must be uint8 (n, h, w)")
             if labels.dtype != np.int64 or labels.shape != (len(images),):
                 raise DataError(self.name, f"{split} labels must be int64 of shape ({len(images)},)")
+            # Readers refuse such labels already; a Dataset built by hand must too,
+            # before one label of 4e9 asks for four billion class names below.
+            check_label_range(labels, self.name)
         if self.train_images.shape[1:] != self.test_images.shape[1:]:
             raise DataError(self.name, "train and test images differ in shape")
         if not self.class_names:

@@ -4,7 +4,10 @@ Every reader returns :data:`Splits`, a dict with a ``"train"`` entry and, when
 the file holds one, a ``"test"`` entry (train first). Splitting a file without
 a test set is the Dataset's job, not the reader's. Every problem with a file
 is raised as a :class:`~digitlab.errors.DataError` whose message starts with
-that file's path.
+that file's path. Files are opened through :mod:`digitlab.data.files`
+(regular files only, reads bounded by what headers promise, at most
+:data:`~digitlab.data.files.MAX_DATA_BYTES` per file), and labels are class
+numbers 0..:data:`MAX_LABEL`.
 
 Image folder trees live in :mod:`digitlab.data.imagetree`; this module holds
 the single-file formats (IDX, Keras ``.npz``, CSV, MATLAB ``.mat``) and their
@@ -16,19 +19,24 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import csv
+import dataclasses
 import gzip
 import io
 import math
 import re
+import warnings
 import zipfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, cast
 
 import numpy as np
 
 from digitlab.atomic import atomic_dir, atomic_file
-from digitlab.errors import DataError
+from digitlab.data import files
+from digitlab.errors import DataError, DataWarning
 
 Arrays = tuple[np.ndarray, np.ndarray]
 Splits = dict[str, Arrays]
@@ -77,13 +85,24 @@ def _grey_levels(values: np.ndarray) -> tuple[np.ndarray, str]:
     return np.rint(values), "0..255"
 
 
-_LABEL_MAX = 2**53  # float64 holds every whole number up to here exactly
+MAX_LABEL = 999
+"""The largest label accepted: labels are class numbers 0..999.
+
+A Dataset names each class by its label (``class_names[label]``), and models
+and reports index by label too, so the largest label sets the size of what
+is built from it: one stray label of 4,000,000,000 would otherwise mean four
+billion class names. A thousand classes is more than any digit or character
+set (EMNIST has 62, Kuzushiji-49 has 49); every reader refuses a larger or
+negative label with one DataError.
+"""
 
 
 def as_labels(values: np.ndarray, source: str | Path) -> np.ndarray:
-    """Labels as int64 ``(n,)``: whole, non-negative, finite numbers only.
+    """Labels as int64 ``(n,)``: whole numbers in 0..:data:`MAX_LABEL` only.
 
-    A column or row vector (``(n, 1)`` or ``(1, n)``) is flattened.
+    A column or row vector (``(n, 1)`` or ``(1, n)``) is flattened. This is
+    the gate every reader's labels pass through (CSV checks the same rule
+    line by line, image trees on folder names).
     """
     values = np.asarray(values)
     if values.ndim == 2 and 1 in values.shape:
@@ -97,12 +116,35 @@ def as_labels(values: np.ndarray, source: str | Path) -> np.ndarray:
             raise DataError(source, "labels hold NaN or infinite values")
         if not np.all(values == np.floor(values)):
             raise DataError(source, "labels hold non-integer values")
-    if values.size and values.dtype.kind in "uf" and values.max() > _LABEL_MAX:
-        raise DataError(source, f"labels hold a value too large for a class ({values.max():g})")
-    labels = values.astype(np.int64)
-    if labels.size and labels.min() < 0:
-        raise DataError(source, f"labels hold negative value {labels.min()}")
-    return labels
+    check_label_range(values, source)  # before the cast: 1e300 has no int64
+    return values.astype(np.int64)
+
+
+def check_label_range(labels: np.ndarray, source: str | Path) -> None:
+    """Refuse labels outside 0..:data:`MAX_LABEL` (any numeric dtype), naming ``source``."""
+    if not labels.size:
+        return
+    low, high = labels.min(), labels.max()
+    if low < 0:
+        raise DataError(
+            source,
+            f"labels hold negative value {_shown(low)}; labels are class numbers 0..{MAX_LABEL}",
+        )
+    if high > MAX_LABEL:
+        count = int(np.count_nonzero(labels > MAX_LABEL))
+        raise DataError(
+            source,
+            f"labels hold {count:,} value(s) too large for a class (the largest {_shown(high)}); "
+            f"labels are class numbers 0..{MAX_LABEL}",
+        )
+
+
+def _shown(value: np.generic) -> str:
+    """A label as written: whole numbers exactly (4000000000, not 4e+09), others briefly."""
+    number = value.item()
+    if isinstance(number, float) and number.is_integer() and abs(number) < 1e15:
+        number = int(number)
+    return f"{number:g}" if isinstance(number, float) else str(number)
 
 
 def check_pair(images: np.ndarray, labels: np.ndarray, source: str | Path) -> Arrays:
@@ -138,72 +180,152 @@ _IDX_DTYPES: dict[int, np.dtype] = {
     0x0D: np.dtype(">f4"),
     0x0E: np.dtype(">f8"),
 }
-_GZIP_MAGIC = b"\x1f\x8b"
 
 
-def read_bytes_maybe_gzip(path: Path) -> bytes:
-    """The file's bytes, gunzipped when it starts with the gzip magic number."""
+@dataclasses.dataclass
+class _IdxFile:
+    """An open IDX file whose header has been read and checked, and whose data has not."""
+
+    path: Path
+    stream: io.BufferedIOBase  # positioned at the first data byte (decompressing, when gzipped)
+    dtype: np.dtype
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize  # exact: a header may promise petabytes
+
+    def read(self) -> np.ndarray:
+        """The data, exactly as long as the header promises, in native byte order."""
+        path, expected = self.path, self.nbytes
+        buffer = files.empty_array(path, (expected,), np.dtype(np.uint8), "the IDX data")
+        try:
+            actual = files.read_into(self.stream, buffer.data)
+            longer = actual == expected and self.stream.read(1) != b""
+        except (EOFError, OSError, zlib.error) as exc:
+            raise DataError(path, f"corrupt or truncated gzip data ({exc})") from None
+        if actual < expected or longer:
+            # Past the promise nothing more is read: the rest may be a bomb's gigabytes.
+            how, holds = ("too long", "more than that") if longer else ("truncated", f"{actual} bytes")
+            raise DataError(
+                path,
+                f"IDX data is {how}: the header promises {self.shape} ({expected} bytes) "
+                f"but the file holds {holds}",
+            )
+        array = buffer.view(self.dtype).reshape(self.shape)
+        if not self.dtype.isnative:
+            array = array.byteswap(inplace=True).view(self.dtype.newbyteorder("="))
+        return array
+
+
+@contextlib.contextmanager
+def _open_idx(path: str | Path) -> Iterator[_IdxFile]:
+    """Open an IDX file (raw or gzipped) and read its header, refusing what cannot be right.
+
+    The header is two zero bytes, a dtype byte, a dimension count, then one
+    big-endian uint32 per dimension. Before any data is read, the promised
+    length is checked against the file's size (a raw file must hold exactly
+    that; a gzipped one cannot unpack to more than ``DEFLATE_MAX_RATIO``
+    times its size) and against :data:`~digitlab.data.files.MAX_DATA_BYTES`.
+    """
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DataError(path, f"cannot read: {exc.strerror or exc}") from None
-    if raw[:2] != _GZIP_MAGIC:
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (EOFError, OSError, zlib.error) as exc:
-        raise DataError(path, f"corrupt or truncated gzip data ({exc})") from None
+    handle, size = files.open_binary(path)
+    with handle:
+        gzipped = handle.read(2) == files.GZIP_MAGIC
+        handle.seek(0)
+        with gzip.GzipFile(fileobj=handle, mode="rb") if gzipped else contextlib.nullcontext(
+            handle
+        ) as stream:
+            try:
+                idx = _read_idx_header(path, stream)
+            except (EOFError, OSError, zlib.error) as exc:
+                raise DataError(path, f"corrupt or truncated gzip data ({exc})") from None
+            header_end = 4 + 4 * len(idx.shape)
+            if not gzipped and idx.nbytes != size - header_end:
+                actual = size - header_end
+                how = "truncated" if actual < idx.nbytes else "too long"
+                raise DataError(
+                    path,
+                    f"IDX data is {how}: the header promises {idx.shape} ({idx.nbytes} bytes) "
+                    f"but the file holds {actual} bytes",
+                )
+            if gzipped and header_end + idx.nbytes > files.DEFLATE_MAX_RATIO * size:
+                raise DataError(
+                    path,
+                    f"IDX data is truncated: the header promises {idx.shape} ({idx.nbytes:,} "
+                    f"bytes), more than {size:,} bytes of gzip can hold",
+                )
+            files.check_size(path, idx.nbytes, files.MAX_DATA_BYTES, f"IDX data of shape {idx.shape}")
+            yield idx
+
+
+def _read_idx_header(path: Path, stream: io.BufferedIOBase) -> _IdxFile:
+    magic = stream.read(4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES:
+        raise DataError(path, f"not an IDX file (wrong magic number {magic.hex() or 'empty'})")
+    dtype, ndim = _IDX_DTYPES[magic[2]], magic[3]
+    if ndim == 0:
+        raise DataError(path, "IDX header declares 0 dimensions")
+    dims = stream.read(4 * ndim)
+    if len(dims) < 4 * ndim:
+        raise DataError(
+            path, f"IDX header is truncated ({4 + len(dims)} bytes, {ndim} dimensions)"
+        )
+    shape = tuple(int(d) for d in np.frombuffer(dims, dtype=">u4"))
+    return _IdxFile(path, stream, dtype, shape)
 
 
 def read_idx(path: str | Path) -> np.ndarray:
     """Read one IDX file (raw or gzipped) into an array of its stored shape.
 
-    The header is two zero bytes, a dtype byte, a dimension count, then one
-    big-endian uint32 per dimension; the data must have exactly the length the
-    header promises. The result is in native byte order.
+    The data must have exactly the length the header promises, and at most
+    :data:`~digitlab.data.files.MAX_DATA_BYTES`; only that much is ever read
+    or unpacked. The result is in native byte order.
     """
-    path = Path(path)
-    data = read_bytes_maybe_gzip(path)
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
-        raise DataError(path, f"not an IDX file (wrong magic number {data[:4].hex() or 'empty'})")
-    dtype, ndim = _IDX_DTYPES[data[2]], data[3]
-    if ndim == 0:
-        raise DataError(path, "IDX header declares 0 dimensions")
-    header_end = 4 + 4 * ndim
-    if len(data) < header_end:
-        raise DataError(path, f"IDX header is truncated ({len(data)} bytes, {ndim} dimensions)")
-    shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
-    expected = math.prod(shape) * dtype.itemsize  # exact: a corrupt header may promise petabytes
-    actual = len(data) - header_end
-    if actual != expected:
-        how = "truncated" if actual < expected else "too long"
-        raise DataError(
-            path,
-            f"IDX data is {how}: the header promises {shape} ({expected} bytes) "
-            f"but the file holds {actual} bytes",
-        )
-    array = np.frombuffer(data, dtype=dtype, offset=header_end).reshape(shape)
-    return array.astype(dtype.newbyteorder("="))  # a writable, native-order copy
+    with _open_idx(path) as idx:
+        return idx.read()
 
 
 def read_idx_pair(images_path: str | Path, labels_path: str | Path) -> Arrays:
-    """Read an images IDX file and its labels IDX file as one checked pair."""
-    images = read_idx(images_path)
-    if images.ndim != 3:
-        raise DataError(
-            images_path, f"IDX images must have 3 dimensions (n, h, w), got shape {images.shape}"
+    """Read an images IDX file and its labels IDX file as one checked pair.
+
+    Both headers are checked against each other before either file's data is
+    read. Labels above 9 are read (each is a class of its own), with one
+    :class:`~digitlab.errors.DataWarning`: files named like MNIST's hold digits.
+    """
+    with _open_idx(images_path) as images_idx, _open_idx(labels_path) as labels_idx:
+        if len(images_idx.shape) != 3:
+            raise DataError(
+                images_path,
+                f"IDX images must have 3 dimensions (n, h, w), got shape {images_idx.shape}",
+            )
+        if len(labels_idx.shape) != 1:
+            raise DataError(
+                labels_path, f"IDX labels must have 1 dimension, got shape {labels_idx.shape}"
+            )
+        n_images, n_labels = images_idx.shape[0], labels_idx.shape[0]
+        if n_images != n_labels:
+            raise DataError(
+                labels_path, f"{n_labels} labels, but {n_images} images in {images_path}"
+            )
+        images, labels = images_idx.read(), labels_idx.read()
+    labels = as_labels(labels, labels_path)
+    _warn_labels_above_9(labels, labels_path)
+    return check_pair(as_uint8_images(images, images_path), labels, images_path)
+
+
+def _warn_labels_above_9(labels: np.ndarray, source: str | Path) -> None:
+    above = labels[labels > 9]
+    if above.size:
+        values = np.unique(above)
+        shown = ", ".join(map(str, values[:5].tolist())) + (", ..." if len(values) > 5 else "")
+        warnings.warn(
+            f"{source}: {above.size:,} of {labels.size:,} labels are above 9 ({len(values)} "
+            f"value(s): {shown}); MNIST-style IDX files hold digits, so check this is a labels "
+            "file (each value is read as a class of its own)",
+            DataWarning,
+            stacklevel=4,
         )
-    labels = read_idx(labels_path)
-    if labels.ndim != 1:
-        raise DataError(labels_path, f"IDX labels must have 1 dimension, got shape {labels.shape}")
-    if len(images) != len(labels):
-        raise DataError(
-            labels_path, f"{len(labels)} labels, but {len(images)} images in {images_path}"
-        )
-    return check_pair(
-        as_uint8_images(images, images_path), as_labels(labels, labels_path), images_path
-    )
 
 
 # train-images-idx3-ubyte(.gz), as published, and train-images.idx3-ubyte, as on Kaggle.
@@ -225,7 +347,8 @@ def find_idx_files(folder: str | Path) -> dict[str, dict[str, Path]] | None:
     found: dict[str, dict[str, Path]] = {}
     for entry in entries:
         match = _IDX_NAME.match(entry.name)
-        if match and entry.is_file():
+        # Not is_file(): a pipe or device under an IDX name is found, then refused by name.
+        if match and not entry.is_dir():
             split = "train" if match["split"] == "train" else "test"
             found.setdefault(split, {}).setdefault(match["kind"], entry)
     return found or None
@@ -299,69 +422,109 @@ NPZ_KEYS = {"train": ("x_train", "y_train"), "test": ("x_test", "y_test")}
 def read_npz(path: str | Path) -> Splits:
     """Read a Keras-style ``.npz`` (``x_train, y_train`` and optionally ``x_test, y_test``).
 
-    Loaded with ``allow_pickle=False``: an archive whose arrays hold pickled
-    objects is refused, never unpickled. Images may be ``(n, h, w)``, carry a
-    channel axis of 1 (``(n, h, w, 1)`` or ``(n, 1, h, w)``), or be flattened
-    square images ``(n, h*w)``; values follow :func:`as_uint8_images`.
+    Never unpickles: an array of Python objects is refused unread. Each
+    array's ``.npy`` header (shape and dtype) is checked before its data is
+    read, against :data:`~digitlab.data.files.MAX_DATA_BYTES`, and exactly
+    the bytes it declares are unpacked, so a small archive cannot claim
+    gigabytes. Images may be ``(n, h, w)``, carry a channel axis of 1
+    (``(n, h, w, 1)`` or ``(n, 1, h, w)``), or be flattened square images
+    ``(n, h*w)``; values follow :func:`as_uint8_images`.
     """
     path = Path(path)
-    try:
-        handle = path.open("rb")
-    except OSError as exc:
-        raise DataError(path, f"cannot read: {exc.strerror or exc}") from None
-    # Our own handle, closed whatever happens: np.load leaks its file when the zip is corrupt.
-    with handle:
-        splits = _read_npz_archive(path, _open_npz(path, handle))
+    handle, _ = files.open_binary(path)
+    with handle:  # our own handle, closed whatever happens
+        with _open_npz(path, handle) as archive:
+            splits = _read_npz_archive(path, archive)
     _check_same_shape(splits, path)
     return splits
 
 
-def _open_npz(path: Path, handle: BinaryIO) -> np.lib.npyio.NpzFile:
-    try:
-        archive = np.load(handle, allow_pickle=False)
-    except ValueError as exc:
-        if "pickle" in str(exc):
-            raise DataError(path, "holds pickled objects; refusing to load them") from None
-        raise DataError(path, f"not a readable .npz archive ({exc})") from None
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-        raise DataError(
-            path, f"not a readable .npz archive: corrupt or truncated ({exc})"
-        ) from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a first member, or an empty archive
+_NPY_MAGIC = b"\x93NUMPY"
+_PICKLE_PROTOCOL_2_PLUS = b"\x80"
+# zipfile's errors on a damaged archive or member: CRC and length checks
+# (BadZipFile), inflate errors, early ends, compression methods or encryption
+# it does not support.
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError)
+
+
+def _open_npz(path: Path, handle: io.BufferedReader) -> zipfile.ZipFile:
+    start = handle.read(len(_NPY_MAGIC))
+    handle.seek(0)
+    if start.startswith(_NPY_MAGIC):
         raise DataError(path, "is a single .npy array, expected an .npz archive of named arrays")
-    return archive
+    if start.startswith(_PICKLE_PROTOCOL_2_PLUS):
+        raise DataError(path, "holds pickled objects; refusing to load them")
+    if not start.startswith(_ZIP_MAGIC):
+        what = "the file is empty" if not start else "it is not a zip archive"
+        raise DataError(path, f"not a readable .npz archive ({what})")
+    try:
+        return zipfile.ZipFile(handle)
+    except (*_ZIP_ERRORS, ValueError) as exc:
+        raise DataError(path, f"not a readable .npz archive: corrupt or truncated ({exc})") from None
 
 
-def _read_npz_archive(path: Path, archive: np.lib.npyio.NpzFile) -> Splits:
+def _read_npz_archive(path: Path, archive: zipfile.ZipFile) -> Splits:
+    # As numpy names them: "x_train.npy" is the array "x_train".
+    members = {name.removesuffix(".npy"): name for name in archive.namelist()}
+    keys = set(members)
     splits: Splits = {}
-    with archive:
-        keys = set(archive.files)
-        for split, (x_key, y_key) in NPZ_KEYS.items():
-            if split == "test" and not {x_key, y_key} & keys:
-                continue
-            missing = sorted({x_key, y_key} - keys)
-            if missing:
-                raise DataError(path, f"missing key {missing[0]!r} (has {sorted(keys)})")
-            x, y = _npz_array(archive, x_key, path), _npz_array(archive, y_key, path)
-            labels = as_labels(y, path)
-            images = as_uint8_images(_as_image_stack(x, x_key, path), path, what=x_key)
-            if len(images) != len(labels):
-                raise DataError(
-                    path, f"{len(images)} images in {x_key} but {len(labels)} labels in {y_key}"
-                )
-            splits[split] = check_pair(images, labels, path)
+    for split, (x_key, y_key) in NPZ_KEYS.items():
+        if split == "test" and not {x_key, y_key} & keys:
+            continue
+        missing = sorted({x_key, y_key} - keys)
+        if missing:
+            raise DataError(path, f"missing key {missing[0]!r} (has {sorted(keys)})")
+        x = _npz_array(archive, members[x_key], x_key, path)
+        y = _npz_array(archive, members[y_key], y_key, path)
+        labels = as_labels(y, path)
+        images = as_uint8_images(_as_image_stack(x, x_key, path), path, what=x_key)
+        if len(images) != len(labels):
+            raise DataError(
+                path, f"{len(images)} images in {x_key} but {len(labels)} labels in {y_key}"
+            )
+        splits[split] = check_pair(images, labels, path)
     return splits
 
 
-def _npz_array(archive: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
+def _npz_array(archive: zipfile.ZipFile, member: str, key: str, path: Path) -> np.ndarray:
+    """One member's array: header checked first, then exactly the bytes it declares."""
     try:
-        return np.asarray(archive[key])
-    except ValueError as exc:
-        if "pickle" in str(exc) or "Object arrays" in str(exc):
-            raise DataError(path, f"{key} holds pickled objects; refusing to load them") from None
-        raise DataError(path, f"{key} is unreadable ({exc})") from None
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        # A ZipExtFile, which typeshed calls IO[bytes].
+        with cast(io.BufferedIOBase, archive.open(member)) as stream:
+            shape, fortran_order, dtype = _npy_header(stream, key, path)
+            if dtype.kind not in "biuf":  # refused anyway: refuse before reading
+                raise DataError(path, f"{key} has dtype {dtype}, expected numbers")
+            nbytes = math.prod(shape) * dtype.itemsize
+            files.check_size(path, nbytes, files.MAX_DATA_BYTES, f"{key} of shape {shape} ({dtype})")
+            # Fortran order: the stored bytes are the transpose's, in C order.
+            array = files.empty_array(path, shape[::-1] if fortran_order else shape, dtype, key)
+            got = files.read_into(stream, array.reshape(-1).view(np.uint8).data)
+            if got < nbytes:
+                raise DataError(
+                    path,
+                    f"{key} is corrupt or truncated: {got:,} of the {nbytes:,} bytes "
+                    "its header declares",
+                )
+            if stream.read(1):
+                raise DataError(path, f"{key} holds more data than its header declares {shape}")
+    except _ZIP_ERRORS as exc:
         raise DataError(path, f"{key} is corrupt or truncated ({exc})") from None
+    return array.T if fortran_order else array
+
+
+def _npy_header(stream: io.BufferedIOBase, key: str, path: Path) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """``(shape, fortran_order, dtype)`` from a ``.npy`` header, refusing object arrays."""
+    try:
+        version = np.lib.format.read_magic(stream)
+        # Version 3 differs from 2 only in allowing UTF-8 field names.
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran_order, dtype = read(stream)
+    except ValueError as exc:
+        raise DataError(path, f"{key} is not a readable .npy array ({exc})") from None
+    if dtype.hasobject:
+        raise DataError(path, f"{key} holds pickled objects; refusing to load them")
+    return tuple(shape), bool(fortran_order), dtype
 
 
 def _as_image_stack(x: np.ndarray, key: str, path: Path) -> np.ndarray:
@@ -411,7 +574,7 @@ def read_csv(path: str | Path, *, label_column: str | int | None = None) -> Spli
     take numpy's float parser, several times slower.
     """
     path = Path(path)
-    raw = read_bytes_maybe_gzip(path)
+    raw = files.read_maybe_gzip(path, limit=files.MAX_DATA_BYTES)
     raw = raw.removeprefix(codecs.BOM_UTF8)
     if b"\r" in raw:  # Windows (\r\n) and old Mac (\r) line ends -> \n, so line numbers agree
         raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
@@ -420,7 +583,7 @@ def read_csv(path: str | Path, *, label_column: str | int | None = None) -> Spli
         raise DataError(path, "is empty")
     number, end, line = first
     try:
-        cells = [_unquote(cell) for cell in line.decode("utf-8").split(",")]
+        cells = _header_cells(line.decode("utf-8"))
     except UnicodeDecodeError:
         raise DataError(path, f"line {number} is not UTF-8 text; is this a CSV file?") from None
     has_header = not _is_data_row(cells)
@@ -441,7 +604,7 @@ def read_csv(path: str | Path, *, label_column: str | int | None = None) -> Spli
     skip = number if has_header else number - 1  # physical lines before the first data row
     if _NONBLANK.search(raw, end if has_header else 0) is None:
         raise DataError(path, "holds no images (a header and no rows)")
-    rows = _CsvRows(raw, skip)
+    rows = _CsvRows(raw, skip, quoted=b'"' in raw)
     table = _csv_table(path, rows, n_columns)
     labels = _csv_labels(path, table[:, label_index], rows, label_index)
     images = _csv_images(path, table, label_index, rows).reshape(-1, side, side)
@@ -452,11 +615,13 @@ class _CsvRows:
     """The data rows of a CSV (non-blank lines after ``skip``), with their line numbers.
 
     Split lazily: the fast path never needs them, only error messages and the
-    slow parser do.
+    slow parser do. ``quoted``: the file holds double quotes, so cells may be
+    quoted as standard CSV allows (``"0","255"``); numpy's parser is then told
+    so (it reads quoted numbers as fast, but only when asked).
     """
 
-    def __init__(self, raw: bytes, skip: int) -> None:
-        self.raw, self.skip = raw, skip
+    def __init__(self, raw: bytes, skip: int, *, quoted: bool = False) -> None:
+        self.raw, self.skip, self.quoted = raw, skip, quoted
         self._rows: list[tuple[int, bytes]] | None = None
 
     @property
@@ -483,11 +648,24 @@ def _first_nonblank_line(raw: bytes) -> tuple[int, int, bytes] | None:
     return None
 
 
+def _header_cells(line: str) -> list[str]:
+    """The cells of a first line, unquoted; the csv module parses standard quoting."""
+    if '"' in line:
+        return [_unquote(cell) for cell in next(csv.reader([line], skipinitialspace=True))]
+    return [_unquote(cell) for cell in line.split(",")]
+
+
 def _unquote(cell: str) -> str:
     cell = cell.strip()
     if len(cell) >= 2 and cell[0] == cell[-1] and cell[0] in "\"'":
         return cell[1:-1].strip()
     return cell
+
+
+def _unquote_double(cell: str) -> str:
+    """A cell without the double quotes standard CSV may put around it (numpy's quotechar)."""
+    cell = cell.strip()
+    return cell[1:-1] if len(cell) >= 2 and cell[0] == cell[-1] == '"' else cell
 
 
 def _is_number(cell: str) -> bool:
@@ -538,11 +716,11 @@ def _label_index(
     return header.index(label_column)
 
 
-def _loadtxt(data: bytes, dtype: type, skip: int) -> np.ndarray:
+def _loadtxt(data: bytes, dtype: type, skip: int, quoted: bool) -> np.ndarray:
     # Bytes, not str: StringIO would hold a 4-byte-per-character copy of the file.
     return np.loadtxt(
         io.BytesIO(data), delimiter=",", dtype=dtype, comments=None, skiprows=skip,
-        ndmin=2, encoding="utf-8",
+        ndmin=2, encoding="utf-8", quotechar='"' if quoted else None,
     )  # fmt: skip
 
 
@@ -554,7 +732,7 @@ def _csv_table(path: Path, rows: _CsvRows, n_columns: int) -> np.ndarray:
     file looked at line by line, to name the line of a problem exactly.
     """
     try:
-        table = _loadtxt(rows.raw, np.int32, rows.skip)
+        table = _loadtxt(rows.raw, np.int32, rows.skip, rows.quoted)
     except ValueError:
         pass  # decimals, NaN, blank-looking lines, bad rows ... let the careful path say which
     else:
@@ -571,7 +749,7 @@ def _csv_table(path: Path, rows: _CsvRows, n_columns: int) -> np.ndarray:
         line_number = rows.line(body.count(b"\n", 0, exc.start))
         raise DataError(path, f"line {line_number} is not UTF-8 text") from None
     try:
-        return _loadtxt(body, np.int32, 0)
+        return _loadtxt(body, np.int32, 0, rows.quoted)
     except ValueError as exc:
         # numpy names the row of the first bad cell: check that row alone (a
         # full scan costs seconds on a big file) and stop if the cell is no
@@ -582,9 +760,10 @@ def _csv_table(path: Path, rows: _CsvRows, n_columns: int) -> np.ndarray:
     whole = body.replace(b".0,", b",").replace(b".0\n", b"\n").removesuffix(b".0")
     if whole != body:
         with contextlib.suppress(ValueError):
-            return _loadtxt(whole, np.int32, 0)
+            return _loadtxt(whole, np.int32, 0, rows.quoted)
     try:
-        return _loadtxt(body, np.float64, 0)  # exponents, nan, spaces ...: numpy's slow parser
+        # exponents, nan, spaces ...: numpy's slow parser
+        return _loadtxt(body, np.float64, 0, rows.quoted)
     except ValueError as exc:
         _raise_if_bad_cell(path, rows, _numpy_error_row(exc), scan=True)
         raise DataError(path, f"cannot parse as numbers ({exc})") from None
@@ -611,7 +790,7 @@ def _bad_cell(rows: _CsvRows, hint: int | None, *, scan: bool) -> tuple[int, int
     for row in candidates:
         number, line = rows.rows[row]
         for column, cell in enumerate(line.decode("utf-8").split(","), 1):
-            if not _is_number(cell):
+            if not _is_number(_unquote_double(cell) if rows.quoted else cell):
                 return number, column, cell
     return None
 
@@ -634,16 +813,20 @@ def _csv_labels(path: Path, column: np.ndarray, rows: _CsvRows, label_index: int
             raise DataError(
                 path, f"line {rows.line(row)}, {where}: label {column[row]:g} is not a whole number"
             )
-        bad = column > _LABEL_MAX
-        if bad.any():
-            (row,) = _first_bad(bad)
-            raise DataError(
-                path, f"line {rows.line(row)}, {where}: label {column[row]:g} is too large"
-            )
     bad = column < 0
     if bad.any():
         (row,) = _first_bad(bad)
-        raise DataError(path, f"line {rows.line(row)}, {where}: label {column[row]:g} is negative")
+        raise DataError(
+            path, f"line {rows.line(row)}, {where}: label {_shown(column[row])} is negative"
+        )
+    bad = column > MAX_LABEL  # the rule of as_labels, checked here to name the line
+    if bad.any():
+        (row,) = _first_bad(bad)
+        raise DataError(
+            path,
+            f"line {rows.line(row)}, {where}: label {_shown(column[row])} is too large "
+            f"(labels are class numbers 0..{MAX_LABEL})",
+        )
     return column.astype(np.int64)
 
 
@@ -723,6 +906,11 @@ def _csv_lines(labels: np.ndarray, pixels: np.ndarray) -> bytes:
 # ---------------------------------------------------------------- MATLAB .mat
 
 
+# Bytes per element of each MATLAB class whosmat names; others (sparse, cell ...) count 8.
+_MAT_ITEMSIZE = {"int8": 1, "uint8": 1, "logical": 1, "int16": 2, "uint16": 2, "char": 2,
+                 "int32": 4, "uint32": 4, "single": 4}  # fmt: skip
+
+
 def read_mat(path: str | Path) -> Splits:
     """Read a course-style MATLAB file: ``X`` (m, 400) and ``y`` (m, 1), 10 meaning 0.
 
@@ -735,23 +923,30 @@ def read_mat(path: str | Path) -> Splits:
     follow :func:`as_uint8_images`. Labels equal to 10 become 0 (MATLAB counts
     from 1, so the course stores the digit 0 as 10).
     """
-    from scipy.io import loadmat  # scipy is heavy to import; only .mat users pay for it
+    from scipy.io import loadmat, whosmat  # scipy is heavy to import; only .mat users pay for it
 
     path = Path(path)
+    raw = files.read_file(path)
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DataError(path, f"cannot read: {exc.strerror or exc}") from None
-    try:
-        contents = loadmat(io.BytesIO(raw))
+        # Names, shapes and classes from the headers alone: sizes are checked
+        # before loadmat allocates what a header claims.
+        listing = {name: (shape, kind) for name, shape, kind in whosmat(io.BytesIO(raw))}
+        for key in ("X", "y"):
+            if key in listing:
+                shape, kind = listing[key]
+                nbytes = math.prod(shape) * _MAT_ITEMSIZE.get(kind, 8)
+                what = f"{key} of shape {shape} ({kind})"
+                files.check_size(path, nbytes, files.MAX_DATA_BYTES, what)
+        contents = loadmat(io.BytesIO(raw), variable_names=["X", "y"])
+    except DataError:
+        raise
     except NotImplementedError:
         raise DataError(path, "is a MATLAB v7.3 (HDF5) file; save it with -v7 to read it") from None
     except Exception as exc:  # scipy's parser raises many kinds of error on a bad file
         raise DataError(path, f"not a readable MATLAB file: corrupt or truncated ({exc})") from None
     for key in ("X", "y"):
         if key not in contents:
-            names = sorted(k for k in contents if not k.startswith("__"))
-            raise DataError(path, f"missing variable {key!r} (has {names})")
+            raise DataError(path, f"missing variable {key!r} (has {sorted(listing)})")
     x, y = contents["X"], contents["y"]
     x = np.asarray(x.toarray() if hasattr(x, "toarray") else x)  # a sparse X, too
     if x.ndim != 2:

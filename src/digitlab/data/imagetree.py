@@ -39,6 +39,13 @@ Multi-frame files (GIF, TIFF) give their first frame. Nothing is inverted:
 a tree of black-on-white images stays black-on-white (see
 :mod:`digitlab.data.preprocess` for that).
 
+Limits, so that no tree can claim more memory than it holds images for:
+image files are read only when they are regular files of at most
+:data:`MAX_FILE_BYTES`; an image's size is read from its header before it
+is decoded, and one of another size than the tree's first image, or of more
+than :data:`MAX_PIXELS`, is refused undecoded; a tree's decoded images may
+take at most :data:`~digitlab.data.files.MAX_DATA_BYTES` in all.
+
 Speed: each file is read whole into memory (no handle stays open) and
 decoded from there. Plain 8-bit grey PNGs (MNIST as PNG) skip Pillow: zlib
 inflates each file and numpy undoes the PNG row filters for a whole batch at
@@ -73,7 +80,8 @@ from PIL import Image, UnidentifiedImageError
 
 from digitlab.atomic import atomic_dir
 from digitlab.data import cache as tree_cache
-from digitlab.data.formats import Splits, as_uint8_images, check_pair
+from digitlab.data import files
+from digitlab.data.formats import MAX_LABEL, Splits, as_uint8_images, check_pair
 from digitlab.errors import DataError, DataWarning
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
@@ -109,9 +117,17 @@ _FORMAT_HINTS = {
 }
 _WIDE_INT_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
 _ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
-# Small enough to stay below malloc's mmap threshold, big enough for most digit images.
-_READ_BLOCK = 64 * 1024
-_O_BINARY = getattr(os, "O_BINARY", 0)  # Windows only: no newline translation
+
+MAX_PIXELS = 4096 * 4096
+"""The largest image decoded (width x height), in a tree or a user's picture.
+
+Checked from the header, before any pixel is decoded. Pillow's own limit
+(89 megapixels) lets one small PNG claim a 9,400 x 9,400 RGBA image, which
+takes 1.9 GB on its way to grey; at this limit the worst case stays near
+256 MB, and a digit needs a tiny fraction of it."""
+MAX_FILE_BYTES = 256 << 20
+"""The largest image file read: 256 MiB, far above any image of :data:`MAX_PIXELS`
+pixels stored sensibly (16-bit RGBA uncompressed takes 134 MB)."""
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error)
 _IMAGE_SUFFIXES = tuple(IMAGE_EXTENSIONS)
 _DIGITS = re.compile(r"[0-9]+")  # ASCII only: folder labels and numbers in file names
@@ -154,18 +170,32 @@ def decode_image(data: bytes, source: str | Path) -> np.ndarray:
     return np.array(_decode_grey(data, source), dtype=np.uint8)
 
 
-def _decode_grey(data: bytes, source: str | Path) -> Image.Image:
-    """Decode ``data`` with Pillow and the conversion rule to a mode-"L" image."""
+def _decode_grey(
+    data: bytes, source: str | Path, *, size: tuple[int, int] | None = None, first: str = ""
+) -> Image.Image:
+    """Decode ``data`` with Pillow and the conversion rule to a mode-"L" image.
+
+    ``size``: the ``(width, height)`` the image must have (that of ``first``,
+    the tree's first image). Sizes come from the header, so an image of
+    another size, or too many pixels, is refused before it is decoded.
+    """
     try:
         # os.path, not pathlib: building a Path costs more than this whole line.
         image = _open(data, os.path.splitext(source)[1].lower())  # noqa: PTH122
+        if size is not None and image.size != size:
+            (w, h), (gw, gh) = size, image.size
+            raise DataError(source, f"image is {gw}x{gh} pixels but {first} is {w}x{h}; all must match")
         _refuse_bomb(image, source)
         image.load()
         return _to_grey(image, source)
     except DataError:
         raise  # already says what is wrong (DataError is also a ValueError)
     except UnidentifiedImageError:
-        raise DataError(source, "truncated or corrupt image (no image format recognised)") from None
+        damage = damaged_header(data)
+        if damage is not None:
+            raise DataError(source, damage) from None
+        what = "the file is empty" if not data else "no image format recognised"
+        raise DataError(source, f"truncated or corrupt image ({what})") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DataError(
             source, f"image is too large, refusing a possible decompression bomb ({exc})"
@@ -186,14 +216,63 @@ def _open(data: bytes, suffix: str) -> Image.Image:
 
 
 def _refuse_bomb(image: Image.Image, source: str | Path) -> None:
-    # Pillow only warns between MAX_IMAGE_PIXELS and twice that; refuse those too.
-    limit = Image.MAX_IMAGE_PIXELS
-    if limit is not None and image.width * image.height > limit:
+    # Pillow only warns between its MAX_IMAGE_PIXELS and twice that; refuse those too,
+    # and anything above our own, tighter limit.
+    limits = [limit for limit in (Image.MAX_IMAGE_PIXELS, MAX_PIXELS) if limit is not None]
+    if image.width * image.height > min(limits):
         raise DataError(
             source,
-            f"image is too large ({image.width}x{image.height} pixels), "
-            "refusing a possible decompression bomb",
+            f"image is too large ({image.width}x{image.height} pixels, more than "
+            f"{min(limits):,}), refusing a possible decompression bomb",
         )
+
+
+# Magic numbers of the formats Pillow reads here, to say which one a file
+# that Pillow could not open claims to be.
+_MAGIC = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\0", "TIFF"),
+    (b"MM\0*", "TIFF"),
+)
+
+
+def damaged_header(data: bytes, formats: Sequence[str] | None = None) -> str | None:
+    """What is wrong with an image file Pillow could not identify, when it claims a format.
+
+    Pillow reports any damage in a header as "cannot identify image file";
+    when the file starts with a known magic number, that is the wrong
+    diagnosis. Returns None for data that claims no format (in ``formats``,
+    Pillow's names, when given).
+    """
+    if data.startswith(_PNG_SIGNATURE):
+        return None if formats is not None and "PNG" not in formats else _png_header_damage(data)
+    claimed = next((name for magic, name in _MAGIC if data.startswith(magic)), None)
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        claimed = "WEBP"
+    if claimed is None or (formats is not None and claimed not in formats):
+        return None
+    return f"damaged {claimed} file: its header cannot be read"
+
+
+def _png_header_damage(data: bytes) -> str:
+    """What is wrong with the IHDR chunk of data that starts with the PNG signature."""
+    start = len(_PNG_SIGNATURE)
+    if len(data) < start + 25:  # length, "IHDR", 13 bytes, CRC
+        return f"truncated PNG: the file ends inside its header ({len(data)} bytes)"
+    length, kind = struct.unpack_from(">I4s", data, start)
+    if kind != b"IHDR" or length != 13:
+        return f"damaged PNG: the first chunk is {kind!r} of {length} bytes, not a 13-byte IHDR"
+    stored = int.from_bytes(data[start + 21 : start + 25], "big")
+    if zlib.crc32(data[start + 4 : start + 21]) != stored:
+        return "damaged PNG: CRC mismatch in IHDR (the header chunk)"
+    width, height, depth, colour, _, _, interlace = struct.unpack_from(">IIBBBBB", data, start + 8)
+    return (
+        f"damaged PNG: its IHDR cannot be read (width {width}, height {height}, "
+        f"bit depth {depth}, colour type {colour}, interlace {interlace})"
+    )
 
 
 def _to_grey(image: Image.Image, source: str | Path) -> Image.Image:
@@ -223,22 +302,8 @@ def _to_grey(image: Image.Image, source: str | Path) -> Image.Image:
 
 
 def _read(path: str) -> bytes:
-    """The whole file, through a descriptor closed at once (no handle is left open).
-
-    Plain os.read calls: a third cheaper than ``open().read()``, which matters
-    when a big tree spends a tenth of its time here.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | _O_BINARY)
-        try:
-            blocks = []
-            while block := os.read(fd, _READ_BLOCK):
-                blocks.append(block)
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        raise DataError(path, f"cannot read: {exc.strerror or exc}") from None
-    return blocks[0] if len(blocks) == 1 else b"".join(blocks)  # b"" for an empty file
+    """An image file's bytes: a regular file of at most :data:`MAX_FILE_BYTES`."""
+    return files.read_file(path, limit=MAX_FILE_BYTES)
 
 
 def _decode_chunk(
@@ -266,12 +331,9 @@ def _decode_chunk(
                 plain_at.append(i)
                 plain_rows.append(rows)
                 continue
-            grey = _decode_grey(data, path)
+            grey = _decode_grey(data, path, size=(w, h), first=first)
         except DataError as exc:
             return None, (exc.source, exc.problem)
-        if grey.size != (w, h):
-            gw, gh = grey.size
-            return None, (path, f"image is {gw}x{gh} pixels but {first} is {w}x{h}; all must match")
         if canvas is None:
             canvas = Image.new("L", (w, h * len(paths)))
         canvas.paste(grey, (0, i * h))
@@ -300,6 +362,9 @@ def _decode_chunk(
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _IEND_CHUNK = b"\0\0\0\0IEND\xaeB`\x82"  # length 0, type, CRC: the same in every PNG
+# IDAT data this short (1 KB for 1 MiB) cannot unpack to more than this, so it is
+# inflated in one call; longer data is inflated only as far as the image needs.
+_INFLATE_AT_ONCE = 1 << 20
 
 
 @functools.lru_cache(maxsize=8)
@@ -330,11 +395,20 @@ def _plain_png_rows(data: bytes, h: int, w: int) -> bytes | None:
         elif not kind[0] & 0x20:  # a critical chunk (PLTE, a second IHDR or IEND): not plain
             return None
         pos = body_end + 4
+    expected = h * (w + 1)
+    packed = b"".join(idat)
     try:
-        rows = zlib.decompress(b"".join(idat))
+        if len(packed) * files.DEFLATE_MAX_RATIO <= _INFLATE_AT_ONCE:
+            rows = zlib.decompress(packed)  # cannot unpack to much: the quicker call
+        else:
+            # One byte past the expected length, no more: IDAT may unpack to gigabytes.
+            inflate = zlib.decompressobj()
+            rows = inflate.decompress(packed, expected + 1)
+            if not inflate.eof:
+                return None
     except zlib.error:
         return None
-    if len(rows) != h * (w + 1) or max(rows[:: w + 1]) > 4:
+    if len(rows) != expected or max(rows[:: w + 1]) > 4:
         return None
     return rows
 
@@ -430,6 +504,10 @@ def decode_files(
         return np.zeros((0, 0, 0), dtype=np.uint8)
     # The first image fixes the size every worker checks against.
     first = np.asarray(_decode_grey(_read(names[0]), names[0]))
+    files.check_size(
+        names[0], len(names) * first.size, files.MAX_DATA_BYTES,
+        f"{len(names):,} images of {first.shape[1]}x{first.shape[0]} pixels (this one's size)",
+    )  # fmt: skip
     if min_parallel is None:
         min_parallel = PARALLEL_MIN_FILES
     n_workers = _n_workers(workers) if len(names) >= min_parallel else 1
@@ -689,6 +767,12 @@ def _classes(split: _Folder, skipped: list[str]) -> list[_Class]:
                 f"folder name {name!r} is not a label (class folders are named 0, 1, 2, ...)",
             )
         label = int(name)
+        if label > MAX_LABEL:  # the rule of formats.as_labels, checked here to name the folder
+            raise DataError(
+                folder.path,
+                f"folder name {name!r} is label {label}, too large for a class "
+                f"(labels are class numbers 0..{MAX_LABEL})",
+            )
         if label in classes:
             other = classes[label].folder.path.name
             raise DataError(split.path, f"folders {other!r} and {name!r} both mean label {label}")

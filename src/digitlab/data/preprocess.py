@@ -36,14 +36,15 @@ import io
 import math
 import os
 import warnings
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
+from digitlab.data import files
 from digitlab.data.formats import as_uint8_images
+from digitlab.data.imagetree import MAX_FILE_BYTES, MAX_PIXELS, damaged_header
 from digitlab.errors import DataError
 
 MNIST_SIZE = 28
@@ -207,24 +208,42 @@ def to_greyscale(image: Image.Image, source: str | os.PathLike[str] = "image") -
         rgba = image.convert("RGBA")
     except (ValueError, OSError) as exc:
         raise DataError(source, f"cannot convert a {mode} image to greyscale ({exc})") from None
-    pixels = np.asarray(rgba, dtype=np.float32) / 255.0  # (h, w, 4) in [0, 1]
+    pixels = np.asarray(rgba)  # (h, w, 4) uint8
+    grey = np.empty(pixels.shape[:2], dtype=np.uint8)
+    # A band of rows at a time: float32 copies of a whole 16-megapixel picture would
+    # take a gigabyte; per band they take a few megabytes, with the same result.
+    rows = max(1, _BAND_PIXELS // max(1, pixels.shape[1]))
+    for top in range(0, len(grey), rows):
+        grey[top : top + rows] = _luma_over_white(pixels[top : top + rows])
+    return grey
+
+
+_BAND_PIXELS = 1 << 18
+
+
+def _luma_over_white(rgba: np.ndarray) -> np.ndarray:
+    """uint8 ``(h, w, 4)`` -> uint8 ``(h, w)`` luminance, composited over white paper."""
+    pixels = rgba.astype(np.float32) / 255.0  # (h, w, 4) in [0, 1]
     alpha = pixels[..., 3:]
     rgb = pixels[..., :3] * alpha + (1.0 - alpha)  # composite over white paper
     luma = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)  # (h, w)
     return np.clip(np.rint(luma * 255.0), 0, 255).astype(np.uint8)
 
 
-def load_user_image(path: str | os.PathLike[str], *, max_side: int | None = None) -> np.ndarray:
+def load_user_image(
+    path: str | os.PathLike[str], *, max_side: int | None = None, max_pixels: int | None = MAX_PIXELS
+) -> np.ndarray:
     """Read one picture file safely into uint8 ``(h, w)`` greyscale (see :func:`decode_user_image`).
 
     The file is read into memory and decoded from there (no handle is kept
-    open); a file that cannot be read raises a :class:`~digitlab.errors.DataError`.
+    open). Only a regular file of at most
+    :data:`~digitlab.data.imagetree.MAX_FILE_BYTES` is read, and at most
+    ``max_pixels`` are decoded (by default
+    :data:`~digitlab.data.imagetree.MAX_PIXELS`, as for the images of a
+    tree); anything else raises a :class:`~digitlab.errors.DataError`.
     """
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise DataError(path, f"cannot read: {exc.strerror or exc}") from None
-    return decode_user_image(data, source=path, max_side=max_side)
+    data = files.read_file(path, limit=MAX_FILE_BYTES)
+    return decode_user_image(data, source=path, max_side=max_side, max_pixels=max_pixels)
 
 
 def decode_user_image(
@@ -249,12 +268,14 @@ def decode_user_image(
         Named in errors: the file, or "upload" for a web request.
     max_side : int, optional
         Let JPEGs decode at a reduced scale (1/2, 1/4 or 1/8, done inside the
-        decoder, so much faster) as long as both sides stay at least this long.
-        Other formats are always decoded in full.
+        decoder, so much faster) as long as both sides stay at least this long,
+        or further if that is needed to fit ``max_pixels``. Other formats are
+        always decoded in full.
     max_pixels : int, optional
         A tighter limit than Pillow's on width x height, checked from the
-        header before any pixel is decoded: a server must not let a small PNG
-        of huge dimensions claim gigabytes.
+        header before any pixel is decoded: a small PNG of huge dimensions
+        must not claim gigabytes. A JPEG counts at the reduced scale
+        ``max_side`` lets it decode at.
     formats : tuple of str, optional
         Pillow format names to accept (``("PNG", "JPEG")``); by default any
         format Pillow reads.
@@ -264,22 +285,45 @@ def decode_user_image(
             # Pillow only warns between MAX_IMAGE_PIXELS and twice that; refuse both.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=formats)  # reads the header only
+            if max_side is not None and image.format == "JPEG":
+                _draft_jpeg(image, max_side, max_pixels)  # sets the size it will decode at
             if max_pixels is not None and image.width * image.height > max_pixels:
                 raise DataError(source, f"refusing a {image.width}x{image.height} image: more than "
                                 f"{max_pixels:,} pixels (a decompression bomb?)")
-            if max_side is not None and image.format == "JPEG":
-                image.draft(None, (max_side, max_side))
             image.load()
     except DataError:
         raise  # ours, from the size check above: already says what is wrong
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DataError(source, f"refusing a decompression bomb ({exc})") from None
     except UnidentifiedImageError:
+        damage = damaged_header(data, formats)
+        if damage is not None:  # claims a format it then breaks: say so, not "not an image"
+            raise DataError(source, damage) from None
         wanted = "an image file" if formats is None else "a " + " or ".join(formats) + " image"
         raise DataError(source, f"not {wanted} (unrecognised format)") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
         raise DataError(source, f"truncated or corrupt image ({exc})") from None
     return to_greyscale(image, source)
+
+
+def _draft_jpeg(image: Image.Image, max_side: int, max_pixels: int | None) -> None:
+    """Have a JPEG decode at the smallest reduction that keeps both sides >= ``max_side``,
+    but at least at the one that brings it within ``max_pixels``.
+
+    A 20-megapixel camera photo (5184 x 3888) cannot halve within 2048 px a
+    side, yet must not be refused: it decodes at 2592 x 1944, plenty for a
+    digit. Pillow honours one draft per image, so both limits go into one
+    request; it picks the largest of 1/8, 1/4, 1/2 that keeps the size asked.
+    """
+    width, height = image.size
+    scale = 1
+    while (
+        max_pixels is not None
+        and scale < 8
+        and -(-width // scale) * -(-height // scale) > max_pixels  # sides round up
+    ):
+        scale *= 2
+    image.draft(None, (max(1, min(max_side, width // scale)), max(1, min(max_side, height // scale))))
 
 
 # ---------------------------------------------------------------- normalising a digit
