@@ -197,3 +197,12 @@ def test_a_model_its_file_could_not_hold_is_refused_before_saving(sample) -> Non
     getattr(model, name).flat[0] = np.nan
     with pytest.raises(SettingsError, match=f"training diverged \\({name} holds NaN"):
         check_saveable(model)
+
+
+def test_running_out_of_memory_is_one_line(monkeypatch, capsys) -> None:
+    def exhaust(*_args):
+        raise MemoryError
+
+    monkeypatch.setattr(cli, "_cmd_data_info", exhaust)
+    assert main(["data", "info", "whatever"]) == 2
+    assert "out of memory" in _one_error_line(capsys)

@@ -626,13 +626,13 @@ def bounded(tmp_path_factory, limited_run, zero_png) -> dict[str, str]:
     """What loading each hostile tree did, in a process limited to 1 GiB (one process for all).
 
     Each tree holds 28x28 digits and one crafted PNG of a few hundred kilobytes:
-    "other size" and "first" a 9,400 x 9,400 RGBA image (1.9 GB on its way to
+    "other-size" and "first" a 9,400 x 9,400 RGBA image (1.9 GB on its way to
     grey) after or before the digits; "idat" a 28x28 grey PNG whose data
     unpacks to 1 GiB; "device" a symlink to /dev/zero.
     """
     root = tmp_path_factory.mktemp("hostile")
     digit = np.zeros((28, 28), np.uint8)
-    trees = {"other size": ("b.png", zero_png(9400, 9400)),
+    trees = {"other-size": ("b.png", zero_png(9400, 9400)),
              "first": ("0.png", zero_png(9400, 9400)),
              "idat": ("b.png", zero_png(28, 28, channels=1, idat_bytes=1 << 30))}  # fmt: skip
     for name, (bad, data) in trees.items():
@@ -654,7 +654,7 @@ def bounded(tmp_path_factory, limited_run, zero_png) -> dict[str, str]:
 
 
 def test_tree_image_of_another_size_is_refused_from_its_header(bounded: dict[str, str]) -> None:
-    outcome = bounded["other size"]
+    outcome = bounded["other-size"]
     assert outcome.startswith("DataError:"), outcome
     assert "b.png: image is 9400x9400 pixels but" in outcome
     assert "a.png is 28x28; all must match" in outcome

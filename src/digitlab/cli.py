@@ -455,7 +455,7 @@ def _cmd_data_info(args: argparse.Namespace, out: Console, err: Console) -> int:
         return EXIT_OK
     h, w = dataset.image_shape
     out.print(Text(one_line(args.source), style="bold"), f": {h}x{w} {summary['dtype']} images, "
-              f"{len(dataset.class_names)} classes", sep="", highlight=False)
+              f"{len(dataset.classes)} classes", sep="", highlight=False)
     table = Table()
     table.add_column("class")
     for split in ("train", "test"):
@@ -573,6 +573,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             _report(caught, err)
             err.print(f"digitlab: error: {one_line(_describe(exc))}", highlight=False,
                       markup=False, soft_wrap=True)
+            return EXIT_USAGE
+        except MemoryError:
+            # Readers refuse what would not fit (DataError); this is a real job too big.
+            _report(caught, err)
+            err.print("digitlab: error: out of memory: the data or the model is too large for "
+                      "this machine", highlight=False, soft_wrap=True)
             return EXIT_USAGE
         except KeyboardInterrupt:
             err.print("digitlab: interrupted", highlight=False)

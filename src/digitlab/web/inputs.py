@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
+from digitlab.data.imagetree import MAX_PIXELS  # as for every picture: read from its header first
 from digitlab.data.preprocess import decode_user_image
 from digitlab.io import ModelInfo
 from digitlab.predict import MAX_SIDE, as_trained, model_shape, normalise_for_model
@@ -36,12 +37,6 @@ JSON_TYPE = "application/json"
 ACCEPTED = ", ".join((*IMAGE_TYPES, FORM_TYPE, JSON_TYPE))
 FORMATS = ("PNG", "JPEG")
 
-MAX_PIXELS = 4096 * 4096
-"""Largest picture decoded, width x height, read from its header first.
-
-A 2 MB PNG of one colour can claim 40,000 x 40,000 pixels; this keeps one
-request's decoded copy (float32 RGBA in the worst case) near 256 MB. Phone
-photos (12 megapixels) fit."""
 
 
 def media_type(request: Request) -> str:
