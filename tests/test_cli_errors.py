@@ -101,8 +101,8 @@ def test_evaluate_warns_of_classes_the_model_never_saw_and_refuses_when_all_are(
     ("out", "message"),
     [
         ("{file}", "exists and is not a folder"),
-        ("{file}/run", "is not a folder, so 'run' cannot be written under it"),
-        ("/proc/digitlab-run", "/proc: cannot write here"),
+        ("{file}/run", "taken.txt/run: cannot be written: "),
+        ("/proc/digitlab-run", "/proc/digitlab-run: cannot be written: no new entries in /proc"),
     ],
 )
 @pytest.mark.parametrize("command", ["train", "inspect", "convert"])
@@ -167,6 +167,13 @@ def test_a_newline_in_a_file_name_stays_on_one_line(tmp_path, capsys) -> None:
     assert main(["data", "info", str(bad)]) == 2
     line = _one_error_line(capsys)
     assert "two\\nlines.npz" in line
+
+
+def test_names_are_printed_as_they_are_not_as_emoji_codes(tmp_path, capsys) -> None:
+    bad = tmp_path / ":smile:.npz"
+    bad.write_bytes(b"not a zip")
+    assert main(["data", "info", str(bad)]) == 2
+    assert ":smile:.npz" in _one_error_line(capsys)
 
 
 def test_an_os_error_is_one_line_naming_the_file(monkeypatch, capsys) -> None:

@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from digitlab.errors import OutputError
+from digitlab.errors import OutputError, show_path
 
 
 def _read_umask() -> int:
@@ -139,7 +139,7 @@ def check_folder_destination(dest: str | os.PathLike[str], *, merge: bool = Fals
         if not dest.is_dir():
             raise OutputError(dest, "exists and is not a folder; choose a new destination")
         if merge:
-            _probe(dest)
+            _probe(dest, dest)
             return
         with _output_errors(dest):
             if any(dest.iterdir()):
@@ -150,22 +150,23 @@ def check_folder_destination(dest: str | os.PathLike[str], *, merge: bool = Fals
 def check_writable_location(dest: str | os.PathLike[str]) -> None:
     """Raise :class:`OutputError` unless a new entry can be made at ``dest`` (the folders
     above it that do not exist yet included)."""
-    dest = Path(dest).absolute()
-    above = dest.parent
+    dest = Path(dest)
+    above = dest.absolute().parent
     while not (above.exists() or above.is_symlink()):
         above = above.parent
     if not above.is_dir():
-        raise OutputError(above, f"is not a folder, so {str(dest.relative_to(above))!r} "
-                          "cannot be written under it")
-    _probe(above)
+        raise OutputError(dest, f"cannot be written: {show_path(above)} is not a folder")
+    _probe(above, dest)
 
 
-def _probe(folder: Path) -> None:
+def _probe(folder: Path, dest: Path) -> None:
     """Make and remove a folder in ``folder``: the only sure test that it takes new entries."""
     try:
         Path(tempfile.mkdtemp(prefix=".digitlab-probe.", dir=folder)).rmdir()
     except OSError as exc:
-        raise OutputError(folder, f"cannot write here ({exc.strerror or exc})") from None
+        where = "" if folder == dest else f" in {show_path(folder)}"
+        raise OutputError(dest, f"cannot be written: no new entries{where} "
+                          f"({exc.strerror or exc})") from None
 
 
 @contextlib.contextmanager

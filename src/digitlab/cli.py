@@ -561,8 +561,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version and usage errors exit through argparse
         return int(exc.code or 0)
-    # No markup: what we print holds file and class names, and "[/x]" in one is no tag.
-    out, err = Console(markup=False), Console(stderr=True, markup=False)
+    # No markup, no emoji codes: what we print holds file and class names, and "[/x]" or
+    # ":smile:" in one is part of the name.
+    out = Console(markup=False, emoji=False)
+    err = Console(stderr=True, markup=False, emoji=False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DataWarning)
         try:
