@@ -1383,6 +1383,11 @@ def _register_trees() -> None:
         "name-escape-sequence": _put("train/3/\x1b[31mzq10.png", cut, "zq10.png"),
         "name-not-utf8": _put(os.fsdecode(b"train/3/zq11\xff.png"), cut, "zq11"),
         "name-255-bytes": _put("train/3/" + "z" * 251 + ".png", cut),
+        # Rich turns :smile: into an emoji unless told not to: the name must come out as it is.
+        "name-emoji-code": _put("train/3/:smile:zq16.png", cut),
+        # Warnings name files too: a stray name with a newline must not break their one line.
+        "stray-name-newline": _both(lambda e, r: (e.update({"read\nme-zq17.txt": b"hi"}) or ()),
+                                    _put("train/3/zz-bad.png", cut)),
     }
     for name, edit in structure.items():
         _add_tree_case(name, edit)
