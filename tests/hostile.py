@@ -15,7 +15,8 @@ command line to run and the file its error must name. :func:`run_case` runs
 - no ``Traceback`` anywhere;
 - the error line holds the simple name of the file the case targets (a name
   with spaces or control characters is matched by a plain token of it, since
-  the exact escaping of such names is not this test's business);
+  the exact escaping of such names is not this test's business; the case's
+  temporary folder is cut out of the line first, so a name cannot match there);
 - the case folder (inputs, and any output folder or file the command was
   pointed at) is exactly as before: no output folder, no temporary file, no
   changed input, no unpickled side effect.
@@ -28,9 +29,16 @@ more than a few seconds) and, for the full-disk cases, RLIMIT_FSIZE with
 SIGXFSZ ignored so writes fail with EFBIG. The limits are set by a tiny
 launcher that then execs ``python -m digitlab.cli``: the same process image as
 the plain command, without ``preexec_fn``, which is unsafe while the parent
-runs threads (the standalone runner's pool, the FIFO feeders).
+runs threads (the standalone runner's pool, the FIFO feeders). The child gets
+its own DIGITLAB_DATA and DIGITLAB_CACHE, one BLAS/OpenMP thread, and no
+colour; matplotlib's font cache is built once beforehand, so a "disk full"
+child never has to write it.
 
-Standalone: ``python tests/hostile.py [-j JOBS] [SUBSTRING ...]`` runs the
+Controls (:data:`CONTROLS`): the unbroken material of every family of cases
+must load (exit 0) under the same limits, so a case fails because of what it
+broke, not because of its base or the limits.
+
+Standalone: ``PYTHONPATH=src python tests/hostile.py [-j JOBS] [SUBSTRING ...]`` runs the
 cases (all, or those whose name holds a SUBSTRING) and prints one row per
 case: name, pass/fail/skip, reason.
 """
@@ -1064,7 +1072,7 @@ def _register_mat() -> None:
     def cut(at: int | str, compress: bool = False) -> MatMake:
         def make(v: dict[str, np.ndarray], r: np.random.Generator) -> bytes:
             data = mat_of(v, compress=compress)
-            stop = {"half": len(data) // 2, "last": len(data) - 1}.get(str(at), int(at))
+            stop = len(data) // 2 if at == "half" else len(data) - 1 if at == "last" else int(at)
             return data[:stop]
         return make
 
