@@ -84,6 +84,9 @@ def test_the_checker_accepts_one_error_line_after_warning_lines() -> None:
     ({"stderr": "digitlab: error: \n"}, "empty error message"),
     ({"stderr": "digitlab: error: /tmp/w/case/\x1b[31mbad-q.png: bad\n"}, "control character"),
     ({"stderr": "digitlab: error: /tmp/w/case/tree: holds no images\n"}, "does not name"),
+    ({"stderr": "digitlab: error: /tmp/w/case/bad-q.png: corrupt ()\n"}, "hides an out-of-memory"),
+    ({"stderr": "digitlab: error: /tmp/w/case/bad-q.png: unreadable (Unable to allocate 1.49 "
+                "GiB for an array)\n"}, "hides an out-of-memory"),
     ({"needles": ("w",)}, "does not name"),  # only in the temporary folder's path
     ({"changes": ["+'out/model.safetensors'"]}, "left changes behind"),
 ])
