@@ -1694,7 +1694,9 @@ def _register_outputs() -> None:
         _add_output_case("under-proc", command_name, _under_proc)
         if command_name in ("train", "inspect"):  # convert: see under-dev-null
             _add_output_case("under-a-file", command_name, _under_file)
-        if command_name != "convert-idx":  # the same check as convert-png
+        # convert-idx makes the same check as convert-png; train and inspect write into an
+        # existing folder on purpose, keeping the user's files (tests/test_cli_errors.py).
+        if command_name in ("convert-png", "convert-npz"):
             _add_output_case("non-empty", command_name, _non_empty)
         _add_output_case("unwritable-folder", command_name, _unwritable, non_root=True)
     for command_name in ("convert-png", "convert-idx", "convert-npz"):

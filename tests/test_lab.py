@@ -87,3 +87,25 @@ def test_softmax_zero_vs_one_and_relu_net(lab) -> None:
 def test_unknown_recipe_is_one_line_exit_2(tmp_path, capsys) -> None:
     assert main(["lab", "no-such-recipe", "--out", str(tmp_path)]) == 2
     assert "unknown recipe 'no-such-recipe'" in capsys.readouterr().err
+
+
+def test_an_interrupted_lab_leaves_its_folder_as_it_was(tmp_path, monkeypatch) -> None:
+    import dataclasses
+
+    from digitlab.lab import run_lab
+
+    out = tmp_path / "lab"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    ran = []
+
+    def interrupted(folder, _report):
+        ran.append(folder)
+        (folder / "half.png").write_bytes(b"half a figure")
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(RECIPES, "softmax", dataclasses.replace(RECIPES["softmax"], run=interrupted))
+    with pytest.raises(KeyboardInterrupt):
+        run_lab(["softmax"], out)
+    assert ran  # the recipe ran, and wrote, before it stopped
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]

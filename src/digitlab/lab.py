@@ -90,10 +90,9 @@ TWO_SEED = 2024
 def two_detector(out: Path, report: Report) -> list[VariantResult]:
     """Is it a 2? Guess-and-check on a PNG tree, then a trained logistic model."""
     tree = out / "mnist-png"
-    if not tree.exists():
-        report("writing the MNIST sample as a Kaggle-layout PNG tree")
-        sample = load_mnist_sample()
-        write_image_tree(tree, {s: (sample.images(s), sample.labels(s)) for s in ("train", "test")})
+    report("writing the MNIST sample as a Kaggle-layout PNG tree")
+    sample = load_mnist_sample()
+    write_image_tree(tree, {s: (sample.images(s), sample.labels(s)) for s in ("train", "test")})
     data = load(tree).for_task("is-2")
     X, y, X_test, y_test = data.features("train"), data.train_labels, data.features("test"), data.test_labels
     shape = data.image_shape
@@ -336,7 +335,7 @@ def run_lab(
 ) -> list[VariantResult]:
     """Run the named recipes (all when ``names`` is empty) and write ``summary.json``,
     ``report.html`` and each recipe's figures under ``out``."""
-    from digitlab.atomic import write_json
+    from digitlab.atomic import atomic_dir, write_json
     from digitlab.errors import SettingsError
     from digitlab.report import write_lab_report
 
@@ -344,14 +343,16 @@ def run_lab(
     unknown = [name for name in names if name not in RECIPES]
     if unknown:
         raise SettingsError(f"unknown recipe {unknown[0]!r}: choose from {', '.join(RECIPES)}")
-    out = Path(out)
     say = report or (lambda _text: None)
     results: list[VariantResult] = []
-    for name in names:
-        folder = out / name
-        folder.mkdir(parents=True, exist_ok=True)
-        results.extend(RECIPES[name].run(folder, say))
-    say("writing the lab report")
-    write_json(out / "summary.json", {"recipes": names, "rows": [r.row() for r in results]})
-    write_lab_report(out, [RECIPES[name] for name in names], results)
+    # Built aside and moved into place at the end: a failed or interrupted lab leaves `out`
+    # as it was (an earlier lab's recipes stay; those run again are replaced).
+    with atomic_dir(out, merge=True) as building:
+        for name in names:
+            folder = building / name
+            folder.mkdir()
+            results.extend(RECIPES[name].run(folder, say))
+        say("writing the lab report")
+        write_json(building / "summary.json", {"recipes": names, "rows": [r.row() for r in results]})
+        write_lab_report(building, [RECIPES[name] for name in names], results)
     return results
