@@ -751,6 +751,8 @@ class _CsvChunks:
     scaled). So a waiting chunk's bad value ("-0.3" is bad on 0..1 only) is
     reported once the scale is known, after problems of later chunks found
     before then: the one exception to "the first chunk with a problem".
+    (Waiting, a chunk's images take twice their memory: a file of 0..1
+    decimals takes three times its images, still less than its text.)
     """
 
     def __init__(self, path: Path, layout: _CsvLayout) -> None:
@@ -771,8 +773,8 @@ class _CsvChunks:
         table = _csv_table(path, rows, n_columns)
         self.labels.append(_csv_labels(path, table[:, label_index], rows, label_index))
         self.decimals |= table.dtype.kind == "f"
-        high = max(part.max() for part in _pixel_parts(table, label_index))
-        if self.above_1 or not high <= 1:  # NaN is not <= 1
+        high = np.max([part.max() for part in _pixel_parts(table, label_index)])  # NaN if any
+        if self.above_1 or not high <= 1:
             self._settle(unit=False)
             self.images.append(_csv_images(path, table, label_index, rows, unit=False))
         else:
