@@ -14,7 +14,9 @@ import io
 import os
 import pickle
 import threading
+import tracemalloc
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -1032,20 +1034,38 @@ def idx_gzip_bomb(path: Path, n: int) -> Path:
     return path
 
 
+def csv_nul_bomb(path: Path, prefix: bytes) -> Path:
+    """A ``.csv.gz`` of ``prefix`` then 1.6 GB of NUL bytes, in 1.6 MB: 25 gzip members of
+    64 MiB of zeros, compressed a mebibyte at a time (building it takes little memory)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # wbits 31: a gzip member
+    zeros = bytes(1 << 20)
+    member = b"".join(packer.compress(zeros) for _ in range(64)) + packer.flush()
+    path.write_bytes(gzip.compress(prefix) + member * 25)
+    assert path.stat().st_size < 2_000_000
+    return path
+
+
 @pytest.fixture(scope="module")
 def bounded(tmp_path_factory, small_splits, limited_run) -> dict[str, str]:
     """What each reader did with each hostile file, in one process limited to 1 GiB.
 
     Keys: "idx bomb" (47 MB promised, 1.2 GB there), "idx promise" (1.18 GB
-    promised), "npz promise" (a member declaring 1.18 GB), and a reader's
-    name for a file of its kind that is a symlink to /dev/zero.
+    promised), "npz promise" (a member declaring 1.18 GB), "csv nul ..." (a
+    gzipped CSV of 1.6 GB of NUL bytes alone, after a header, after a header
+    and three rows), and a reader's name for a file of its kind that is a
+    symlink to /dev/zero.
     """
     root = tmp_path_factory.mktemp("hostile")
+    header = KAGGLE_HEADER.encode() + b"\n"
+    rows = "".join(row + "\n" for row in csv_rows(*small_splits["train"])[:3]).encode()
     calls = {
         "idx bomb": ("read_idx", idx_gzip_bomb(root / "train-images-idx3-ubyte.gz", 60_000)),
         "idx promise": ("read_idx", idx_gzip_bomb(root / "t10k-images-idx3-ubyte.gz", 1_500_000)),
         "npz promise": ("read_npz", npz_of(root / "f.npz", small_splits,
                                            x_train=npy_bytes((1_500_000, 28, 28), bytes(1000)))),
+        "csv nul alone": ("read_csv", csv_nul_bomb(root / "nul.csv.gz", b"")),
+        "csv nul after a header": ("read_csv", csv_nul_bomb(root / "header.csv.gz", header)),
+        "csv nul after rows": ("read_csv", csv_nul_bomb(root / "rows.csv.gz", header + rows)),
     }  # fmt: skip
     if Path("/dev/zero").exists():
         for reader, name in DEVICE_NAMES.items():
@@ -1252,3 +1272,190 @@ def test_csv_gzip_bomb_is_refused_at_the_limit(tmp_path, monkeypatch) -> None:
     path.write_bytes(gzip.compress(b"0," * (8 << 20)))  # 16 MB of text in 16 KB
     with data_error(path, f"gzip data unpacks to more than {1 << 20:,} bytes"):
         formats.read_csv(path)
+
+
+@pytest.mark.parametrize(
+    ("bomb", "name", "line"),
+    [("csv nul alone", "nul.csv.gz", 1), ("csv nul after a header", "header.csv.gz", 2),
+     ("csv nul after rows", "rows.csv.gz", 5)],
+)  # fmt: skip
+def test_csv_gzip_bomb_of_nul_bytes_is_refused_by_its_line(bounded, bomb, name, line) -> None:
+    # Read whole, 1 GiB of text (then its table) ran out of memory; streamed, the
+    # first block holding NUL bytes and no line end stops it.
+    outcome = bounded[bomb]
+    assert outcome.startswith("DataError:"), outcome
+    assert name in outcome
+    assert f"line {line} holds NUL bytes: binary data, not CSV text" in outcome
+
+
+def test_csv_gzip_bomb_of_blank_lines_ends_at_the_text_limit(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(files, "MAX_DATA_BYTES", 1 << 20)
+    monkeypatch.setattr(formats, "CSV_CHUNK_BYTES", 1 << 16)  # blank chunks go by before the limit
+    path = tmp_path / "blank.csv.gz"
+    path.write_bytes(gzip.compress(KAGGLE_HEADER.encode() + b"\n" * (4 << 20)))
+    with data_error(path, f"gzip data unpacks to more than {1 << 20:,} bytes"):
+        formats.read_csv(path)
+
+
+def test_csv_line_without_an_end_is_refused_at_the_longest_line(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(formats, "MAX_CSV_LINE", 10_000)
+    monkeypatch.setattr(formats, "CSV_CHUNK_BYTES", 1000)
+    path = tmp_path / "long.csv"
+    path.write_bytes(b"label,a,b,c,d\n" + b"1," + b"0" * 50_000)
+    with data_error(path, "line 2 has no line end in its first 10,000 bytes; is this a CSV file?"):
+        formats.read_csv(path)
+
+
+def test_csv_with_too_many_columns_is_refused_before_splitting_them(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(formats, "MAX_CSV_COLUMNS", 100)
+    path = write_text(tmp_path / "wide.csv", ["", KAGGLE_HEADER])
+    with data_error(path, "line 2 has 785 columns, more than the 100 digitlab reads"):
+        formats.read_csv(path)
+
+
+def test_csv_larger_than_the_limit_is_refused_unread(tmp_path, train, monkeypatch) -> None:
+    path = write_text(tmp_path / "big.csv", [KAGGLE_HEADER, *csv_rows(*train)])
+    monkeypatch.setattr(files, "MAX_DATA_BYTES", 10_000)
+    size = path.stat().st_size
+    with data_error(path, f"the file would take {size:,} bytes, more than the 10,000"):
+        formats.read_csv(path)
+
+
+def test_csv_that_grows_while_read_is_refused(tmp_path, train, monkeypatch) -> None:
+    path = write_text(tmp_path / "growing.csv", [KAGGLE_HEADER, *csv_rows(*train)])
+    real = files.open_binary
+    # As if 100 bytes were appended after the file was opened (and its size taken).
+    monkeypatch.setattr(files, "open_binary", lambda p: (real(p)[0], path.stat().st_size - 100))
+    with data_error(path, "the file grew while it was read"):
+        formats.read_csv(path)
+
+
+# -- CSV read in chunks: the same images, labels and line numbers as read whole
+
+
+def in_chunks(monkeypatch, size: int) -> list[None]:
+    """From here on read CSVs in chunks of ``size`` bytes of text; the list grows by one per
+    chunk parsed. (Read with the default size, each test file here is one chunk.)"""
+    parsed: list[None] = []
+    real = formats._csv_table
+
+    def counting(*args: object) -> np.ndarray:
+        parsed.append(None)
+        return real(*args)
+
+    monkeypatch.setattr(formats, "CSV_CHUNK_BYTES", size)
+    monkeypatch.setattr(formats, "_csv_table", counting)
+    return parsed
+
+
+def decimal_rows(images: np.ndarray, labels: np.ndarray) -> list[str]:
+    """One row per image, pixels written as 0..1 decimals (v / 255, four places)."""
+    flat = images.reshape(len(images), -1).tolist()
+    return [f"{label}," + ",".join(f"{v / 255:.4f}" for v in image)
+            for image, label in zip(flat, labels.tolist(), strict=True)]  # fmt: skip
+
+
+CHUNK_SIZES = pytest.mark.parametrize(
+    "chunk", [1000, 1 << 14], ids=["lines-span-chunks", "lines-per-chunk"]
+)
+
+
+@pytest.mark.parametrize(
+    ("top", "rest", "read_as"),
+    [("0..1", "0..255", ("ink", "images")), ("0..255", "0..1", ("images", "ink")),
+     ("0/1", "0..1", ("ink * 255", "images")), ("0..1", "0..1", ("images", "images")),
+     ("0/1", "0/1", ("ink", "ink"))],
+)  # fmt: skip
+@CHUNK_SIZES
+def test_csv_in_chunks_reads_as_whole(
+    tmp_path, train, monkeypatch, top, rest, read_as, chunk
+) -> None:
+    # Rows 0-24 written one way (top), rows 25-49 another (rest). The scale is the whole
+    # file's: decimals are 0..1 when no pixel of the file is above 1, and whole numbers
+    # are scaled only in a file holding decimals. No chunk knows either alone.
+    images, labels = train
+    ink = (images >= 128).astype(np.uint8)  # what 0..1 decimals read on 0..255 round to
+    written = {"0..255": csv_rows(images, labels), "0..1": decimal_rows(images, labels),
+               "0/1": csv_rows(ink, labels)}  # fmt: skip
+    lines = [KAGGLE_HEADER, *written[top][:25], *written[rest][25:]]
+    path = write_text(tmp_path / "mixed.csv", lines)
+    readings = {"images": images, "ink": ink, "ink * 255": ink * 255}
+    expected = np.concatenate([readings[read_as[0]][:25], readings[read_as[1]][25:]])
+    assert_splits_equal(formats.read_csv(path), {"train": (expected, labels)})
+    parsed = in_chunks(monkeypatch, chunk)
+    assert_splits_equal(formats.read_csv(path), {"train": (expected, labels)})
+    assert len(parsed) >= 5
+
+
+def test_csv_in_chunks_a_bad_value_waits_for_the_scale(tmp_path, train, monkeypatch) -> None:
+    # "-0.3" is outside 0..1 (-76.5 grey levels) but rounds to 0 on 0..255, so a chunk
+    # holding it is judged only once the file's scale is known.
+    images, labels = train
+    rows = decimal_rows(images, labels)
+    cells = rows[2].split(",")
+    column = cells.index("0.0000", 1) + 1
+    cells[column - 1] = "-0.3"
+    rows[2] = ",".join(cells)
+    unit = write_text(tmp_path / "unit.csv", rows)
+    mixed = write_text(tmp_path / "mixed.csv", rows[:25] + csv_rows(images[25:], labels[25:]))
+    in_chunks(monkeypatch, 1000)
+    with data_error(unit, f"line 3, column {column}: pixel value -0.3 is outside 0..1"):
+        formats.read_csv(unit)
+    got = formats.read_csv(mixed)["train"][0]
+    assert got[2].reshape(-1)[column - 2] == 0
+    np.testing.assert_array_equal(got[:25], images[:25] >= 128)
+
+
+@pytest.mark.parametrize("end", ["\n", "\r\n", "\r"], ids=["unix", "windows", "old-mac"])
+@pytest.mark.parametrize(
+    ("column", "value", "phrase"),
+    [(10, "x", "line 49, column 10: non-numeric cell 'x'"),
+     (10, "", "line 49, column 10: an empty cell"),
+     (10, "nan", "line 49, column 10: pixel value is nan"),
+     (10, "300", "line 49, column 10: pixel value 300 is outside 0..255"),
+     (1, "-3", "line 49, column 1: label -3 is negative"),
+     (785, None, "line 49 has 784 columns, expected 785")],
+)  # fmt: skip
+def test_csv_in_chunks_errors_name_the_line_of_the_file(
+    tmp_path, train, monkeypatch, end, column, value, phrase
+) -> None:
+    rows = csv_rows(*train)
+    cells = rows[45].split(",")
+    if value is None:
+        del cells[column - 1]
+    else:
+        cells[column - 1] = value
+    rows[45] = ",".join(cells)
+    # line 1 blank, 2 the header, 3-12 rows 0-9, 13 blank, 14 on rows 10 on: row 45 is line 49
+    lines = ["", KAGGLE_HEADER, *rows[:10], "", *rows[10:]]
+    data = b"\xef\xbb\xbf" + end.join(lines).encode() + end.encode()
+    path = tmp_path / "bad.csv"
+    path.write_bytes(data)
+    with data_error(path, phrase):
+        formats.read_csv(path)
+    # Every chunk ends just after the first byte of the header's line end: for Windows
+    # line ends, between the \r and the \n, which must still make one line end.
+    chunk = data.index(KAGGLE_HEADER.encode()) + len(KAGGLE_HEADER) + 1
+    assert data[chunk - 1 : chunk] == end[0].encode()
+    parsed = in_chunks(monkeypatch, chunk)
+    with data_error(path, phrase):
+        formats.read_csv(path)
+    assert len(parsed) >= 10  # so line 49 was in a later chunk
+
+
+def test_csv_read_takes_about_twice_its_images_in_memory(tmp_path, sample) -> None:
+    n = 20_000
+    index = np.arange(n) % len(sample.train_labels)
+    path = tmp_path / "big.csv"
+    formats.write_csv(path, sample.train_images[index], sample.train_labels[index])
+    tracemalloc.start()
+    try:
+        images, _ = formats.read_csv(path)["train"]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert images.shape == (n, 28, 28)
+    # The images twice (the chunks' and their joined copy) and one chunk's work: its
+    # text, its int32 table (about twice the text) and its images. Read whole it took
+    # 7.3x the images (115 MB for 15.7 MB); chunked, 2.4x.
+    assert peak < 2 * images.nbytes + 3 * formats.CSV_CHUNK_BYTES, f"{peak:,} bytes"

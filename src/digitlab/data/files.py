@@ -116,8 +116,12 @@ def read_file(path: str | os.PathLike[str], *, limit: int | None = MAX_DATA_BYTE
     finally:
         os.close(fd)
     if len(data) > size:
-        raise DataError(path, "the file grew while it was read; read it again when it is complete")
+        raise _grew(path)
     return data
+
+
+def _grew(path: str | os.PathLike[str]) -> DataError:
+    return DataError(path, "the file grew while it was read; read it again when it is complete")
 
 
 def open_binary(path: str | os.PathLike[str]) -> tuple[io.BufferedReader, int]:
@@ -126,33 +130,59 @@ def open_binary(path: str | os.PathLike[str]) -> tuple[io.BufferedReader, int]:
     return os.fdopen(fd, "rb"), size
 
 
-def gunzip(data: bytes, path: str | os.PathLike[str], *, limit: int = MAX_DATA_BYTES) -> bytes:
-    """Decompress gzip ``data`` read from ``path``, refusing more than ``limit`` bytes of output.
+class BoundedStream:
+    """A regular file's bytes, gunzipped when it starts with the gzip magic number; at most
+    ``limit`` of them. A context manager: leaving it closes the file.
 
-    Block by block, so a bomb is stopped one block past the limit.
+    For reading a large file a block at a time: nothing is held here between
+    reads, so gzip data that unpacks without end (a decompression bomb) costs
+    one block of memory and is stopped one block past the limit. A file
+    larger than ``limit`` is refused unread; as :func:`read_file`, a plain
+    file is read no further than its size when opened, plus one byte.
     """
-    blocks: list[bytes] = []
-    total = 0
-    try:
-        with gzip.GzipFile(fileobj=io.BytesIO(data), mode="rb") as stream:
-            while block := stream.read(_BLOCK):
-                total += len(block)
-                if total > limit:
-                    raise DataError(
-                        path,
-                        f"gzip data unpacks to more than {limit:,} bytes, the most digitlab reads "
-                        "(a decompression bomb?)",
-                    )
-                blocks.append(block)
-    except (EOFError, OSError, zlib.error) as exc:
-        raise DataError(path, f"corrupt or truncated gzip data ({exc})") from None
-    return b"".join(blocks)
 
+    def __init__(self, path: str | os.PathLike[str], *, limit: int = MAX_DATA_BYTES) -> None:
+        self.path, self.limit, self.total = path, limit, 0
+        self.handle, self.length = open_binary(path)
+        try:
+            check_size(path, self.length, limit, "the file")
+            gzipped = self.handle.peek(2)[:2] == GZIP_MAGIC
+        except BaseException as exc:
+            self.handle.close()
+            if isinstance(exc, OSError):
+                raise DataError(path, f"cannot read: {exc.strerror or exc}") from None
+            raise
+        self.gzip = gzip.GzipFile(fileobj=self.handle, mode="rb") if gzipped else None
 
-def read_maybe_gzip(path: str | os.PathLike[str], *, limit: int = MAX_DATA_BYTES) -> bytes:
-    """The file's bytes, gunzipped when it starts with the gzip magic number; at most ``limit``."""
-    raw = read_file(path, limit=limit)
-    return gunzip(raw, path, limit=limit) if raw[:2] == GZIP_MAGIC else raw
+    def read(self, size: int) -> bytes:
+        """The next ``size`` bytes (fewer at the end; ``b""`` past it)."""
+        try:
+            if self.gzip is None:
+                block = self.handle.read(min(size, self.length + 1 - self.total))
+            else:
+                block = self.gzip.read(size)
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            raise DataError(self.path, f"corrupt or truncated gzip data ({exc})") from None
+        except OSError as exc:
+            raise DataError(self.path, f"cannot read: {exc.strerror or exc}") from None
+        self.total += len(block)
+        if self.gzip is None and self.total > self.length:
+            raise _grew(self.path)
+        if self.total > self.limit:
+            raise DataError(
+                self.path,
+                f"gzip data unpacks to more than {self.limit:,} bytes, the most digitlab reads "
+                "(a decompression bomb?)",
+            )
+        return block
+
+    def __enter__(self) -> BoundedStream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.gzip is not None:
+            self.gzip.close()  # does not close the handle it was given
+        self.handle.close()
 
 
 def read_into(stream: io.BufferedIOBase, buffer: memoryview) -> int:

