@@ -124,12 +124,12 @@ def test_destinations_that_cannot_be_written_are_found_up_front(tmp_path) -> Non
     a_file.write_text("x")
     with pytest.raises(OutputError, match="exists and is not a folder"):
         check_folder_destination(a_file)
-    with pytest.raises(OutputError, match="deeper: cannot be written: .*a-file is not a folder"):
+    with pytest.raises(OutputError, match=r"deeper: cannot be written: .*a-file is not a folder"):
         check_folder_destination(a_file / "run" / "deeper")
-    with pytest.raises(OutputError, match="^/proc/digitlab-run: cannot be written: no new "
-                       "entries in /proc"):
+    with pytest.raises(OutputError, match=r"^/proc/digitlab-run: cannot be written: no new "
+                       r"entries in /proc"):
         check_folder_destination("/proc/digitlab-run")
-    with pytest.raises(OutputError, match="^/proc/x.npz: cannot be written"):
+    with pytest.raises(OutputError, match=r"^/proc/x\.npz: cannot be written"):
         check_writable_location("/proc/x.npz")
     check_folder_destination(tmp_path / "new" / "run")  # fine, and creates nothing
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
