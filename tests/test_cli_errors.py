@@ -75,8 +75,8 @@ def test_a_test_class_missing_from_training_is_one_warning_with_counts(tmp_path,
     assert main(["train", "--data", str(data), "--model", "template", "--out",
                  str(tmp_path / "run"), "--quiet"]) == 0
     lines = _stderr_lines(capsys)
-    assert lines == ["digitlab: warning: " + str(data) + ": 3 test images have a class the train "
-                     "split lacks them, so no model trained on it can predict them (3 of '2')"]
+    assert lines == ["digitlab: warning: " + str(data) + ": 3 test images have a class that the train "
+                     "split lacks, so no model trained on it can predict them (3 of '2')"]
 
 
 def test_evaluate_warns_of_classes_the_model_never_saw_and_refuses_when_all_are(
@@ -90,7 +90,7 @@ def test_evaluate_warns_of_classes_the_model_never_saw_and_refuses_when_all_are(
     lines = _stderr_lines(capsys)
     assert len(lines) == 1
     assert lines[0].startswith("digitlab: warning: ")
-    assert "2 test images have a class the model never saw in training (2 of '7')" in lines[0]
+    assert "2 test images have a class that the model never saw in training (2 of '7')" in lines[0]
     unknown = _npz(tmp_path / "unknown.npz", [0, 1] * 5, [5, 6, 6])
     assert main(["evaluate", model, "--data", str(unknown)]) == 2
     assert "no test image has a class the model knows (1 of '5', 2 of '6')" in \

@@ -462,7 +462,7 @@ def _cmd_data_info(args: argparse.Namespace, out: Console, err: Console) -> int:
         table.add_column(split, justify="right")
     train_counts, test_counts = dataset.counts("train"), dataset.counts("test")
     for label in dataset.classes.tolist():
-        name = dataset.class_names[label] if label < len(dataset.class_names) else str(label)
+        name = dataset.class_name(label)
         table.add_row(f"{label} {name}" if name != str(label) else name,
                       str(train_counts.get(label, 0)), str(test_counts.get(label, 0)))
     table.add_row(Text("all", style="bold"), str(len(dataset.train_labels)), str(len(dataset.test_labels)))

@@ -94,7 +94,7 @@ def data_for_model(
 def check_known_labels(dataset: Dataset, info: ModelInfo, split: str) -> None:
     """Warn (one line, with counts) of ``split`` images whose class the model never saw;
     refuse when it saw none of them."""
-    warn_unknown_labels(dataset, split, set(info.classes), "the model never saw in training")
+    warn_unknown_labels(dataset, split, set(info.classes), "that the model never saw in training")
 
 
 def check_trainable(dataset: Dataset) -> None:
@@ -107,8 +107,8 @@ def check_trainable(dataset: Dataset) -> None:
     if len(counts) < 2:
         (label, count), = counts.items()
         raise DataError(dataset.name, f"the train split holds one class only ({count} images of "
-                        f"{_class_name(dataset, label)!r}): a classifier needs two or more")
-    warn_unknown_labels(dataset, "test", set(counts), "the train split lacks them, so no model "
+                        f"{dataset.class_name(label)!r}): a classifier needs two or more")
+    warn_unknown_labels(dataset, "test", set(counts), "that the train split lacks, so no model "
                         "trained on it can predict them")
 
 
@@ -118,17 +118,12 @@ def warn_unknown_labels(dataset: Dataset, split: str, known: set[int], why: str)
     unknown = {label: n for label, n in dataset.counts(split).items() if label not in known}
     if not unknown:
         return
-    listed = ", ".join(f"{n} of {_class_name(dataset, label)!r}" for label, n in sorted(unknown.items()))
+    listed = ", ".join(f"{n} of {dataset.class_name(label)!r}" for label, n in sorted(unknown.items()))
     total = sum(unknown.values())
     if total == len(dataset.labels(split)):
         raise DataError(dataset.name, f"no {split} image has a class the model knows ({listed})")
     warnings.warn(f"{show_path(dataset.name)}: {total} {split} images have a class {why} "
                   f"({listed})", DataWarning, stacklevel=3)
-
-
-def _class_name(dataset: Dataset, label: int) -> str:
-    names = dataset.class_names
-    return names[label] if 0 <= label < len(names) else str(label)
 
 
 def check_saveable(model: DigitClassifier) -> None:

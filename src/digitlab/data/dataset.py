@@ -129,6 +129,10 @@ class Dataset:
     def n_classes(self) -> int:
         return len(self.class_names)
 
+    def class_name(self, label: int) -> str:
+        """The name of ``label`` (``class_names`` is indexed by label)."""
+        return self.class_names[label] if 0 <= label < len(self.class_names) else str(label)
+
     def counts(self, split: str) -> dict[int, int]:
         """Images per label in ``split``."""
         values, counts = np.unique(self.labels(split), return_counts=True)
