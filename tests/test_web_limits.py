@@ -227,3 +227,31 @@ def test_a_body_past_the_drain_bound_is_refused_and_the_server_stays_well(
     assert status == 200
     assert json.loads(body)["label"] == sample.test_labels[0]
     assert "Traceback" not in log.read_text()
+
+
+def test_the_body_is_drained_before_a_bugs_500_too() -> None:
+    """An exception escaping the app (a bug: Starlette answers 500 outside this middleware)
+    still leaves no body unread, so a blocking client hears the 500 instead of a reset."""
+    import anyio
+
+    from digitlab.web.limits import BodyLimit
+
+    chunks = [{"type": "http.request", "body": b"x" * 1000, "more_body": True}] * 4 + [
+        {"type": "http.request", "body": b"", "more_body": False}]
+    left = list(chunks)
+
+    async def receive():
+        return left.pop(0)
+
+    async def buggy_app(scope, receive, send):
+        await receive()  # reads one chunk of the body, then fails
+        raise RuntimeError("a bug")
+
+    async def send(message):
+        raise AssertionError("nothing is sent by the middleware itself")
+
+    scope = {"type": "http", "headers": [(b"content-length", b"4000")]}
+    limit = BodyLimit(buggy_app, max_bytes=10_000)
+    with pytest.raises(RuntimeError, match="a bug"):
+        anyio.run(limit, scope, receive, send)
+    assert left == []

@@ -63,7 +63,13 @@ class BodyLimit:
         if body.declared is not None and body.declared > self.max_bytes:
             await _send_json(body.answering(send), 413, {"error": too_large_message(self.max_bytes)})
             return
-        await self.app(scope, body.receive, body.answering(send))
+        try:
+            await self.app(scope, body.receive, body.answering(send))
+        except Exception:
+            # A bug's 500 is sent by Starlette's outermost layer, after this one: drain
+            # first, so that its client hears that answer too.
+            await body.drain()
+            raise
 
 
 class RequestBody:
