@@ -460,3 +460,16 @@ def test_cli_answers_a_bad_model_file_in_one_line(kind, change, command, saved_k
     assert err.count("\n") == 1, err
     assert "tampered.safetensors" in err
     assert "Traceback" not in err
+
+
+def test_a_model_path_that_is_a_pipe_or_a_device_is_refused_unread(tmp_path) -> None:
+    import os
+
+    pipe = tmp_path / "model.safetensors"
+    os.mkfifo(pipe)  # opening it to read would wait for a writer forever
+    with pytest.raises(DataError, match="model.safetensors: is a named pipe"):
+        load_model(pipe)
+    device = tmp_path / "zero.safetensors"
+    device.symlink_to("/dev/zero")
+    with pytest.raises(DataError, match="zero.safetensors: is a character device"):
+        load_model(device)

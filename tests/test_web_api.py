@@ -323,7 +323,7 @@ def test_serve_help_shows_every_default(capsys) -> None:
 @pytest.mark.parametrize(
     ("argv", "fragment"),
     [
-        (["serve", "missing.safetensors"], "missing.safetensors: cannot read model file"),
+        (["serve", "missing.safetensors"], "missing.safetensors: cannot read: No such file"),
         (["serve", "{model}", "--host", "256.1.1.1"], "cannot listen on 256.1.1.1:8000"),
     ],
 )

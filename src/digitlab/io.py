@@ -35,6 +35,7 @@ from safetensors.numpy import save as save_tensors
 
 from digitlab import __version__
 from digitlab.atomic import atomic_file
+from digitlab.data.files import open_binary
 from digitlab.errors import DataError, SettingsError
 from digitlab.models import MODELS, DigitClassifier
 
@@ -162,13 +163,13 @@ def _read_file(path: Path) -> tuple[dict[str, Any], bytes]:
     tensors are read only when the header accounts for the file's size: a
     large file that is not a model is refused after its first 8 bytes.
     """
+    file, size = open_binary(path)  # a regular file only: never a pipe or /dev/zero
     try:
-        with path.open("rb") as file:
+        with file:
             prefix = file.read(8)
             if len(prefix) < 8:
                 raise DataError(path, "truncated: not a safetensors model file")
             (length,) = struct.unpack("<Q", prefix)
-            size = os.fstat(file.fileno()).st_size
             if length > MAX_HEADER_BYTES or 8 + length > size:
                 raise DataError(path, "truncated or not a safetensors model file (bad header length)")
             raw = file.read(length)
