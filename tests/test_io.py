@@ -467,9 +467,9 @@ def test_a_model_path_that_is_a_pipe_or_a_device_is_refused_unread(tmp_path) -> 
 
     pipe = tmp_path / "model.safetensors"
     os.mkfifo(pipe)  # opening it to read would wait for a writer forever
-    with pytest.raises(DataError, match="model.safetensors: is a named pipe"):
+    with pytest.raises(DataError, match=r"model\.safetensors: is a named pipe"):
         load_model(pipe)
     device = tmp_path / "zero.safetensors"
     device.symlink_to("/dev/zero")
-    with pytest.raises(DataError, match="zero.safetensors: is a character device"):
+    with pytest.raises(DataError, match=r"zero\.safetensors: is a character device"):
         load_model(device)
