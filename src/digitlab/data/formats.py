@@ -101,6 +101,7 @@ billion class names. A thousand classes is more than any digit or character
 set (EMNIST has 62, Kuzushiji-49 has 49); every reader refuses a larger or
 negative label with one DataError.
 """
+LABEL_RULE = f"labels are class numbers 0..{MAX_LABEL}"  # the end of every refusal
 
 
 def as_labels(values: np.ndarray, source: str | Path) -> np.ndarray:
@@ -134,14 +135,14 @@ def check_label_range(labels: np.ndarray, source: str | Path) -> None:
     if low < 0:
         raise DataError(
             source,
-            f"labels hold negative value {_shown(low)}; labels are class numbers 0..{MAX_LABEL}",
+            f"labels hold negative value {_shown(low)}; {LABEL_RULE}",
         )
     if high > MAX_LABEL:
         count = int(np.count_nonzero(labels > MAX_LABEL))
         raise DataError(
             source,
             f"labels hold {count:,} value(s) too large for a class (the largest {_shown(high)}); "
-            f"labels are class numbers 0..{MAX_LABEL}",
+            + LABEL_RULE,
         )
 
 
@@ -1006,7 +1007,7 @@ def _csv_labels(path: Path, column: np.ndarray, rows: _CsvRows, label_index: int
         raise DataError(
             path,
             f"line {rows.line(row)}, {where}: label {_shown(column[row])} is too large "
-            f"(labels are class numbers 0..{MAX_LABEL})",
+            f"({LABEL_RULE})",
         )
     return column.astype(np.int64)
 

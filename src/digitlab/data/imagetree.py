@@ -81,7 +81,7 @@ from PIL import Image, UnidentifiedImageError
 from digitlab.atomic import atomic_dir
 from digitlab.data import cache as tree_cache
 from digitlab.data import files
-from digitlab.data.formats import MAX_LABEL, Splits, as_uint8_images, check_pair
+from digitlab.data.formats import LABEL_RULE, MAX_LABEL, Splits, as_uint8_images, check_pair
 from digitlab.errors import DataError, DataWarning
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
@@ -771,7 +771,7 @@ def _classes(split: _Folder, skipped: list[str]) -> list[_Class]:
             raise DataError(
                 folder.path,
                 f"folder name {name!r} is label {label}, too large for a class "
-                f"(labels are class numbers 0..{MAX_LABEL})",
+                f"({LABEL_RULE})",
             )
         if label in classes:
             other = classes[label].folder.path.name
