@@ -38,6 +38,7 @@ class RunConfig:
     deskew: bool = False
     seed: int = 0
     test_fraction: float = 0.2
+    validation_fraction: float | None = None  # None: the model's default_validation
     label_column: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
 
@@ -135,6 +136,19 @@ def check_saveable(model: DigitClassifier) -> None:
         raise SettingsError(f"training diverged ({exc}); use a smaller learning rate") from None
 
 
+def validation_fraction_of(config: RunConfig) -> float:
+    """The share of train images held out as validation: ``--validation-fraction``, or the
+    model's own default (0.1 for every model that chooses anything on it, 0 for the
+    baselines, which choose nothing)."""
+    fraction = config.validation_fraction
+    if fraction is None:
+        cls = MODELS.get(config.model)
+        return cls.default_validation if cls is not None else 0.0
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 <= fraction < 1:
+        raise SettingsError(f"validation fraction must be at least 0 and below 1, got {fraction!r}")
+    return float(fraction)
+
+
 def build_model(config: RunConfig) -> DigitClassifier:
     """The configured model; ``--seed`` seeds it unless an ``rng`` setting was given."""
     if config.model not in MODELS:
@@ -157,14 +171,15 @@ def fit_model(
     *,
     callback: Callback | None = None,
 ) -> DigitClassifier:
-    """Fit on the train split, passing a progress callback and the test split for
-    learning curves to models whose ``fit`` takes them."""
+    """Fit on the train split, passing a progress callback and the validation split
+    (for learning curves, early stopping and the kept epoch) to models whose
+    ``fit`` takes them. The test split is never passed: nothing is chosen on it."""
     accepted = inspect.signature(model.fit).parameters
     extra: dict[str, Any] = {}
     if "callback" in accepted:
         extra["callback"] = callback
-    if "eval_set" in accepted:
-        extra["eval_set"] = (dataset.features("test"), dataset.test_labels)
+    if "eval_set" in accepted and "validation" in dataset.splits:
+        extra["eval_set"] = (dataset.features("validation"), dataset.labels("validation"))
     return model.fit(dataset.features("train"), dataset.train_labels, **extra)
 
 
@@ -183,10 +198,12 @@ def train(
     stage = on_stage or (lambda _name: None)
     if out is not None:  # a run folder that cannot be written is found now, not after training
         check_folder_destination(out, merge=True)
+    fraction = validation_fraction_of(config)  # a bad setting is refused before loading
+    model = build_model(config)
     stage("loading data")
     dataset = prepare_data(config)
     check_trainable(dataset)
-    model = build_model(config)
+    dataset = dataset.with_validation(fraction, config.seed)
     stage(f"training {config.model}")
     started = time.perf_counter()
     fit_model(model, dataset, callback=callback)
@@ -194,7 +211,8 @@ def train(
     check_saveable(model)
     stage("evaluating")
     history = getattr(model, "history_", None) or {}
-    inspection = inspect_model(model, dataset, history=history, figures=out is not None)
+    inspection = inspect_model(model, dataset, history=history, figures=out is not None,
+                               splits=dataset.splits)
     measured: dict[str, Any] = dict(inspection.evaluation)
     measured["analysis"] = inspection.analysis
     measured["seconds"] = {"fit": seconds}

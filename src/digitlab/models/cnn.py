@@ -250,8 +250,10 @@ class CNN(DigitClassifier):
             Called after every epoch with the figures so far. Raising
             ``KeyboardInterrupt`` in it stops training cleanly, as Ctrl-C does.
         eval_set : (X_val, y_val), optional
-            Data to report ``val_loss`` and ``val_accuracy`` on after each
-            epoch; ``target_accuracy`` watches it.
+            Validation data (``digitlab train`` passes its validation split,
+            never the test split) to report ``val_loss`` and ``val_accuracy``
+            on after each epoch; training ends with the weights of its best
+            epoch, and ``target_accuracy`` watches it.
         """
         # Settings and shape first, so a bad one leaves a fitted model as it was.
         self._check_settings()
