@@ -140,6 +140,9 @@ class MLP(DigitClassifier):
         ``val_accuracy`` with ``eval_set``.
     n_iter_ : int
         Epochs run.
+    kept_epoch_ : int
+        The epoch whose weights the model holds (the best monitored one when
+        it ends with the best weights, else the last).
     interrupted_ : bool
         Training was stopped by Ctrl-C (KeyboardInterrupt); the model is usable.
     stopped_early_ : bool
@@ -331,6 +334,7 @@ class MLP(DigitClassifier):
             restore(last_finite)
         self.history_ = result.history
         self.n_iter_ = result.epochs_run
+        self.kept_epoch_ = result.kept_epoch
         self.interrupted_ = result.interrupted
         self.stopped_early_ = result.stopped_early
         return self

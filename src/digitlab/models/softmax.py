@@ -169,6 +169,9 @@ class Softmax(DigitClassifier):
         ``eval_set`` (measured after the epoch).
     n_iter_ : int
         Epochs run.
+    kept_epoch_ : int
+        The epoch whose weights the model holds (the best monitored one when
+        it ends with the best weights, else the last).
     interrupted_ : bool
         True when Ctrl-C (KeyboardInterrupt) ended training; the model is
         still fitted and usable.
@@ -335,6 +338,7 @@ class Softmax(DigitClassifier):
         keys = ["loss", "accuracy"] + [f"{name}_{m}" for name in sets for m in ("loss", "accuracy")]
         self.history_ = {key: result.history.get(key, []) for key in keys}
         self.n_iter_ = result.epochs_run
+        self.kept_epoch_ = result.kept_epoch
         self.interrupted_ = result.interrupted
 
     def _scores(self, X: np.ndarray) -> np.ndarray:

@@ -145,6 +145,7 @@ def describe_model(info: ModelInfo, model_path: Path) -> ModelResponse:
         class_names=info.class_names or [str(c) for c in info.classes],
         input_shape=list(info.input_shape), task=str(info.extra.get("task", "all")),
         test_accuracy=training_accuracy(info, model_path),
+        provenance=provenance if isinstance(provenance := info.extra.get("provenance"), dict) else None,
     )
 
 

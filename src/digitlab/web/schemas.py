@@ -7,7 +7,7 @@ fields) are the API's documented contract, not just checks.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -52,6 +52,9 @@ class ModelResponse(BaseModel):
     task: str
     test_accuracy: float | None = Field(
         description="test accuracy measured when the model was trained, if known")
+    provenance: dict[str, Any] | None = Field(
+        default=None, description="where the model came from: the data and its splits, the "
+        "class counts, the kept epoch and its validation figures, when, and library versions")
 
 
 class HealthResponse(BaseModel):
