@@ -77,6 +77,16 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of every random choice")
     parser.add_argument("--label-column", default=None,
                         help="CSV only: label column name or index (default: 'label' or the first)")
+    parser.add_argument("--labels", default=None, metavar="FILE",
+                        help="a flat folder of images only: its labels file (filename,label "
+                        "per line) when it is not labels.csv in the folder")
+
+
+def _add_normalise(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--normalise", "--normalize", action="store_true",
+                        help="normalise every image as predict normalises a picture (ink made "
+                        "white on black, cropped, scaled, centred): images may differ in size "
+                        "and polarity, and the model reads pictures as it saw its training data")
 
 
 def _add_train(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -97,6 +107,7 @@ def _add_train(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--deskew", action="store_true",
                         help="stand slanted digits upright and centre them first; the model "
                         "remembers it, so evaluate, predict and serve do the same")
+    _add_normalise(parser)
     _add_data_options(parser)
     parser.add_argument("--out", type=Path, required=True, help="run folder to write into")
     parser.add_argument("--quiet", action="store_true", help="print only errors")
@@ -276,6 +287,7 @@ def _add_data(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     convert.add_argument("dest", type=Path, help="destination .npz file or new folder")
     convert.add_argument("--format", choices=("png", "idx", "npz"), default=None,
                          help="output format (default: npz for a .npz DEST, else png)")
+    _add_normalise(convert)
     _add_data_options(convert)
     convert.set_defaults(handler=_cmd_data_convert)
 
@@ -291,7 +303,7 @@ def _cmd_train(args: argparse.Namespace, out: Console, err: Console) -> int:
     config = RunConfig(
         data=args.data, model=args.model, task=args.task, image_size=args.image_size,
         deskew=args.deskew, seed=args.seed, test_fraction=args.test_fraction, label_column=args.label_column,
-        settings=settings,
+        settings=settings, labels=args.labels, normalise=args.normalise,
     )
     with _TrainingDisplay(err, enabled=not args.quiet, verbose=args.verbose) as display:
         result = train(config, args.out, on_stage=display.stage, callback=display.report)
@@ -331,7 +343,7 @@ def _load_model_and_data(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 
     model, info = load_model(args.model)
     dataset = data_for_model(info, args.data, test_fraction=args.test_fraction, seed=args.seed,
-                             label_column=args.label_column)
+                             label_column=args.label_column, labels=args.labels)
     return model, info, dataset
 
 
@@ -412,7 +424,10 @@ def _cmd_serve(args: argparse.Namespace, out: Console, err: Console) -> int:
             raise
         raise DigitlabError(f"digitlab serve needs the web extra ({exc.name} is missing): "
                             "pip install 'digitlab[web]'") from None
-    app = create_app(args.model, max_body_bytes=args.max_body_bytes)  # the model, loaded once
+    with warnings.catch_warnings(record=True) as caught:  # shown now: serving never returns
+        warnings.simplefilter("always", DataWarning)
+        app = create_app(args.model, max_body_bytes=args.max_body_bytes)  # the model, loaded once
+    _report(caught, err)
     sock = listen(args.host, args.port)
     # One line on stdout with the real address (--port 0 picks one); flushed, for scripts.
     out.print(f"digitlab: serving {args.model} at {url_of(sock)} (Ctrl-C stops)",
@@ -501,7 +516,8 @@ def _load(args: argparse.Namespace) -> Any:
     from digitlab.data.sources import load
 
     return load(args.source, test_fraction=args.test_fraction, seed=args.seed,
-                label_column=args.label_column)
+                label_column=args.label_column, labels=args.labels,
+                normalise=getattr(args, "normalise", False))
 
 
 class _TrainingDisplay:
