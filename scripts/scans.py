@@ -48,7 +48,7 @@ def write_scans(
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     names = []
-    for i, (digit, label) in enumerate(zip(images, labels.tolist(), strict=True)):
+    for i, (digit, _label) in enumerate(zip(images, labels.tolist(), strict=True)):
         h, w = (int(side) for side in rng.integers(sides[0], sides[1] + 1, size=2))
         paper, ink = rng.uniform(200, 250), rng.uniform(10, 70)
         page = paper + rng.normal(0, 3, size=(h, w))

@@ -750,7 +750,8 @@ def _check_loose_files(folder: _Folder, skipped: list[str]) -> None:
     for name in sorted(folder.names):
         if _is_image_name(name):
             raise DataError(
-                folder.path / name, "image is not inside a class folder, so it has no label"
+                folder.path / name, "image is not inside a class folder, so it has no label "
+                "(a flat folder of images needs a labels.csv, or --labels FILE)",
             )
         skipped.append(folder.rel + name)
 

@@ -131,9 +131,9 @@ class _Columns:
         label = _find(names, LABEL_COLUMNS)
         shown = ",".join(cell.strip() for cell in first)
         if file is None or label is None:
-            missing = "a file-name column (filename, file, image or path)" if file is None \
-                else "a label column (label, class, digit or target)"
-            raise DataError(path, f"line {number}: the header {shown!r} has no {missing}")
+            missing = "file-name column (filename, file, image or path)" if file is None \
+                else "label column (label, class, digit or target)"
+            raise DataError(path, f"line {number}: the header {shown!r} names no {missing}")
         self.file, self.label, self.split = file, label, _find(names, SPLIT_COLUMNS)
 
     @property
