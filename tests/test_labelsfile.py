@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -210,3 +212,16 @@ def test_cli_reads_flat_folders_and_other_labels_files(tmp_path, flat, capsys) -
     assert err == [f"digitlab: error: {moved}: line 2: label 'x' is not a class number "
                    "(labels are class numbers 0..999)"]
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero and named pipes")
+def test_labels_file_that_is_a_device_or_pipe_is_refused_unread(tmp_path, flat) -> None:
+    folder, _, _ = flat
+    (folder / "labels.csv").unlink()
+    (folder / "labels.csv").symlink_to("/dev/zero")
+    with pytest.raises(DataError, match="is a character device, not a regular file"):
+        read_path(folder)
+    pipe = tmp_path / "pipe.csv"
+    os.mkfifo(pipe)
+    with pytest.raises(DataError, match=r"is a named pipe \(FIFO\), not a regular file"):
+        read_path(folder, labels=pipe)

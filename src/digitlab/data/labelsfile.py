@@ -69,8 +69,13 @@ _SEPARATORS = re.compile(r"[\s_\-]+")
 
 
 def has_labels_file(folder: str | Path) -> bool:
-    """Whether ``folder`` holds a ``labels.csv``, which makes it a flat folder of images."""
-    return (Path(folder) / LABELS_FILE).is_file()
+    """Whether ``folder`` holds a ``labels.csv``, which makes it a flat folder of images.
+
+    Anything of that name counts (a dangling link, a pipe): reading it then says what is
+    wrong with it, rather than the folder being misread as a tree of class folders.
+    """
+    path = Path(folder) / LABELS_FILE
+    return path.exists() or path.is_symlink()
 
 
 def list_labelled_folder(folder: str | Path, labels: str | Path | None = None) -> Listing:
