@@ -13,7 +13,7 @@ from PIL import Image
 from digitlab.cli import main
 from digitlab.data import labelsfile
 from digitlab.data.sources import load, read_path
-from digitlab.errors import DataError
+from digitlab.errors import DataError, DataWarning
 
 N = 20
 
@@ -225,3 +225,14 @@ def test_labels_file_that_is_a_device_or_pipe_is_refused_unread(tmp_path, flat) 
     os.mkfifo(pipe)
     with pytest.raises(DataError, match=r"is a named pipe \(FIFO\), not a regular file"):
         read_path(folder, labels=pipe)
+
+
+def test_a_tree_with_a_labels_csv_stays_a_tree(tmp_path, small_splits) -> None:
+    images, labels = small_splits["train"]
+    for i in range(4):
+        (tmp_path / "tree" / str(labels[i])).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(images[i]).save(tmp_path / "tree" / str(labels[i]) / f"{i}.png")
+    write(tmp_path / "tree" / "labels.csv", "a,b")  # not a labels file of this tree
+    with pytest.warns(DataWarning, match="skipped 1 file"):
+        splits = read_path(tmp_path / "tree")
+    assert sorted(splits["train"][1].tolist()) == sorted(labels[:4].tolist())

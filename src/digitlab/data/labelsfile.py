@@ -9,8 +9,9 @@ The layout teams keep their own digits in::
 
 Rules:
 
-- The labels file is ``labels.csv`` in the folder, or any file named with
-  ``--labels FILE`` (``labels=`` in Python). File names in it are relative to
+- The labels file is ``labels.csv`` in the folder (unless the folder holds
+  class or split folders: then it is a tree, and labels.csv a stray file), or
+  any file named with ``--labels FILE`` (``labels=`` in Python). File names in it are relative to
   the image folder; sub-folders are allowed (``batch2/0001.jpg``), absolute
   names and ``..`` are not. A name without a suffix (``0001``) means the one
   image of that name (``0001.jpg``).

@@ -116,7 +116,9 @@ def read_path(
     """
     decode = None if normalise is None else functools.partial(preprocess.normalise_files,
                                                               shape=normalise)
-    if labels is not None or (path.is_dir() and labelsfile.has_labels_file(path)):
+    # labels.csv makes a flat folder, unless the folder is a tree of class folders after all
+    flat = path.is_dir() and labelsfile.has_labels_file(path) and not imagetree.is_image_tree(path)
+    if labels is not None or flat:
         return imagetree.decode_listing(labelsfile.list_labelled_folder(path, labels), decode=decode)
     if path.is_dir() and not formats.find_idx_files(path):
         if decode is not None:  # each file read as a picture, whatever its size
