@@ -30,8 +30,8 @@ from digitlab.web import MAX_BODY_BYTES
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 DATA_HELP = (
     "a named dataset (mnist-sample, digits, fashion-mnist, mnist) or a path: an image folder "
-    "tree, a flat folder of images with a labels.csv, a folder of IDX files, a Keras .npz, a CSV "
-    "or a MATLAB .mat"
+    "tree or a folder of images and labels.csv, a folder of IDX files, a Keras .npz, a CSV or "
+    "a MATLAB .mat"
 )
 
 
