@@ -30,7 +30,8 @@ from digitlab.web import MAX_BODY_BYTES
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 DATA_HELP = (
     "a named dataset (mnist-sample, digits, fashion-mnist, mnist) or a path: an image folder "
-    "tree, a folder of IDX files, a Keras .npz, a CSV or a MATLAB .mat"
+    "tree or a folder of images and labels.csv, a folder of IDX files, a Keras .npz, a CSV or "
+    "a MATLAB .mat"
 )
 
 
@@ -77,6 +78,16 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of every random choice")
     parser.add_argument("--label-column", default=None,
                         help="CSV only: label column name or index (default: 'label' or the first)")
+    parser.add_argument("--labels", default=None, metavar="FILE",
+                        help="a flat folder of images only: its labels file (filename,label "
+                        "per line) when it is not labels.csv in the folder")
+
+
+def _add_normalise(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--normalise", "--normalize", action="store_true",
+                        help="normalise every image as predict normalises a picture (ink made "
+                        "white on black, cropped, scaled, centred): images may differ in size "
+                        "and polarity, and the model reads pictures as it saw its training data")
 
 
 def _add_train(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -97,6 +108,7 @@ def _add_train(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--deskew", action="store_true",
                         help="stand slanted digits upright and centre them first; the model "
                         "remembers it, so evaluate, predict and serve do the same")
+    _add_normalise(parser)
     _add_data_options(parser)
     parser.add_argument("--validation-fraction", type=float, default=None,
                         help="share of the train images held out (stratified, seeded by --seed) as "
@@ -305,6 +317,7 @@ def _add_data(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     convert.add_argument("dest", type=Path, help="destination .npz file or new folder")
     convert.add_argument("--format", choices=("png", "idx", "npz"), default=None,
                          help="output format (default: npz for a .npz DEST, else png)")
+    _add_normalise(convert)
     _add_data_options(convert)
     convert.set_defaults(handler=_cmd_data_convert)
 
@@ -363,7 +376,7 @@ def _load_model_and_data(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 
     model, info = load_model(args.model)
     dataset = data_for_model(info, args.data, test_fraction=args.test_fraction, seed=args.seed,
-                             label_column=args.label_column)
+                             label_column=args.label_column, labels=args.labels)
     return model, info, dataset
 
 
@@ -444,7 +457,10 @@ def _cmd_serve(args: argparse.Namespace, out: Console, err: Console) -> int:
             raise
         raise DigitlabError(f"digitlab serve needs the web extra ({exc.name} is missing): "
                             "pip install 'digitlab[web]'") from None
-    app = create_app(args.model, max_body_bytes=args.max_body_bytes)  # the model, loaded once
+    with warnings.catch_warnings(record=True) as caught:  # shown now: serving never returns
+        warnings.simplefilter("always", DataWarning)
+        app = create_app(args.model, max_body_bytes=args.max_body_bytes)  # the model, loaded once
+    _report(caught, err)
     sock = listen(args.host, args.port)
     # One line on stdout with the real address (--port 0 picks one); flushed, for scripts.
     out.print(f"digitlab: serving {args.model} at {url_of(sock)} (Ctrl-C stops)",
@@ -533,7 +549,8 @@ def _load(args: argparse.Namespace) -> Any:
     from digitlab.data.sources import load
 
     return load(args.source, test_fraction=args.test_fraction, seed=args.seed,
-                label_column=args.label_column)
+                label_column=args.label_column, labels=args.labels,
+                normalise=getattr(args, "normalise", False))
 
 
 class _TrainingDisplay:

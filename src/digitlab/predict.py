@@ -13,18 +13,19 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
 from digitlab.data.deskew import deskew_images
-from digitlab.data.preprocess import load_user_image, prepare_for_model
+from digitlab.data.preprocess import PICTURE_MAX_SIDE, load_user_image, normalise_to
+from digitlab.data.preprocess import layout_for as layout_for  # re-exported: one layout rule
 from digitlab.errors import DataError
 from digitlab.io import ModelInfo
 from digitlab.models import DigitClassifier
+from digitlab.preparation import warn_if_pictures_differ
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-MAX_SIDE = 2048  # big photos decode at a reduced scale: a digit needs no more
+MAX_SIDE = PICTURE_MAX_SIDE  # big photos decode at a reduced scale: a digit needs no more
 
 
 @dataclass(frozen=True)
@@ -34,11 +35,6 @@ class Prediction:
     name: str
     probabilities: list[float]  # in the order of the model's classes
     image: np.ndarray  # what the model saw: uint8 (h, w)
-
-
-def layout_for(input_shape: tuple[int, ...] | list[int]) -> Literal["mnist", "fill"]:
-    """8x8 models were trained on scikit-learn digits, which fill their frame."""
-    return "fill" if tuple(input_shape) == (8, 8) else "mnist"
 
 
 def collect_images(paths: list[str | os.PathLike[str]]) -> list[Path]:
@@ -95,8 +91,7 @@ def normalise_for_model(
     image: np.ndarray, info: ModelInfo, *, source: str | os.PathLike[str]
 ) -> np.ndarray:
     """A user's greyscale picture, MNIST-style normalised to the model's input (uint8)."""
-    shape = model_shape(info)
-    return prepare_for_model(image, shape, layout=layout_for(shape), source=source)
+    return normalise_to(image, model_shape(info), source=source)  # as --normalise training data
 
 
 @dataclass(frozen=True)
@@ -125,6 +120,7 @@ def predict_images(
     """Label and class probabilities of every picture, in the order given."""
     files = collect_images(paths)
     images = np.stack([model_input(path, info, raw=raw) for path in files])
+    warn_if_pictures_differ(info, images, raw=raw)  # a model trained on other images: say so
     return [Prediction(str(path), reading.label, reading.name, reading.probabilities, image)
             for path, image, reading in zip(files, images, read_images(model, info, images),
                                             strict=True)]

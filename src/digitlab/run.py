@@ -28,6 +28,7 @@ from digitlab.io import ModelInfo, json_settings, save_model
 from digitlab.models import MODELS, DigitClassifier
 from digitlab.models.training import Callback
 from digitlab.predict import deskews, layout_for
+from digitlab.preparation import normalises, recorded_preparation, warn_if_prepared_otherwise
 from digitlab.report import write_report
 
 MAX_CONFIG_BYTES = 1_000_000  # a config.json is a few hundred bytes
@@ -47,6 +48,8 @@ class RunConfig:
     validation_fraction: float | None = None  # None: the model's default_validation
     label_column: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    labels: str | None = None  # a flat folder's labels file, when not its labels.csv
+    normalise: bool = False  # every image normalised as predict normalises a picture
 
 
 @dataclass
@@ -65,6 +68,9 @@ def prepare_data(config: RunConfig) -> Dataset:
         test_fraction=config.test_fraction,
         seed=config.seed,
         label_column=config.label_column,
+        labels=config.labels,
+        # straight to the model's size, as predict normalises a picture to it
+        normalise=(config.image_size or True) if config.normalise else False,
     ).for_task(config.task)
     if config.deskew:  # at the source's resolution, before any resizing
         dataset = dataset.map_images(deskew_images, "deskewed")
@@ -85,16 +91,19 @@ def data_for_model(
     test_fraction: float = 0.2,
     seed: int = 0,
     label_column: str | None = None,
+    labels: str | None = None,
 ) -> Dataset:
-    """Load ``source`` the way a saved model expects it: its task, deskewing and input size."""
+    """Load ``source`` the way a saved model expects it: its task, normalisation, deskewing
+    and input size; warn (one line) when it still looks prepared otherwise than its training data."""
     height = info.input_shape[0] if info.input_shape else None
     config = RunConfig(data=source, task=str(info.extra.get("task", "all")), image_size=height,
                        deskew=deskews(info), seed=seed, test_fraction=test_fraction,
-                       label_column=label_column)
+                       label_column=label_column, labels=labels, normalise=normalises(info))
     dataset = prepare_data(config)
     if list(dataset.image_shape) != list(info.input_shape):
         raise DataError(source, f"images are {dataset.image_shape[0]}x{dataset.image_shape[1]}, "
                         f"the model takes {'x'.join(map(str, info.input_shape))}")
+    warn_if_prepared_otherwise(info, dataset.train_images, dataset.test_images, where=source)
     return dataset
 
 
@@ -354,4 +363,5 @@ def preprocessing_of(config: RunConfig, dataset: Dataset) -> dict[str, Any]:
         "features": "pixel / 255, flattened row by row",
         "ink": "255 on 0 background",
         "user_images": f"MNIST-style normalisation, layout {layout_for(dataset.image_shape)!r}",
+        **recorded_preparation(config.normalise, dataset.train_images),
     }

@@ -184,7 +184,8 @@ def _decode_grey(
         image = _open(data, os.path.splitext(source)[1].lower())  # noqa: PTH122
         if size is not None and image.size != size:
             (w, h), (gw, gh) = size, image.size
-            raise DataError(source, f"image is {gw}x{gh} pixels but {first} is {w}x{h}; all must match")
+            raise DataError(source, f"image is {gw}x{gh} pixels but {first} is {w}x{h}; all must "
+                            "match, unless each digit is normalised as predict does (--normalise)")
         _refuse_bomb(image, source)
         image.load()
         return _to_grey(image, source)
@@ -749,7 +750,8 @@ def _check_loose_files(folder: _Folder, skipped: list[str]) -> None:
     for name in sorted(folder.names):
         if _is_image_name(name):
             raise DataError(
-                folder.path / name, "image is not inside a class folder, so it has no label"
+                folder.path / name, "image is not inside a class folder, so it has no label "
+                "(a flat folder of images needs a labels.csv, or --labels FILE)",
             )
         skipped.append(folder.rel + name)
 
@@ -848,20 +850,50 @@ def read_image_tree(root: str | Path, *, cache: bool = True, workers: int | None
     return splits
 
 
+Listing = dict[str, tuple[list[str], np.ndarray]]
+"""``{split: (image files, labels int64)}``: a layout read but not decoded."""
+
+
+def list_image_tree(root: str | Path) -> Listing:
+    """The image files of a tree and their labels, checked but not decoded.
+
+    Returns ``{split: (paths, labels int64)}`` in the order :func:`read_image_tree`
+    gives the images: for a reader that decodes each file in its own way
+    (``--normalise``: as ``digitlab predict`` reads pictures).
+    """
+    return {split: _listing(classes) for split, classes in _layout(_walk(Path(root))).items()}
+
+
+def _listing(classes: list[_Class]) -> tuple[list[str], np.ndarray]:
+    """A split's image files, class by class, and their labels (int64)."""
+    per_class = [cls.paths() for cls in classes]
+    counts = [len(class_paths) for class_paths in per_class]
+    labels = np.repeat(np.array([cls.label for cls in classes], dtype=np.int64), counts)
+    return [path for class_paths in per_class for path in class_paths], labels
+
+
 def _decode_layout(layout: dict[str, list[_Class]], workers: int | None) -> Splits:
-    paths: list[str] = []
-    labels: dict[str, np.ndarray] = {}
-    for split, classes in layout.items():
-        per_class = [cls.paths() for cls in classes]
-        for class_paths in per_class:
-            paths.extend(class_paths)
-        counts = [len(class_paths) for class_paths in per_class]
-        labels[split] = np.repeat(np.array([cls.label for cls in classes], dtype=np.int64), counts)
+    return decode_listing({split: _listing(classes) for split, classes in layout.items()},
+                          workers=workers)
+
+
+def decode_listing(
+    listing: Listing,
+    *,
+    decode: Callable[[list[str]], np.ndarray] | None = None,
+    workers: int | None = None,
+) -> Splits:
+    """Decode every split's files into ``{split: (images, labels)}``.
+
+    ``decode(paths) -> uint8 (n, h, w)`` decodes them, by default
+    :func:`decode_files` (one size for all).
+    """
+    paths = [path for split_paths, _ in listing.values() for path in split_paths]
     # All splits in one batch, so the workers start once and stay evenly loaded.
-    images = decode_files(paths, workers=workers)
+    images = decode_files(paths, workers=workers) if decode is None else decode(paths)
     splits: Splits = {}
     start = 0
-    for split, split_labels in labels.items():
+    for split, (_, split_labels) in listing.items():
         stop = start + len(split_labels)
         splits[split] = check_pair(images[start:stop], split_labels, split)
         start = stop

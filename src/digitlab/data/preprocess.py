@@ -654,3 +654,60 @@ def prepare_for_model(
     if layout == "fill":
         return _to_uint8(_normalised(image, source, invert, shape, min(shape), None))
     raise ValueError(f"layout must be 'mnist' or 'fill', got {layout!r}")
+
+
+# ---------------------------------------------------------------- one preparation for all
+
+
+PICTURE_MAX_SIDE = 2048
+"""Pictures decode at a reduced scale (JPEG) down to this side: a digit needs no more."""
+
+
+def layout_for(shape: tuple[int, ...] | list[int]) -> Literal["mnist", "fill"]:
+    """The layout of :func:`prepare_for_model` for a model input of ``shape``.
+
+    8x8 models were trained on scikit-learn's digits, which fill their frame;
+    every other size is MNIST's layout (or a resized version of it).
+    """
+    return "fill" if tuple(shape) == (8, 8) else "mnist"
+
+
+def normalise_to(
+    image: np.ndarray | Image.Image, shape: tuple[int, int], *, source: str | os.PathLike[str]
+) -> np.ndarray:
+    """A picture normalised for a model input of ``shape`` (uint8): the one rule that
+    ``digitlab predict``, ``serve`` and ``--normalise`` training data all go through."""
+    return prepare_for_model(image, shape, layout=layout_for(shape), source=source)
+
+
+def load_picture(path: str | os.PathLike[str]) -> np.ndarray:
+    """A picture file read as ``digitlab predict`` reads it (uint8 greyscale ``(h, w)``)."""
+    return load_user_image(path, max_side=PICTURE_MAX_SIDE)
+
+
+def normalise_files(paths: list[str], shape: tuple[int, int]) -> np.ndarray:
+    """Each picture file read and normalised as ``digitlab predict`` does it: uint8 ``(n, *shape)``.
+
+    Files may differ in size and polarity (dark ink on light paper or the
+    reverse): each is decoded and normalised on its own.
+    """
+    files.check_size(paths[0] if paths else "images", len(paths) * shape[0] * shape[1],
+                     files.MAX_DATA_BYTES, f"{len(paths):,} normalised images")
+    out = np.empty((len(paths), *shape), dtype=np.uint8)
+    for i, path in enumerate(paths):
+        out[i] = normalise_to(load_picture(path), shape, source=path)
+    return out
+
+
+def normalise_images(
+    images: np.ndarray, shape: tuple[int, int], *, source: str, what: str = "image"
+) -> np.ndarray:
+    """Every image of a uint8 stack ``(n, h, w)`` normalised by :func:`normalise_to`:
+    uint8 ``(n, *shape)``. A blank image is named as ``source: <what> <index>``."""
+    out = np.empty((len(images), *shape), dtype=np.uint8)
+    for i, image in enumerate(images):
+        try:
+            out[i] = normalise_to(image, shape, source=source)
+        except DataError as exc:  # say which image of the stack
+            raise DataError(source, f"{what} {i}: {exc.problem}") from None
+    return out

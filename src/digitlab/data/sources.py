@@ -7,20 +7,29 @@
 - ``digits``: scikit-learn's 8x8 digits in their original order;
 - ``fashion-mnist``: Debian's copy when installed, else downloaded;
 - ``mnist``: the full MNIST, downloaded once and checked by SHA-256;
-- a path: an image folder tree, a folder of IDX files, a Keras ``.npz``, a
-  CSV or a MATLAB ``.mat``.
+- a path: an image folder tree, a flat folder of images with a labels file
+  (``labels.csv``, or ``labels=``; see :mod:`digitlab.data.labelsfile`), a
+  folder of IDX files, a Keras ``.npz``, a CSV or a MATLAB ``.mat``.
+
+``normalise=`` gives every image, from any source, the MNIST-style
+normalisation ``digitlab predict`` gives a picture
+(:func:`~digitlab.data.preprocess.normalise_to`), so a model trained on it
+meets pictures prepared exactly as its training data were. Image files are
+then read as pictures are (:func:`~digitlab.data.preprocess.load_picture`)
+and may differ in size and polarity.
 """
 
 from __future__ import annotations
 
+import functools
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from digitlab.data import download, formats, imagetree
+from digitlab.data import download, formats, imagetree, labelsfile, preprocess
 from digitlab.data.dataset import Dataset
-from digitlab.errors import DataError
+from digitlab.errors import DataError, SettingsError
 
 SAMPLE_FILE = "mnist_sample.npz"
 FASHION_CLASSES = (
@@ -39,6 +48,8 @@ def load(
     test_fraction: float = 0.2,
     seed: int = 0,
     label_column: str | int | None = None,
+    labels: str | Path | None = None,
+    normalise: bool | int | tuple[int, int] = False,
 ) -> Dataset:
     """Load a named dataset or a path as a Dataset.
 
@@ -54,8 +65,31 @@ def load(
         Seed of that hold-out.
     label_column : str or int, optional
         CSV only: the label column's name or index.
+    labels : str or Path, optional
+        A flat folder of images only: its labels file, when it is not the
+        folder's ``labels.csv``.
+    normalise : bool, int or (height, width)
+        Normalise every image as ``digitlab predict`` normalises a picture:
+        to 28x28 (True) or to the size given. Images may then differ in size
+        and polarity.
     """
     name = str(source)
+    shape = normalised_shape(normalise)
+    if name in NAMED:
+        if labels is not None:
+            raise DataError(labels, f"a labels file goes with a folder of images, not with {name}")
+        dataset = load_named(name)
+        return dataset if shape is None else normalise_dataset(dataset, shape)
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise DataError(path, f"no such file or folder (named datasets: {', '.join(NAMED)})")
+    splits = read_path(path, label_column=label_column, labels=labels, normalise=shape)
+    notes = () if shape is None else (_normalised_note(shape),)
+    return Dataset.from_splits(name, splits, test_fraction=test_fraction, seed=seed, notes=notes)
+
+
+def load_named(name: str) -> Dataset:
+    """One of the :data:`NAMED` datasets."""
     if name == "mnist-sample":
         return load_mnist_sample()
     if name == "digits":
@@ -65,19 +99,43 @@ def load(
         return Dataset.from_splits(name, formats.read_idx_folder(folder), class_names=FASHION_CLASSES)
     if name == "mnist":
         return Dataset.from_splits(name, formats.read_idx_folder(download.fetch_mnist()))
-    path = Path(source).expanduser()
-    if not path.exists():
-        raise DataError(path, f"no such file or folder (named datasets: {', '.join(NAMED)})")
-    splits = read_path(path, label_column=label_column)
-    return Dataset.from_splits(name, splits, test_fraction=test_fraction, seed=seed)
+    raise ValueError(f"not a named dataset: {name!r}")
 
 
-def read_path(path: Path, *, label_column: str | int | None = None) -> formats.Splits:
-    """Read any supported file or folder, choosing the reader by its layout."""
-    if path.is_dir():
-        if formats.find_idx_files(path):
-            return formats.read_idx_folder(path)
+def read_path(
+    path: Path,
+    *,
+    label_column: str | int | None = None,
+    labels: str | Path | None = None,
+    normalise: tuple[int, int] | None = None,
+) -> formats.Splits:
+    """Read any supported file or folder, choosing the reader by its layout.
+
+    ``normalise``: the (height, width) to normalise every image to, as
+    :func:`load` does.
+    """
+    decode = None if normalise is None else functools.partial(preprocess.normalise_files,
+                                                              shape=normalise)
+    # labels.csv makes a flat folder, unless the folder is a tree of class folders after all
+    flat = path.is_dir() and labelsfile.has_labels_file(path) and not imagetree.is_image_tree(path)
+    if labels is not None or flat:
+        return imagetree.decode_listing(labelsfile.list_labelled_folder(path, labels), decode=decode)
+    if path.is_dir() and not formats.find_idx_files(path):
+        if decode is not None:  # each file read as a picture, whatever its size
+            return imagetree.decode_listing(imagetree.list_image_tree(path), decode=decode)
         return imagetree.read_image_tree(path)
+    splits = _read_arrays(path, label_column)
+    if normalise is None:
+        return splits
+    return {split: (preprocess.normalise_images(images, normalise, source=str(path),
+                                                what=f"{split} image"), split_labels)
+            for split, (images, split_labels) in splits.items()}
+
+
+def _read_arrays(path: Path, label_column: str | int | None) -> formats.Splits:
+    """The formats that store arrays: IDX folders, .npz, CSV, .mat."""
+    if path.is_dir():
+        return formats.read_idx_folder(path)
     suffixes = "".join(path.suffixes[-2:]).lower()
     if suffixes.endswith(".npz"):
         return formats.read_npz(path)
@@ -86,6 +144,31 @@ def read_path(path: Path, *, label_column: str | int | None = None) -> formats.S
     if suffixes.endswith(".mat"):
         return formats.read_mat(path)
     raise DataError(path, "unknown format: expected a folder, .npz, .csv, .csv.gz or .mat")
+
+
+def normalised_shape(normalise: bool | int | tuple[int, int] | None) -> tuple[int, int] | None:
+    """``normalise=`` as the (height, width) to normalise to, or None for no normalisation."""
+    if normalise is None or normalise is False:
+        return None
+    if normalise is True:
+        return (preprocess.MNIST_SIZE, preprocess.MNIST_SIZE)
+    sides = (normalise, normalise) if isinstance(normalise, int) else tuple(normalise)
+    if len(sides) != 2 or not all(isinstance(side, int) and 1 <= side <= 1024 for side in sides):
+        raise SettingsError(f"normalise must be True or a size of 1 to 1024 pixels, got {normalise!r}")
+    return int(sides[0]), int(sides[1])
+
+
+def normalise_dataset(dataset: Dataset, shape: tuple[int, int]) -> Dataset:
+    """Both splits of ``dataset`` normalised to ``shape`` as :func:`load` ``(normalise=)`` does."""
+    changes = {f"{split}_images": preprocess.normalise_images(
+        dataset.images(split), shape, source=dataset.name, what=f"{split} image")
+        for split in ("train", "test")}
+    return dataset.replace(**changes, notes=(*dataset.notes, _normalised_note(shape)))
+
+
+def _normalised_note(shape: tuple[int, int]) -> str:
+    return (f"every image normalised to {shape[0]}x{shape[1]} as digitlab predict normalises "
+            "a picture (ink found and made white on black, cropped, scaled, centred)")
 
 
 def sample_path() -> Path:

@@ -30,6 +30,7 @@ from digitlab import __version__
 from digitlab.io import ModelInfo, load_model
 from digitlab.models import DigitClassifier
 from digitlab.predict import read_images
+from digitlab.preparation import warn_if_pictures_differ
 from digitlab.web import MAX_BODY_BYTES
 from digitlab.web.errors import InputError, install_error_handlers
 from digitlab.web.inputs import FORM_TYPE, IMAGE_TYPES, JSON_TYPE, model_image, read_payload
@@ -86,6 +87,7 @@ def create_app(model_path: str | os.PathLike[str], *, max_body_bytes: int = MAX_
     """The app serving the model at ``model_path`` (a DataError if it cannot be loaded)."""
     model_path = Path(model_path)
     model, info = load_model(model_path)
+    warn_if_pictures_differ(info)  # the page's pictures are normalised: can this model read them?
     about = describe_model(info, model_path)
     app = FastAPI(
         title="digitlab",
