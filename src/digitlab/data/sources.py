@@ -159,10 +159,12 @@ def normalised_shape(normalise: bool | int | tuple[int, int] | None) -> tuple[in
 
 
 def normalise_dataset(dataset: Dataset, shape: tuple[int, int]) -> Dataset:
-    """Both splits of ``dataset`` normalised to ``shape`` as :func:`load` ``(normalise=)`` does."""
+    """Every split of ``dataset`` normalised to ``shape`` as :func:`load` ``(normalise=)`` does."""
     changes = {f"{split}_images": preprocess.normalise_images(
         dataset.images(split), shape, source=dataset.name, what=f"{split} image")
-        for split in ("train", "test")}
+        for split in dataset.splits}
+    if "validation" not in dataset.splits:  # empty, in the new shape
+        changes["validation_images"] = np.empty((0, *shape), np.uint8)
     return dataset.replace(**changes, notes=(*dataset.notes, _normalised_note(shape)))
 
 
