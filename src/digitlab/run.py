@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from digitlab.atomic import atomic_dir, check_folder_destination, write_json
+from digitlab.calibration import Calibration, calibrate
+from digitlab.data import dataset as dataset_module
 from digitlab.data.dataset import Dataset
 from digitlab.data.deskew import deskew_images
 from digitlab.data.sources import load
@@ -168,6 +170,17 @@ def fit_model(
     return model.fit(dataset.features("train"), dataset.train_labels, **extra)
 
 
+def calibrate_on_validation(model: DigitClassifier, dataset: Dataset) -> Calibration | None:
+    """The model's temperature, fitted on the validation split; None when the run has none."""
+    # getattr: the validation split is new to Dataset (see calibration's wiring note)
+    if "validation" not in getattr(dataset_module, "SPLIT_NAMES", ()):
+        return None
+    labels = dataset.labels("validation")
+    if not len(labels):
+        return None
+    return calibrate(model, dataset.features("validation"), labels)
+
+
 def train(
     config: RunConfig,
     out: str | Path | None = None,
@@ -192,9 +205,11 @@ def train(
     fit_model(model, dataset, callback=callback)
     seconds = time.perf_counter() - started
     check_saveable(model)
+    calibration = calibrate_on_validation(model, dataset)
     stage("evaluating")
     history = getattr(model, "history_", None) or {}
-    inspection = inspect_model(model, dataset, history=history, figures=out is not None)
+    inspection = inspect_model(model, dataset, history=history, figures=out is not None,
+                               calibration=calibration)
     measured: dict[str, Any] = dict(inspection.evaluation)
     measured["analysis"] = inspection.analysis
     measured["seconds"] = {"fit": seconds}
@@ -203,6 +218,8 @@ def train(
     if history:
         measured["history"] = history
     measured["data"] = dataset.summary()
+    if calibration is not None:
+        measured["calibration"] = calibration.to_metadata()
     if out is not None:
         stage("writing the run folder")
         with atomic_dir(out, merge=True) as folder:
@@ -227,6 +244,7 @@ def write_run_folder(
         preprocessing=preprocessing_of(config, dataset),
         data_fingerprint=dataset.fingerprint(),
         extra={"task": config.task, "test_accuracy": measured["test"]["accuracy"]},
+        calibration=inspection.calibration,
     )
     # every setting used: the run's, and the model's full settings with their defaults
     write_json(out / "config.json", {**asdict(config), "model_settings": json_settings(model.get_params())})
