@@ -33,7 +33,44 @@ def test_features_are_float32_in_unit_range(sample: Dataset) -> None:
 
 def test_unknown_split_is_refused(sample: Dataset) -> None:
     with pytest.raises(ValueError, match="split"):
-        sample.features("validation")
+        sample.features("dev")
+
+
+def test_validation_split_is_empty_until_carved(sample: Dataset) -> None:
+    assert sample.splits == ("train", "test")
+    assert sample.features("validation").shape == (0, 784)
+    assert sample.labels("validation").shape == (0,)
+
+
+def test_with_validation_carves_a_stratified_seeded_share_of_train(sample: Dataset) -> None:
+    carved = sample.with_validation(0.1, seed=3)
+    assert carved.splits == ("train", "validation", "test")
+    assert len(carved.validation_labels) == 400
+    assert len(carved.train_labels) == 3600
+    assert carved.counts("validation") == {digit: 40 for digit in range(10)}
+    np.testing.assert_array_equal(carved.test_images, sample.test_images)  # test untouched
+    # train and validation partition the original train images
+    together = np.concatenate([carved.train_images, carved.validation_images]).reshape(4000, -1)
+    assert len(np.unique(together, axis=0)) == len(np.unique(sample.train_images.reshape(4000, -1), axis=0))
+    again = sample.with_validation(0.1, seed=3)
+    np.testing.assert_array_equal(again.validation_labels, carved.validation_labels)
+    np.testing.assert_array_equal(again.validation_images, carved.validation_images)
+    other = sample.with_validation(0.1, seed=4)
+    assert not np.array_equal(other.validation_images, carved.validation_images)
+    assert sample.with_validation(0.0, seed=3) is sample
+    with pytest.raises(ValueError, match="already"):
+        carved.with_validation(0.1, seed=3)
+
+
+def test_derived_datasets_carry_the_validation_split(sample: Dataset) -> None:
+    carved = sample.with_validation(0.2, seed=0)
+    task = carved.for_task("0-vs-1")
+    assert set(task.counts("validation")) == {0, 1}
+    assert task.counts("validation")[1] == carved.counts("validation")[1]
+    resized = carved.map_images(lambda images: images[:, ::2, ::2], "halved")
+    assert resized.validation_images.shape[1:] == (14, 14)
+    assert sample.map_images(lambda images: images[:, ::2, ::2], "halved").validation_images.shape == (0, 14, 14)
+    assert "validation" in carved.summary()["splits"]  # type: ignore[operator]
 
 
 def test_from_splits_holds_out_a_stratified_seeded_test_split(small_splits) -> None:

@@ -150,7 +150,7 @@ def test_health_model_and_report(client, served_model) -> None:
     metrics = json.loads((served_model.parent / "metrics.json").read_text())
     assert about == {"kind": "mlp", "classes": list(range(10)), "class_names": [str(d) for d in range(10)],
                      "input_shape": [28, 28], "task": "all",
-                     "test_accuracy": metrics["test"]["accuracy"]}
+                     "test_accuracy": metrics["test"]["accuracy"], "provenance": None}
     report = client.get("/report")
     assert report.status_code == 200
     assert report.headers["content-type"].startswith("text/html")

@@ -150,7 +150,7 @@ def load_model(
         raise DataError(path, f"unknown model kind {info.kind!r}")
     cls = MODELS[info.kind]
     _check_keywords(path, info.settings, cls, f"settings of a {info.kind!r} model")
-    model = cls(**_python_settings(cls, info.settings))
+    model = cls(**python_settings(cls, info.settings))
     try:
         model.load_state_dict(state)  # checks the settings, then the arrays, then sets them
     except SettingsError as exc:
@@ -301,7 +301,7 @@ def json_settings(params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _python_settings(cls: type[DigitClassifier], settings: dict[str, Any]) -> dict[str, Any]:
+def python_settings(cls: type[DigitClassifier], settings: dict[str, Any]) -> dict[str, Any]:
     """Undo :func:`json_settings` where the default shows a tuple was meant."""
     defaults = {
         name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()

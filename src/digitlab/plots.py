@@ -236,12 +236,13 @@ def worst_written(
 # ---------------------------------------------------------------- training
 
 
-def learning_curves(history: dict[str, list[float]]) -> Figure:
-    """Loss and accuracy per epoch, train and (when recorded) test/validation."""
+def learning_curves(history: dict[str, list[float]], *, val_label: str = "validation") -> Figure:
+    """Loss and accuracy per epoch, train and (when recorded) the ``eval_set``'s
+    ``val_*`` figures, labelled ``val_label`` (the lab shows the test split, for teaching)."""
     fig = Figure(figsize=(9.0, 3.4), dpi=100, layout="constrained")
     axes = fig.subplots(1, 2)
     for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
-        for key, label, style in ((metric, "train", "-"), (f"val_{metric}", "test", "--")):
+        for key, label, style in ((metric, "train", "-"), (f"val_{metric}", val_label, "--")):
             values = history.get(key)
             if values:
                 ax.plot(range(1, len(values) + 1), values, style, marker="o", markersize=3,

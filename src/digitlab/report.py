@@ -74,10 +74,10 @@ def render_html(
     names = data_summary["classes"]
     labels = sorted({int(k) for s in splits.values() for k in s["per_class"]})
     rows = [[names[label] if label < len(names) else label,
-             splits["train"]["per_class"].get(label, 0), splits["test"]["per_class"].get(label, 0)]
+             *(split["per_class"].get(label, 0) for split in splits.values())]
             for label in labels]
-    rows.append(["all", splits["train"]["count"], splits["test"]["count"]])
-    parts.append(_table(["class", "train", "test"], rows))
+    rows.append(["all", *(split["count"] for split in splits.values())])
+    parts.append(_table(["class", *splits], rows))
     for note in data_summary.get("notes", []):
         parts.append(f"<p class='muted'>note: {html.escape(note)}</p>")
 

@@ -6,17 +6,20 @@ call works from Python and returns everything it measured.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import json
+import os
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from digitlab.atomic import atomic_dir, check_folder_destination, write_json
 from digitlab.calibration import Calibration, calibrate
-from digitlab.data import dataset as dataset_module
 from digitlab.data.dataset import Dataset
 from digitlab.data.deskew import deskew_images
 from digitlab.data.sources import load
@@ -27,6 +30,8 @@ from digitlab.models import MODELS, DigitClassifier
 from digitlab.models.training import Callback
 from digitlab.predict import deskews, layout_for
 from digitlab.report import write_report
+
+MAX_CONFIG_BYTES = 1_000_000  # a config.json is a few hundred bytes
 
 
 @dataclass
@@ -40,6 +45,7 @@ class RunConfig:
     deskew: bool = False
     seed: int = 0
     test_fraction: float = 0.2
+    validation_fraction: float | None = None  # None: the model's default_validation
     label_column: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
 
@@ -137,6 +143,19 @@ def check_saveable(model: DigitClassifier) -> None:
         raise SettingsError(f"training diverged ({exc}); use a smaller learning rate") from None
 
 
+def validation_fraction_of(config: RunConfig) -> float:
+    """The share of train images held out as validation: ``--validation-fraction``, or the
+    model's own default (0.1 for every model that chooses anything on it, 0 for the
+    baselines, which choose nothing)."""
+    fraction = config.validation_fraction
+    if fraction is None:
+        cls = MODELS.get(config.model)
+        return cls.default_validation if cls is not None else 0.0
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 <= fraction < 1:
+        raise SettingsError(f"validation fraction must be at least 0 and below 1, got {fraction!r}")
+    return float(fraction)
+
+
 def build_model(config: RunConfig) -> DigitClassifier:
     """The configured model; ``--seed`` seeds it unless an ``rng`` setting was given."""
     if config.model not in MODELS:
@@ -159,26 +178,23 @@ def fit_model(
     *,
     callback: Callback | None = None,
 ) -> DigitClassifier:
-    """Fit on the train split, passing a progress callback and the test split for
-    learning curves to models whose ``fit`` takes them."""
+    """Fit on the train split, passing a progress callback and the validation split
+    (for learning curves, early stopping and the kept epoch) to models whose
+    ``fit`` takes them. The test split is never passed: nothing is chosen on it."""
     accepted = inspect.signature(model.fit).parameters
     extra: dict[str, Any] = {}
     if "callback" in accepted:
         extra["callback"] = callback
-    if "eval_set" in accepted:
-        extra["eval_set"] = (dataset.features("test"), dataset.test_labels)
+    if "eval_set" in accepted and "validation" in dataset.splits:
+        extra["eval_set"] = (dataset.features("validation"), dataset.labels("validation"))
     return model.fit(dataset.features("train"), dataset.train_labels, **extra)
 
 
 def calibrate_on_validation(model: DigitClassifier, dataset: Dataset) -> Calibration | None:
     """The model's temperature, fitted on the validation split; None when the run has none."""
-    # getattr: the validation split is new to Dataset (see calibration's wiring note)
-    if "validation" not in getattr(dataset_module, "SPLIT_NAMES", ()):
+    if "validation" not in dataset.splits:
         return None
-    labels = dataset.labels("validation")
-    if not len(labels):
-        return None
-    return calibrate(model, dataset.features("validation"), labels)
+    return calibrate(model, dataset.features("validation"), dataset.labels("validation"))
 
 
 def train(
@@ -196,10 +212,12 @@ def train(
     stage = on_stage or (lambda _name: None)
     if out is not None:  # a run folder that cannot be written is found now, not after training
         check_folder_destination(out, merge=True)
+    fraction = validation_fraction_of(config)  # a bad setting is refused before loading
+    model = build_model(config)
     stage("loading data")
     dataset = prepare_data(config)
     check_trainable(dataset)
-    model = build_model(config)
+    dataset = dataset.with_validation(fraction, config.seed)
     stage(f"training {config.model}")
     started = time.perf_counter()
     fit_model(model, dataset, callback=callback)
@@ -209,7 +227,7 @@ def train(
     stage("evaluating")
     history = getattr(model, "history_", None) or {}
     inspection = inspect_model(model, dataset, history=history, figures=out is not None,
-                               calibration=calibration)
+                               splits=dataset.splits, calibration=calibration)
     measured: dict[str, Any] = dict(inspection.evaluation)
     measured["analysis"] = inspection.analysis
     measured["seconds"] = {"fit": seconds}
@@ -243,15 +261,100 @@ def write_run_folder(
         class_names=dataset.class_names,
         preprocessing=preprocessing_of(config, dataset),
         data_fingerprint=dataset.fingerprint(),
-        extra={"task": config.task, "test_accuracy": measured["test"]["accuracy"]},
+        extra={"task": config.task, "test_accuracy": measured["test"]["accuracy"],
+               "provenance": provenance_of(config, dataset, model, measured)},
         calibration=inspection.calibration,
     )
-    # every setting used: the run's, and the model's full settings with their defaults
-    write_json(out / "config.json", {**asdict(config), "model_settings": json_settings(model.get_params())})
+    # every setting used: the run's (the validation share resolved), and the model's full
+    # settings with their defaults; `digitlab train --config` replays them
+    resolved = dataclasses.replace(config, validation_fraction=validation_fraction_of(config))
+    write_json(out / "config.json", {**asdict(resolved), "model_settings": json_settings(model.get_params())})
     write_json(out / "metrics.json", measured)
     write_report(out, title=f"{config.model} on {dataset.name} ({config.task})",
                  data_summary=dataset.summary(), model_summary=model.summary(),
                  inspection=inspection)
+
+
+def provenance_of(
+    config: RunConfig, dataset: Dataset, model: DigitClassifier, measured: dict[str, Any]
+) -> dict[str, Any]:
+    """Where a model came from, stored in its file and shown by ``GET /model``: the data,
+    how it was split, the class counts, the kept epoch and its validation figures, when
+    and with which libraries."""
+    history = getattr(model, "history_", None) or {}
+    kept = getattr(model, "kept_epoch_", None)
+    kept_figures = {key: values[kept - 1] for key, values in history.items()
+                    if key.startswith("val_") and kept and len(values) >= kept}
+    return {
+        "data": config.data,
+        "split": {"seed": config.seed, "test_fraction": config.test_fraction,
+                  "validation_fraction": validation_fraction_of(config),
+                  "notes": list(dataset.notes)},
+        "class_counts": {split: {dataset.class_name(label): n for label, n in dataset.counts(split).items()}
+                         for split in dataset.splits},
+        "kept_epoch": kept,
+        "kept_epoch_validation": kept_figures,
+        "validation": {key: measured["validation"][key] for key in ("accuracy", "balanced_accuracy")}
+                      if "validation" in measured else None,
+        "created": created_timestamp(),
+        "versions": library_versions(),
+    }
+
+
+def created_timestamp() -> str:
+    """Now in UTC (ISO 8601), or ``SOURCE_DATE_EPOCH`` when set, the reproducible-builds
+    convention: a replayed run then writes a byte-identical model file."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    moment = datetime.fromtimestamp(int(epoch), timezone.utc) if epoch and epoch.isdigit() else datetime.now(timezone.utc)
+    return moment.isoformat(timespec="seconds")
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python and of the libraries a model's figures depend on."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": platform.python_version()}
+    for package in ("digitlab", "numpy", "scikit-learn", "torch"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def load_run_config(path: str | os.PathLike[str]) -> RunConfig:
+    """The :class:`RunConfig` of a run's ``config.json``, to replay it: the same settings,
+    the model's full settings included, give the same model file."""
+    from digitlab.data.files import read_file
+    from digitlab.io import python_settings
+
+    text = read_file(path, limit=MAX_CONFIG_BYTES)
+    try:
+        fields = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise DataError(path, f"not a JSON run configuration ({exc})") from None
+    known = {f.name for f in dataclasses.fields(RunConfig)}
+    if not isinstance(fields, dict) or "model" not in fields:
+        raise DataError(path, "not a digitlab run configuration (no \"model\")")
+    unknown = sorted(set(fields) - known - {"model_settings"})
+    if unknown:
+        raise DataError(path, f"unknown run settings: {', '.join(unknown)}")
+    full = fields.pop("model_settings", None) or {}
+    if not isinstance(full, dict) or not isinstance(fields.get("settings", {}), dict):
+        raise DataError(path, "model settings must be a JSON object")
+    cls = MODELS.get(fields["model"])
+    if cls is None:
+        raise DataError(path, f"unknown model {fields['model']!r}: choose from {', '.join(MODELS)}")
+    # Every setting the run used, defaults included, so that a later digitlab with other
+    # defaults replays the same model; rng follows --seed unless the run set it.
+    settings = python_settings(cls, {**full, **fields.get("settings", {})})
+    if "rng" not in fields.get("settings", {}):
+        settings.pop("rng", None)
+    try:
+        return RunConfig(**{**fields, "settings": settings})
+    except TypeError as exc:
+        raise DataError(path, f"unreadable run configuration ({exc})") from None
 
 
 def preprocessing_of(config: RunConfig, dataset: Dataset) -> dict[str, Any]:

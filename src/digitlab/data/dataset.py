@@ -1,4 +1,4 @@
-"""The Dataset: train and test images in the uint8 contract, and their labels.
+"""The Dataset: train, validation and test images in the uint8 contract, and their labels.
 
 A Dataset is immutable; every helper (``take``, ``keep_classes``,
 ``for_task``, ``resized``) returns a new one, so a loaded dataset can be
@@ -18,12 +18,17 @@ from digitlab.data.formats import Splits, check_label_range, check_pair
 from digitlab.errors import DataError
 from digitlab.tasks import Task, parse_task
 
-SPLIT_NAMES = ("train", "test")
+SPLIT_NAMES = ("train", "validation", "test")
 
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
     """Images uint8 ``(n, h, w)`` (0 background, 255 ink) and labels int64 ``(n,)``.
+
+    Sources give train and test splits; :meth:`with_validation` carves a
+    validation split out of the train images, for everything training chooses
+    (epochs, the kept epoch, calibration), so that the test split is only
+    ever read once, after training. Without it the validation split is empty.
 
     Attributes
     ----------
@@ -48,8 +53,14 @@ class Dataset:
     class_names: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default=())
     task: str = "all"
+    validation_images: np.ndarray | None = None  # None: no validation split (empty)
+    validation_labels: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        if self.validation_images is None or self.validation_labels is None:
+            shape = getattr(self.train_images, "shape", (0, 0, 0))[1:]
+            object.__setattr__(self, "validation_images", np.empty((0, *shape), np.uint8))
+            object.__setattr__(self, "validation_labels", np.empty(0, np.int64))
         for split in SPLIT_NAMES:
             images, labels = self.images(split), self.labels(split)
             if images.dtype != np.uint8 or images.ndim != 3:
@@ -59,10 +70,10 @@ class Dataset:
             # Readers refuse such labels already; a Dataset built by hand must too,
             # before one label of 4e9 asks for four billion class names below.
             check_label_range(labels, self.name)
-        if self.train_images.shape[1:] != self.test_images.shape[1:]:
-            raise DataError(self.name, "train and test images differ in shape")
+        if not self.train_images.shape[1:] == self.images("validation").shape[1:] == self.test_images.shape[1:]:
+            raise DataError(self.name, "train, validation and test images differ in shape")
         if not self.class_names:
-            n_classes = int(max(self.train_labels.max(initial=-1), self.test_labels.max(initial=-1))) + 1
+            n_classes = int(max(self.labels(split).max(initial=-1) for split in SPLIT_NAMES)) + 1
             object.__setattr__(self, "class_names", tuple(str(c) for c in range(n_classes)))
 
     # ------------------------------------------------------------ construction
@@ -100,17 +111,24 @@ class Dataset:
     # ------------------------------------------------------------ access
 
     def images(self, split: str) -> np.ndarray:
-        """Images of ``split`` ("train" or "test"), uint8 ``(n, h, w)``."""
-        return getattr(self, f"{_check_split(split)}_images")
+        """Images of ``split`` ("train", "validation" or "test"), uint8 ``(n, h, w)``."""
+        images: np.ndarray = getattr(self, f"{_check_split(split)}_images")
+        return images
 
     def labels(self, split: str) -> np.ndarray:
         """Labels of ``split``, int64 ``(n,)``."""
-        return getattr(self, f"{_check_split(split)}_labels")
+        labels: np.ndarray = getattr(self, f"{_check_split(split)}_labels")
+        return labels
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The splits holding images, in order: train, validation when carved, test."""
+        return tuple(split for split in SPLIT_NAMES if split != "validation" or len(self.labels(split)))
 
     def features(self, split: str) -> np.ndarray:
         """Model input: float32 ``(n, h*w)`` in [0, 1] (pixel / 255)."""
         images = self.images(split)
-        out = images.reshape(len(images), -1).astype(np.float32)
+        out = images.reshape(len(images), images.shape[1] * images.shape[2]).astype(np.float32)
         out *= np.float32(1.0 / 255.0)
         return out
 
@@ -122,8 +140,8 @@ class Dataset:
 
     @property
     def classes(self) -> np.ndarray:
-        """Sorted label values present in either split, int64."""
-        return np.union1d(self.train_labels, self.test_labels)
+        """Sorted label values present in any split, int64."""
+        return np.unique(np.concatenate([self.labels(split) for split in SPLIT_NAMES]))
 
     @property
     def n_classes(self) -> int:
@@ -139,9 +157,9 @@ class Dataset:
         return {int(v): int(c) for v, c in zip(values, counts, strict=True)}
 
     def fingerprint(self) -> str:
-        """SHA-256 over both splits' images and labels: identifies training data."""
+        """SHA-256 over every split's images and labels: identifies training data."""
         digest = hashlib.sha256()
-        for split in SPLIT_NAMES:
+        for split in self.splits:
             images = np.ascontiguousarray(self.images(split))
             digest.update(str(images.shape).encode())
             digest.update(images.tobytes())
@@ -175,7 +193,7 @@ class Dataset:
         """Keep only images whose label is in ``classes`` (labels unchanged)."""
         wanted = np.asarray(classes, dtype=np.int64)
         changes: dict[str, object] = {}
-        for split in SPLIT_NAMES:
+        for split in self.splits:
             keep = np.isin(self.labels(split), wanted)
             if not keep.any():
                 raise DataError(self.name, f"no {split} images of classes {wanted.tolist()}")
@@ -192,17 +210,36 @@ class Dataset:
         if problem:
             raise DataError(self.name, problem)
         changes: dict[str, object] = {"task": task.name, "class_names": task.class_names(self.class_names)}
-        for split in SPLIT_NAMES:
+        for split in self.splits:
             images, labels = task.apply(self.images(split), self.labels(split))
             changes[f"{split}_images"], changes[f"{split}_labels"] = images, labels
         return self.replace(**changes)
 
     def map_images(self, transform: object, note: str) -> Dataset:
-        """Apply ``transform(images) -> images`` to both splits (e.g. a resize)."""
+        """Apply ``transform(images) -> images`` to every split (e.g. a resize)."""
         assert callable(transform)
+        changes: dict[str, object] = {f"{split}_images": transform(self.images(split)) for split in self.splits}
+        if "validation" not in self.splits:  # still empty, in the new shape
+            shape = changes["train_images"].shape[1:]  # type: ignore[attr-defined]
+            changes["validation_images"] = np.empty((0, *shape), np.uint8)
+        return self.replace(**changes, notes=(*self.notes, note))
+
+    def with_validation(self, fraction: float, seed: int) -> Dataset:
+        """Move a stratified ``fraction`` of the train images into the validation split.
+
+        Drawn with ``seed`` by :func:`digitlab.splits.stratified_holdout`; a
+        fraction of 0 returns the dataset unchanged (an empty validation split).
+        """
+        if "validation" in self.splits:
+            raise ValueError("the dataset already has a validation split")
+        if fraction == 0:
+            return self
+        kept, held = stratified_holdout(self.train_labels, fraction, seed, source=self.name)
+        note = (f"validation split: a stratified {fraction:.0%} of the train images "
+                f"({len(held)}) held out with seed {seed}, for what training chooses")
         return self.replace(
-            train_images=transform(self.train_images),
-            test_images=transform(self.test_images),
+            train_images=self.train_images[kept], train_labels=self.train_labels[kept],
+            validation_images=self.train_images[held], validation_labels=self.train_labels[held],
             notes=(*self.notes, note),
         )
 
@@ -216,7 +253,7 @@ class Dataset:
             "classes": list(self.class_names),
             "splits": {
                 split: {"count": len(self.labels(split)), "per_class": self.counts(split)}
-                for split in SPLIT_NAMES
+                for split in self.splits
             },
             "notes": list(self.notes),
         }
@@ -224,7 +261,7 @@ class Dataset:
 
 def _check_split(split: str) -> str:
     if split not in SPLIT_NAMES:
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise ValueError(f"split must be one of {', '.join(SPLIT_NAMES)}; got {split!r}")
     return split
 
 

@@ -56,6 +56,9 @@ class DigitClassifier(ClassifierMixin, BaseEstimator):
     kind: ClassVar[str] = "base"
     binary_only: ClassVar[bool] = False  # True for models of two classes only (guess-and-check)
     min_classes: ClassVar[int] = 1  # fewest classes a fitted model can hold
+    # Share of the train images a training run holds out as validation for what it
+    # chooses (the kept epoch, early stopping, calibration); 0 for models that choose nothing.
+    default_validation: ClassVar[float] = 0.1
     _state_names: ClassVar[tuple[str, ...]] = ()
 
     # ------------------------------------------------------------ fit / predict

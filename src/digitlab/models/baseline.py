@@ -20,6 +20,7 @@ class Majority(DigitClassifier):
     """
 
     kind: ClassVar[str] = "majority"
+    default_validation: ClassVar[float] = 0.0  # chooses nothing
     _state_names: ClassVar[tuple[str, ...]] = ("class_prior_",)
 
     def __init__(self) -> None:
@@ -56,6 +57,7 @@ class RandomScores(DigitClassifier):
     """
 
     kind: ClassVar[str] = "random"
+    default_validation: ClassVar[float] = 0.0  # chooses nothing
     _state_names: ClassVar[tuple[str, ...]] = ("seed_",)
 
     def __init__(self, *, rng: int | None = None) -> None:

@@ -185,6 +185,9 @@ class CNN(DigitClassifier):
         batches), ``val_loss``, ``val_accuracy`` with ``eval_set``.
     n_iter_ : int
         Epochs run.
+    kept_epoch_ : int
+        The epoch whose weights the model holds (the best monitored one when
+        it ends with the best weights, else the last).
     interrupted_ : bool
         Training was stopped by Ctrl-C (KeyboardInterrupt); the model is usable,
         holding the weights of the best epoch so far.
@@ -250,8 +253,10 @@ class CNN(DigitClassifier):
             Called after every epoch with the figures so far. Raising
             ``KeyboardInterrupt`` in it stops training cleanly, as Ctrl-C does.
         eval_set : (X_val, y_val), optional
-            Data to report ``val_loss`` and ``val_accuracy`` on after each
-            epoch; ``target_accuracy`` watches it.
+            Validation data (``digitlab train`` passes its validation split,
+            never the test split) to report ``val_loss`` and ``val_accuracy``
+            on after each epoch; training ends with the weights of its best
+            epoch, and ``target_accuracy`` watches it.
         """
         # Settings and shape first, so a bad one leaves a fitted model as it was.
         self._check_settings()
@@ -367,6 +372,7 @@ class CNN(DigitClassifier):
         self.network_ = network.cpu().eval()
         self.history_ = result.history
         self.n_iter_ = result.epochs_run
+        self.kept_epoch_ = result.kept_epoch
         self.interrupted_ = result.interrupted and not reached
         self.stopped_early_ = reached
 

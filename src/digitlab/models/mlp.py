@@ -116,10 +116,12 @@ class MLP(DigitClassifier):
         than ``tol`` for ``n_iter_no_change`` epochs. ``tol=None`` always runs
         every epoch.
     early_stopping : bool
-        Hold out ``validation_fraction`` of the training data (stratified),
-        monitor its accuracy, and end with the weights of its best epoch.
+        Monitor the accuracy on ``fit``'s ``eval_set`` (``digitlab train``
+        passes its validation split) or, without one, on ``validation_fraction``
+        of the training data held out (stratified), and end with the weights
+        of its best epoch.
     validation_fraction : float
-        Share held out for ``early_stopping``.
+        Share held out for ``early_stopping`` when there is no ``eval_set``.
     rng : int, Generator or None
         Seeds initialisation, shuffling and the hold-out; an int gives the
         same weights at every fit.
@@ -138,6 +140,9 @@ class MLP(DigitClassifier):
         ``val_accuracy`` with ``eval_set``.
     n_iter_ : int
         Epochs run.
+    kept_epoch_ : int
+        The epoch whose weights the model holds (the best monitored one when
+        it ends with the best weights, else the last).
     interrupted_ : bool
         Training was stopped by Ctrl-C (KeyboardInterrupt); the model is usable.
     stopped_early_ : bool
@@ -215,8 +220,8 @@ class MLP(DigitClassifier):
             Called after every epoch with the figures so far. Raising
             ``KeyboardInterrupt`` in it stops training cleanly, as Ctrl-C does.
         eval_set : (X_val, y_val), optional
-            Data to report ``val_loss`` and ``val_accuracy`` on after each
-            epoch. Only reported: early stopping never looks at it.
+            Validation data to report ``val_loss`` and ``val_accuracy`` on after
+            each epoch; with ``early_stopping`` its accuracy is watched.
         """
         settings = self._check_settings()
         X = self._check_features(X, fitting=True)
@@ -232,7 +237,7 @@ class MLP(DigitClassifier):
 
         # Figures after each epoch on (features, targets, class positions) by name.
         sets: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        if self.early_stopping:
+        if self.early_stopping and eval_set is None:  # else eval_set is the validation data
             train_rows, held_rows = stratified_holdout(y_index, self.validation_fraction, rng)
             held_index = y_index[held_rows]
             sets["holdout"] = (X[held_rows], target_matrix(held_index, n_out, np.float32), held_index)
@@ -315,7 +320,8 @@ class MLP(DigitClassifier):
                 epochs=int(self.epochs),
                 train_epoch=train_epoch,
                 evaluate=evaluate,
-                monitor="holdout_accuracy" if self.early_stopping else "loss",
+                monitor=(("val_accuracy" if eval_set is not None else "holdout_accuracy")
+                         if self.early_stopping else "loss"),
                 mode="max" if self.early_stopping else "min",
                 tol=0.0 if self.tol is None else float(self.tol),
                 n_iter_no_change=int(self.n_iter_no_change),
@@ -328,6 +334,7 @@ class MLP(DigitClassifier):
             restore(last_finite)
         self.history_ = result.history
         self.n_iter_ = result.epochs_run
+        self.kept_epoch_ = result.kept_epoch
         self.interrupted_ = result.interrupted
         self.stopped_early_ = result.stopped_early
         return self

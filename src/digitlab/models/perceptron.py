@@ -314,6 +314,9 @@ class Perceptron(DigitClassifier):
         epoch, averaged if ``averaged``) and ``accuracy`` (training accuracy).
     n_iter_ : int
         Epochs run.
+    kept_epoch_ : int
+        The epoch whose weights the model holds (the best monitored one when
+        it ends with the best weights, else the last).
     """
 
     kind: ClassVar[str] = "perceptron"
@@ -395,6 +398,7 @@ class Perceptron(DigitClassifier):
         self.temperature_ = np.array(fit_temperature(self._scores(X), y_index))
         self.history_ = result.history
         self.n_iter_ = result.epochs_run
+        self.kept_epoch_ = result.kept_epoch
         self.interrupted_ = result.interrupted
 
     def _check_settings(self) -> tuple[float, int, int, float | None]:

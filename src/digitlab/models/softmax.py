@@ -144,11 +144,12 @@ class Softmax(DigitClassifier):
         Stop after this many epochs without improvement.
     early_stopping : bool
         ``False``: monitor the training loss and keep the last weights, as
-        scikit-learn's MLP does. ``True``: hold out ``validation_fraction`` of
-        the training data (stratified), monitor its loss and end with the
-        weights of its best epoch.
+        scikit-learn's MLP does. ``True``: monitor the loss on ``fit``'s
+        ``eval_set`` (``digitlab train`` passes its validation split) or, without
+        one, on ``validation_fraction`` of the training data held out
+        (stratified), and end with the weights of its best epoch.
     validation_fraction : float
-        Share of the training data held out when ``early_stopping``.
+        Share of the training data held out when ``early_stopping`` and no ``eval_set``.
     rng : int, numpy Generator or None
         Seeds the shuffling, the hold-out and a ``"normal"`` start; an int
         gives identical weights on every fit.
@@ -168,6 +169,9 @@ class Softmax(DigitClassifier):
         ``eval_set`` (measured after the epoch).
     n_iter_ : int
         Epochs run.
+    kept_epoch_ : int
+        The epoch whose weights the model holds (the best monitored one when
+        it ends with the best weights, else the last).
     interrupted_ : bool
         True when Ctrl-C (KeyboardInterrupt) ended training; the model is
         still fitted and usable.
@@ -232,8 +236,8 @@ class Softmax(DigitClassifier):
         callback : callable(Progress), optional
             Called after every epoch with the epoch's figures.
         eval_set : (X_val, y_val), optional
-            Evaluated after every epoch into ``val_loss`` / ``val_accuracy``
-            (for learning curves; it never steers training).
+            Validation data, evaluated after every epoch into ``val_loss`` /
+            ``val_accuracy``; with ``early_stopping`` its loss is watched.
         """
         # Settings first, so a bad one leaves a fitted model as it was.
         self._check_settings()
@@ -257,13 +261,16 @@ class Softmax(DigitClassifier):
         n_out = 1 if n_classes == 2 else n_classes
 
         # Evaluation sets as (features, class positions); the hold-out comes out of X.
+        # With early stopping, an eval_set is the validation data watched (as Keras's
+        # validation_data); without one, a share of X is held out for it.
         sets: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        if self.early_stopping:
+        if self.early_stopping and eval_set is None:
             train, held = stratified_holdout(y_index, self.validation_fraction, rng)
             sets["holdout"] = (X[held], y_index[held])
             X, y_index = X[train], y_index[train]
         if eval_set is not None:
             sets["val"] = self._encode_eval_set(eval_set)
+        watched = ("val_loss" if eval_set is not None else "holdout_loss") if self.early_stopping else "loss"
 
         if self.init == "normal":
             W = rng.normal(0.0, 0.01, size=(n_features, n_out)).astype(np.float32)
@@ -318,7 +325,7 @@ class Softmax(DigitClassifier):
                 epochs=int(self.epochs),
                 train_epoch=train_epoch,
                 evaluate=evaluate,
-                monitor="holdout_loss" if self.early_stopping else "loss",
+                monitor=watched,
                 mode="min",
                 tol=0.0 if self.tol is None else float(self.tol),
                 n_iter_no_change=int(self.n_iter_no_change),
@@ -331,6 +338,7 @@ class Softmax(DigitClassifier):
         keys = ["loss", "accuracy"] + [f"{name}_{m}" for name in sets for m in ("loss", "accuracy")]
         self.history_ = {key: result.history.get(key, []) for key in keys}
         self.n_iter_ = result.epochs_run
+        self.kept_epoch_ = result.kept_epoch
         self.interrupted_ = result.interrupted
 
     def _scores(self, X: np.ndarray) -> np.ndarray:

@@ -86,6 +86,7 @@ class EpochLoopResult:
     stopped_early: bool
     interrupted: bool
     history: dict[str, list[float]]
+    kept_epoch: int = 0  # the epoch whose weights the model ends with (0: none finished)
 
 
 def run_epochs(
@@ -146,6 +147,9 @@ def run_epochs(
                 break
     except KeyboardInterrupt:
         interrupted = True
+    finished = len(next(iter(history.values()), []))
+    kept = finished
     if best_weights is not None and restore is not None:
         restore(best_weights)
-    return EpochLoopResult(epoch, stopped_early, interrupted, history)
+        kept = stopper.best_epoch
+    return EpochLoopResult(epoch, stopped_early, interrupted, history, kept)

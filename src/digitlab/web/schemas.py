@@ -7,7 +7,7 @@ fields) are the API's documented contract, not just checks.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -63,6 +63,9 @@ class ModelResponse(BaseModel):
     temperature: float = Field(description="the temperature its probabilities are scaled by "
                                "(fitted on the validation split; 1 = none)")
     min_confidence: float = Field(description="the server's default threshold for unknown")
+    provenance: dict[str, Any] | None = Field(
+        default=None, description="where the model came from: the data and its splits, the "
+        "class counts, the kept epoch and its validation figures, when, and library versions")
 
 
 class HealthResponse(BaseModel):
