@@ -304,3 +304,28 @@ def test_calibration_round_trips_through_metadata() -> None:
     calibration = Calibration(0.7, 0.12, 0.02, 400)
     assert Calibration.from_metadata(calibration.to_metadata()) == calibration
     assert metadata_problem(calibration.to_metadata()) is None
+
+
+# ---------------------------------------------------------------- in a training run
+
+
+def test_a_run_calibrates_on_its_validation_split_only(tmp_path) -> None:
+    from digitlab.run import RunConfig, train
+
+    out = tmp_path / "run"
+    result = train(RunConfig(model="softmax", validation_fraction=0.1), out)
+    stored = result.metrics["calibration"]
+    assert stored["n"] == len(result.dataset.labels("validation")) == 400
+    _model, info = load_model(out / "model.safetensors")
+    assert info.calibration == stored
+    # the temperature is the one fitted on validation, not on test
+    val_X, val_y = result.dataset.features("validation"), result.dataset.labels("validation")
+    assert calibrate(result.model, val_X, val_y).temperature == stored["temperature"]
+    assert (out / "figures" / "reliability.png").is_file()
+    assert "<h3 id='calibration'>" in (out / "report.html").read_text(encoding="utf-8")
+    test = result.metrics["test"]["calibration"]
+    assert test["temperature"] == stored["temperature"]
+    assert test["ece_after"] < test["ece_before"]
+    plain = train(RunConfig(model="softmax", validation_fraction=0.0))
+    assert "calibration" not in plain.metrics
+    assert plain.metrics["test"]["calibration"]["temperature"] == 1.0

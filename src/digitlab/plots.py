@@ -297,7 +297,7 @@ def reliability_diagram(curves: Sequence[tuple[str, Reliability]], *, title: str
     top.set_xlim(0, 1)
     top.set_ylim(0, 1.02)
     top.grid(alpha=0.3)
-    top.legend(loc="upper left", fontsize=9)
+    top.legend(loc="lower right", fontsize=9)
     top.set_title(title)
     bottom.set_xlabel("confidence (largest probability)")
     bottom.set_ylabel("share")
