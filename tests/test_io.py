@@ -238,7 +238,21 @@ INFO_CORRUPTIONS = {
     "extra a string": lambda info: {**info, "extra": "all"},
     "info a list": lambda info: [info],
     "header over 1 MB": lambda info: {**info, "extra": {"pad": "x" * 1_000_000}},
+    "calibration a list": lambda info: {**info, "calibration": [1.5]},
+    "calibration temperature negative": lambda info: _calibrated(info, temperature=-1.0),
+    "calibration temperature NaN": lambda info: _calibrated(info, temperature=float("nan")),
+    "calibration temperature a string": lambda info: _calibrated(info, temperature="1.5"),
+    "calibration ece above 1": lambda info: _calibrated(info, ece_after=2.0),
+    "calibration n a bool": lambda info: _calibrated(info, n=True),
+    "calibration field unknown": lambda info: _calibrated(info, colour="red"),
 }
+
+
+def _calibrated(info, **change):
+    """``info`` with a calibration entry, valid but for ``change``."""
+    entry = {"temperature": 1.5, "ece_before": 0.1, "ece_after": 0.02, "n": 300, "bins": 15,
+             "split": "validation"}
+    return {**info, "calibration": {**entry, **change}}
 
 # Tensor corruptions: state -> state (None: not applicable to this kind's arrays).
 STATE_CORRUPTIONS = {

@@ -74,6 +74,32 @@ def test_predict_table_and_paths(trained, pictures, capsys) -> None:
     assert "probability" in printed
 
 
+def test_min_confidence_answers_unknown_in_json_and_text(trained, pictures, capsys) -> None:
+    raw = pictures / "raw"
+    assert main(["predict", str(trained), str(raw), "--raw", "--json"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    confidences = [max(r["probabilities"]) for r in plain]
+    threshold = float(np.median(confidences))
+    assert main(["predict", str(trained), str(raw), "--raw", "--json",
+                 "--min-confidence", str(threshold)]) == 0
+    gated = json.loads(capsys.readouterr().out)
+    for before, after, confidence in zip(plain, gated, confidences, strict=True):
+        assert after["probabilities"] == before["probabilities"]  # still shown
+        expected = (None, "unknown") if confidence < threshold else (before["label"], before["name"])
+        assert (after["label"], after["name"]) == expected
+    assert any(r["label"] is None for r in gated)
+    assert main(["predict", str(trained), str(raw / "000.png"), "--raw", "--min-confidence", "1"]) == 0
+    assert "unknown" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("value", ["1.5", "-0.1", "nan", "high"])
+def test_min_confidence_out_of_range_is_one_line_exit_2(trained, pictures, capsys, value) -> None:
+    assert main(["predict", str(trained), str(pictures / "raw"), f"--min-confidence={value}"]) == 2
+    err = capsys.readouterr().err
+    assert f"argument --min-confidence: expected a number from 0 to 1, got '{value}'" in err
+    assert err.strip().count("\n") == 0
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [

@@ -25,6 +25,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from digitlab.cli import main  # noqa: E402
 from digitlab.data.preprocess import normalise_digit  # noqa: E402
+from digitlab.errors import SettingsError  # noqa: E402
 from digitlab.io import load_model  # noqa: E402
 from digitlab.predict import predict_images  # noqa: E402
 from digitlab.web.app import create_app  # noqa: E402
@@ -101,7 +102,8 @@ def test_png_uploads_of_real_digits_are_read_as_digitlab_predict_reads_them(
 
 def test_prediction_fields(client, sample) -> None:
     answer = post_image(client, encode(sample.test_images[0])).json()
-    assert set(answer) == {"label", "name", "probabilities", "classes", "input"}
+    assert set(answer) == {"label", "name", "probabilities", "min_confidence", "classes", "input"}
+    assert answer["min_confidence"] == 0.0
     assert answer["classes"] == list(range(10))
     assert len(answer["probabilities"]) == 10
     assert sum(answer["probabilities"]) == pytest.approx(1.0)
@@ -144,13 +146,72 @@ def test_json_pixels_are_normalised_when_asked_or_of_another_shape(client, sampl
     np.testing.assert_array_equal(other["input"], normalise_digit(big))
 
 
+def test_min_confidence_answers_unknown_with_the_probabilities(client, sample) -> None:
+    png = encode(sample.test_images[0])
+    plain = post_image(client, png).json()
+    confidence = max(plain["probabilities"])
+    above = client.post(f"/predict?min_confidence={confidence / 2}", content=png,
+                        headers={"content-type": "image/png"}).json()
+    assert (above["label"], above["min_confidence"]) == (plain["label"], confidence / 2)
+    for way in ("query", "form", "json"):
+        if way == "query":
+            answer = client.post("/predict?min_confidence=1", content=png,
+                                 headers={"content-type": "image/png"})
+        elif way == "form":
+            answer = client.post("/predict", params={"min_confidence": 1},
+                                 files={"file": ("digit.png", png, "image/png")})
+        else:
+            answer = client.post("/predict", json={"pixels": sample.test_images[0].tolist(),
+                                                   "normalise": True, "min_confidence": 1})
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert (body["label"], body["name"], body["min_confidence"]) == (None, "unknown", 1.0)
+        np.testing.assert_allclose(body["probabilities"], plain["probabilities"], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("url", "body", "fragment"),
+    [
+        ("/predict?min_confidence=1.5", None, "min_confidence: Input should be less than or equal to 1"),
+        ("/predict?min_confidence=-0.1", None, "min_confidence: Input should be greater than or equal to 0"),
+        ("/predict?min_confidence=nan", None, "min_confidence: Input should be a finite number"),
+        ("/predict?min_confidence=high", None, "min_confidence: Input should be a valid number"),
+        ("/predict", {"min_confidence": 2}, "min_confidence: Input should be less than or equal to 1"),
+        ("/predict?min_confidence=0.5", {"min_confidence": 0.9},
+         "min_confidence given twice, 0.5 in the query and 0.9 in the body: give one"),
+    ],
+)
+def test_bad_min_confidence_is_one_line_422(client, sample, url, body, fragment) -> None:
+    if body is None:
+        answer = client.post(url, content=encode(sample.test_images[0]),
+                             headers={"content-type": "image/png"})
+    else:
+        answer = client.post(url, json={"pixels": sample.test_images[0].tolist(), **body})
+    assert answer.status_code == 422
+    assert fragment in answer.json()["error"]
+    assert "\n" not in answer.json()["error"]
+
+
+def test_the_servers_min_confidence_is_the_default(served_model, sample) -> None:
+    strict = TestClient(create_app(served_model, min_confidence=1.0))
+    assert strict.get("/model").json()["min_confidence"] == 1.0
+    answer = post_image(strict, encode(sample.test_images[0])).json()
+    assert (answer["label"], answer["name"]) == (None, "unknown")
+    lenient = strict.post("/predict?min_confidence=0", content=encode(sample.test_images[0]),
+                          headers={"content-type": "image/png"}).json()
+    assert lenient["label"] == sample.test_labels[0]
+    with pytest.raises(SettingsError, match="min_confidence must be a number from 0 to 1"):
+        create_app(served_model, min_confidence=1.5)
+
+
 def test_health_model_and_report(client, served_model) -> None:
     assert client.get("/health").json() == {"status": "ok"}
     about = client.get("/model").json()
     metrics = json.loads((served_model.parent / "metrics.json").read_text())
     assert about == {"kind": "mlp", "classes": list(range(10)), "class_names": [str(d) for d in range(10)],
                      "input_shape": [28, 28], "task": "all",
-                     "test_accuracy": metrics["test"]["accuracy"], "provenance": None}
+                     "test_accuracy": metrics["test"]["accuracy"], "provenance": None,
+                     "temperature": 1.0, "min_confidence": 0.0}
     report = client.get("/report")
     assert report.status_code == 200
     assert report.headers["content-type"].startswith("text/html")
@@ -325,6 +386,8 @@ def test_serve_help_shows_every_default(capsys) -> None:
     [
         (["serve", "missing.safetensors"], "missing.safetensors: cannot read: No such file"),
         (["serve", "{model}", "--host", "256.1.1.1"], "cannot listen on 256.1.1.1:8000"),
+        (["serve", "{model}", "--min-confidence", "1.5"],
+         "argument --min-confidence: expected a number from 0 to 1, got '1.5'"),
     ],
 )
 def test_serve_errors_are_one_line_exit_2(served_model, capsys, argv, fragment) -> None:

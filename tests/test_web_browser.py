@@ -148,6 +148,7 @@ def test_drawing_digits_then_reading_the_report(browser, server, tmp_path) -> No
     WebDriverWait(browser, 15).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#bars li")) == 10)
     for digit, touch in (("1", False), ("7", False), ("0", True)):
         check_drawing(browser, tmp_path, digit, touch=touch)
+    check_threshold(browser, tmp_path)
     check_report_tab(browser, tmp_path)
 
     loaded = browser.execute_script(
@@ -184,6 +185,30 @@ def check_drawing(browser: webdriver.Chrome, folder: Path, digit: str, *, touch:
     browser.find_element(By.ID, "clear").click()
     assert browser.find_element(By.ID, "label").text == "?"
     assert ink_seen(browser) == 0
+
+
+def set_threshold(browser: webdriver.Chrome, value: float) -> None:
+    """Move the "unknown below" slider as a person would: its value, then an input event."""
+    browser.execute_script("const s = document.getElementById('min-confidence');"
+                           "s.value = arguments[0]; s.dispatchEvent(new Event('input'));", value)
+
+
+def check_threshold(browser: webdriver.Chrome, folder: Path) -> None:
+    """At 100% the page answers "unknown" and still shows the bars; back at 0 it reads again."""
+    assert browser.find_element(By.ID, "min-confidence").get_attribute("value") == "0"
+    draw(browser, DIGITS["1"], touch=False)
+    settled_answers(browser)
+    set_threshold(browser, 1)
+    settled_answers(browser)
+    shot = screenshot(browser, folder, "threshold-unknown")
+    assert browser.find_element(By.ID, "label").text == "unknown", f"see {shot}"
+    assert "below the 100% asked for" in browser.find_element(By.ID, "confidence").text
+    assert browser.find_elements(By.CSS_SELECTOR, "#bars li.best") == []
+    assert max(float(v.text.rstrip("%")) for v in browser.find_elements(By.CSS_SELECTOR, "#bars .value")) > 50
+    set_threshold(browser, 0)
+    settled_answers(browser)
+    assert browser.find_element(By.ID, "label").text == "1"
+    browser.find_element(By.ID, "clear").click()
 
 
 def check_report_tab(browser: webdriver.Chrome, folder: Path) -> None:

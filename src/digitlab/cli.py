@@ -191,7 +191,14 @@ def _add_predict(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--raw", action="store_true",
                         help="skip the normalisation: images are already white ink on black, "
                         "at the model's size")
+    _add_min_confidence(parser)
     parser.set_defaults(handler=_cmd_predict)
+
+
+def _add_min_confidence(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--min-confidence", type=_probability, default=0.0, metavar="P",
+                        help="answer 'unknown' when the model's largest (calibrated) probability "
+                        "is below P, 0 to 1; the README gives a measured threshold")
 
 
 def _add_lab(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -222,6 +229,7 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--port", type=int, default=8000, help="TCP port; 0 picks a free one")
     parser.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES,
                         help="largest request body accepted (413 beyond)")
+    _add_min_confidence(parser)
     parser.set_defaults(handler=_cmd_serve)
 
 
@@ -260,6 +268,17 @@ def _setting_type(default: object) -> Callable[[str], object]:
     if default is None:
         return _parse_number_or_text
     return str
+
+
+def _probability(text: str) -> float:
+    """A number from 0 to 1 (not NaN)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}")
+    return value
 
 
 def _parse_float_or_none(text: str) -> float | None:
@@ -381,6 +400,7 @@ def _load_model_and_data(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 
 
 def _cmd_evaluate(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from digitlab.calibration import calibration_of
     from digitlab.inspection import inspect_model
     from digitlab.run import check_known_labels
 
@@ -388,7 +408,8 @@ def _cmd_evaluate(args: argparse.Namespace, out: Console, err: Console) -> int:
     if args.start or args.count is not None:
         dataset = dataset.take(args.split, args.start, args.count)
     check_known_labels(dataset, info, args.split)
-    inspection = inspect_model(model, dataset, splits=(args.split,), figures=False)
+    inspection = inspect_model(model, dataset, splits=(args.split,), figures=False,
+                               calibration=calibration_of(info))
     if args.json:
         print(json.dumps({"evaluation": inspection.evaluation, "analysis": inspection.analysis},
                          indent=2))
@@ -402,6 +423,7 @@ def _cmd_evaluate(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 def _cmd_inspect(args: argparse.Namespace, out: Console, err: Console) -> int:
     from digitlab.atomic import atomic_dir, check_folder_destination, write_json
+    from digitlab.calibration import calibration_of
     from digitlab.inspection import inspect_model
     from digitlab.report import write_report
     from digitlab.run import check_known_labels
@@ -410,7 +432,7 @@ def _cmd_inspect(args: argparse.Namespace, out: Console, err: Console) -> int:
     model, info, dataset = _load_model_and_data(args)
     for split in ("train", "test"):
         check_known_labels(dataset, info, split)
-    inspection = inspect_model(model, dataset)
+    inspection = inspect_model(model, dataset, calibration=calibration_of(info))
     with atomic_dir(args.out, merge=True) as folder:
         write_json(folder / "metrics.json", {**inspection.evaluation, "analysis": inspection.analysis,
                                              "model": info.kind, "data": dataset.summary()})
@@ -426,7 +448,8 @@ def _cmd_predict(args: argparse.Namespace, out: Console, err: Console) -> int:
     from digitlab.predict import predict_images
 
     model, info = load_model(args.model)
-    predictions = predict_images(model, info, args.images, raw=args.raw)
+    predictions = predict_images(model, info, args.images, raw=args.raw,
+                                 min_confidence=args.min_confidence)
     if args.json:
         print(json.dumps([{"path": p.path, "label": p.label, "name": p.name,
                            "probabilities": p.probabilities} for p in predictions], indent=2))
@@ -459,7 +482,8 @@ def _cmd_serve(args: argparse.Namespace, out: Console, err: Console) -> int:
                             "pip install 'digitlab[web]'") from None
     with warnings.catch_warnings(record=True) as caught:  # shown now: serving never returns
         warnings.simplefilter("always", DataWarning)
-        app = create_app(args.model, max_body_bytes=args.max_body_bytes)  # the model, loaded once
+        app = create_app(args.model, max_body_bytes=args.max_body_bytes,  # the model, loaded once
+                         min_confidence=args.min_confidence)
     _report(caught, err)
     sock = listen(args.host, args.port)
     # One line on stdout with the real address (--port 0 picks one); flushed, for scripts.

@@ -15,6 +15,14 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from digitlab import analysis, metrics, plots
+from digitlab.calibration import (
+    Calibration,
+    Reliability,
+    reliability,
+    scale,
+    summary,
+    temperature_of,
+)
 from digitlab.data.dataset import Dataset
 from digitlab.models import DigitClassifier
 
@@ -43,6 +51,7 @@ class Inspection:
     analysis: dict[str, Any]
     figures: Figures
     readings: list[str]  # plain-language sentences for the report
+    calibration: Calibration | None = None  # the model's temperature, fitted on validation
 
 
 def inspect_model(
@@ -52,23 +61,38 @@ def inspect_model(
     history: dict[str, list[float]] | None = None,
     splits: tuple[str, ...] = ("train", "test"),
     figures: bool = True,
+    calibration: Calibration | None = None,
 ) -> Inspection:
     """Evaluate ``model`` on ``splits`` of ``dataset`` and analyse what it learned.
 
     The analysis and figures use the last of ``splits`` (the test split by default).
+    Probabilities are scaled by the ``calibration``'s temperature, as served; each
+    split's ``calibration`` entry gives the calibration error before and after it.
     """
     classes = np.asarray(model.classes_)
     names = list(dataset.class_names)
     evaluation: dict[str, Any] = {}
     outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    temperature = temperature_of(calibration)
+    bins: list[tuple[str, Reliability]] = []
     for split in splits:
         X, y = dataset.features(split), dataset.labels(split)
-        proba = model.predict_proba(X)
+        raw = model.predict_proba(X)
+        proba = scale(raw, temperature)
         predicted = classes[np.argmax(proba, axis=1)]
         outputs[split] = (predicted, proba)
         evaluation[split] = metrics.evaluate_predictions(
             y, predicted, proba, classes, y_train=dataset.train_labels
         )
+        positions = metrics.class_positions(classes, y)
+        known = positions >= 0
+        if known.any():
+            evaluation[split]["calibration"] = summary(raw[known], positions[known], temperature)
+            if split == splits[-1]:
+                bins = [("uncalibrated", reliability(raw[known], positions[known]))]
+                if calibration is not None:
+                    bins.append((f"temperature {temperature:.2f}",
+                                 reliability(proba[known], positions[known])))
     split = splits[-1]
     predicted, proba = outputs[split]
     images, y = dataset.images(split), dataset.labels(split)
@@ -154,6 +178,12 @@ def inspect_model(
                                          [name_of(int(v)) for v in conf["labels"]]))
         shown.add("digit_values", "One digit with its pixel values, as the model reads them",
                   plots.digit_with_values(images[0], title=f"{split} digit 0: {name_of(int(y[0]))}"))
+        if bins:
+            shown.add("reliability", f"Reliability on the {split} split: accuracy against "
+                      "confidence in 15 bins (the dotted diagonal is a calibrated model)"
+                      + (f"; the temperature was fitted on {calibration.n} validation images"
+                         if calibration is not None else ""),
+                      plots.reliability_diagram(bins, title=f"Reliability ({split})"))
         if history and history.get("loss"):
             shown.add("learning_curves", "Loss and accuracy per epoch (train and test)",
                       plots.learning_curves(history))
@@ -174,4 +204,21 @@ def inspect_model(
             f"Balanced accuracy (the mean of per-class recalls; 50% for any constant answer "
             f"on two classes) is {test_eval['balanced_accuracy']:.1%}."
         ))
-    return Inspection(evaluation, found, shown, readings)
+    if "calibration" in test_eval:
+        readings.append(describe_calibration(split, test_eval["accuracy"], test_eval["calibration"],
+                                             calibration))
+    return Inspection(evaluation, found, shown, readings, calibration)
+
+
+def describe_calibration(
+    split: str, accuracy: float, figures: dict[str, float], calibration: Calibration | None
+) -> str:
+    """One sentence on how far the model's confidence is from its accuracy."""
+    text = (f"On the {split} split the model's mean confidence is "
+            f"{figures['mean_confidence_after']:.1%} at {accuracy:.1%} accuracy; its expected "
+            f"calibration error is {figures['ece_after']:.3f}")
+    if calibration is None:
+        return text + " (no temperature was fitted: train with a validation split)."
+    return (text + f", {figures['ece_before']:.3f} before the temperature "
+            f"{calibration.temperature:.2f} fitted on {calibration.n} validation images "
+            f"(mean confidence {figures['mean_confidence_before']:.1%} before).")

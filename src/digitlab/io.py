@@ -35,6 +35,7 @@ from safetensors.numpy import save as save_tensors
 
 from digitlab import __version__
 from digitlab.atomic import atomic_file
+from digitlab.calibration import Calibration, metadata_problem
 from digitlab.data.files import open_binary
 from digitlab.errors import DataError, SettingsError
 from digitlab.models import MODELS, DigitClassifier
@@ -60,6 +61,8 @@ class ModelInfo:
     preprocessing: dict[str, Any] = field(default_factory=dict)
     data_fingerprint: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # temperature scaling fitted on the validation split (digitlab.calibration); {} = none
+    calibration: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     digitlab_version: str = __version__
 
@@ -77,6 +80,7 @@ def save_model(
     preprocessing: dict[str, Any] | None = None,
     data_fingerprint: str = "",
     extra: dict[str, Any] | None = None,
+    calibration: Calibration | None = None,
 ) -> ModelInfo:
     """Write ``model`` to ``path`` atomically; return the metadata written."""
     # np.array, not np.ascontiguousarray, which turns 0-d arrays into 1-d ones.
@@ -90,6 +94,7 @@ def save_model(
         preprocessing=preprocessing or {},
         data_fingerprint=data_fingerprint,
         extra=extra or {},
+        calibration=calibration.to_metadata() if calibration is not None else {},
     )
     payload = save_tensors(state, metadata=metadata_entry(info.__dict__, state))
     with atomic_file(path) as tmp:
@@ -206,7 +211,7 @@ def _check_info(path: Path, info: ModelInfo) -> None:
     """Refuse metadata of the wrong types or values, before anything reads it."""
     types = {"kind": str, "settings": dict, "classes": list, "input_shape": list,
              "class_names": list, "preprocessing": dict, "data_fingerprint": str, "extra": dict,
-             "digitlab_version": str}
+             "calibration": dict, "digitlab_version": str}
     for name, expected in types.items():
         if not isinstance(getattr(info, name), expected):
             what = {dict: "an object", list: "a list", str: "a string"}[expected]
@@ -224,6 +229,9 @@ def _check_info(path: Path, info: ModelInfo) -> None:
     # Names are looked up by label, class_names[label], so every label needs one.
     if names and len(names) <= classes[-1]:
         raise DataError(path, f"class_names lists {len(names)} names, none for label {classes[-1]}")
+    problem = metadata_problem(info.calibration)
+    if problem:
+        raise DataError(path, problem)
 
 
 def _check_info_fits_state(path: Path, info: ModelInfo, state: dict[str, np.ndarray]) -> None:

@@ -17,13 +17,16 @@ import io
 import math
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from digitlab.atomic import atomic_file
+
+if TYPE_CHECKING:
+    from digitlab.calibration import Reliability
 
 INK = "gray_r"  # 0 -> white paper, 255 -> black ink
 DIVERGING = "RdBu_r"  # negative weights blue, positive red, zero white
@@ -270,4 +273,33 @@ def candidates_curve(
     ax.set_title("Guess-and-check: accuracy versus candidates")
     ax.grid(alpha=0.3)
     ax.legend()
+    return fig
+
+
+def reliability_diagram(curves: Sequence[tuple[str, Reliability]], *, title: str) -> Figure:
+    """Accuracy against confidence per confidence bin, one line per curve (label, bins),
+    over the diagonal a calibrated model follows; below, the share of images per bin.
+
+    Points above the diagonal are under-confident bins (right more often than the
+    confidence says), points below it over-confident ones.
+    """
+    fig = Figure(figsize=(5.6, 5.6), dpi=100, layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
+    top.plot([0, 1], [0, 1], color="grey", linestyle=":", label="calibrated")
+    for (label, bins), marker in zip(curves, "os^D", strict=False):
+        filled = bins.count > 0
+        top.plot(bins.confidence[filled], bins.accuracy[filled], marker=marker, markersize=4,
+                 label=f"{label} (ECE {bins.ece:.3f})")
+        centres = (bins.edges[:-1] + bins.edges[1:]) / 2
+        share = bins.count / max(int(bins.count.sum()), 1)
+        bottom.step(centres, share, where="mid", label=label)
+    top.set_ylabel("accuracy")
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1.02)
+    top.grid(alpha=0.3)
+    top.legend(loc="lower right", fontsize=9)
+    top.set_title(title)
+    bottom.set_xlabel("confidence (largest probability)")
+    bottom.set_ylabel("share")
+    bottom.grid(alpha=0.3)
     return fig

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
+from digitlab.calibration import calibration_of, scale, temperature_of
 from digitlab.data.deskew import deskew_images
 from digitlab.data.preprocess import PICTURE_MAX_SIDE, load_user_image, normalise_to
 from digitlab.data.preprocess import layout_for as layout_for  # re-exported: one layout rule
-from digitlab.errors import DataError
+from digitlab.errors import DataError, SettingsError
 from digitlab.io import ModelInfo
 from digitlab.models import DigitClassifier
 from digitlab.preparation import warn_if_pictures_differ
@@ -31,7 +32,7 @@ MAX_SIDE = PICTURE_MAX_SIDE  # big photos decode at a reduced scale: a digit nee
 @dataclass(frozen=True)
 class Prediction:
     path: str
-    label: int
+    label: int | None  # None: unknown, below the min_confidence asked for
     name: str
     probabilities: list[float]  # in the order of the model's classes
     image: np.ndarray  # what the model saw: uint8 (h, w)
@@ -94,33 +95,60 @@ def normalise_for_model(
     return normalise_to(image, model_shape(info), source=source)  # as --normalise training data
 
 
+UNKNOWN = "unknown"  # the name of the answer below --min-confidence
+
+
 @dataclass(frozen=True)
 class Reading:
-    """What a model reads in one image."""
+    """What a model reads in one image; ``label`` is None ("unknown") when the model's
+    confidence is below the ``min_confidence`` asked for."""
 
-    label: int
+    label: int | None
     name: str
-    probabilities: list[float]  # in the order of the model's classes
+    probabilities: list[float]  # in the order of the model's classes, calibrated
 
 
-def read_images(model: DigitClassifier, info: ModelInfo, images: np.ndarray) -> list[Reading]:
-    """Label, class name and probabilities for each uint8 image of shape (n, h, w)."""
+def check_min_confidence(value: float) -> float:
+    """``value`` if it is a probability (0 to 1), else a SettingsError (NaN is none)."""
+    if not 0.0 <= value <= 1.0:
+        raise SettingsError(f"min_confidence must be a number from 0 to 1, got {value!r}")
+    return value
+
+
+def read_images(
+    model: DigitClassifier, info: ModelInfo, images: np.ndarray, *, min_confidence: float = 0.0
+) -> list[Reading]:
+    """Label, class name and probabilities for each uint8 image of shape (n, h, w).
+
+    The probabilities carry the model's temperature (:mod:`digitlab.calibration`);
+    an image whose largest probability is below ``min_confidence`` reads as unknown.
+    """
+    check_min_confidence(min_confidence)
     features = images.reshape(len(images), -1).astype(np.float32) / np.float32(255.0)  # (n, h*w)
-    proba = model.predict_proba(features)  # (n, classes)
+    proba = scale(model.predict_proba(features), temperature_of(calibration_of(info)))  # (n, classes)
     readings = []
     for row in proba:
-        label = int(model.classes_[int(np.argmax(row))])
-        readings.append(Reading(label, info.name_of(label), [float(p) for p in row]))
+        best = int(np.argmax(row))
+        probabilities = [float(p) for p in row]
+        if probabilities[best] < min_confidence:
+            readings.append(Reading(None, UNKNOWN, probabilities))
+            continue
+        label = int(model.classes_[best])
+        readings.append(Reading(label, info.name_of(label), probabilities))
     return readings
 
 
 def predict_images(
-    model: DigitClassifier, info: ModelInfo, paths: list[str | os.PathLike[str]], *, raw: bool = False
+    model: DigitClassifier, info: ModelInfo, paths: list[str | os.PathLike[str]], *, raw: bool = False,
+    min_confidence: float = 0.0,
 ) -> list[Prediction]:
-    """Label and class probabilities of every picture, in the order given."""
+    """Label and class probabilities of every picture, in the order given (label None:
+    unknown, below ``min_confidence``)."""
+    check_min_confidence(min_confidence)  # before any picture is read
     files = collect_images(paths)
     images = np.stack([model_input(path, info, raw=raw) for path in files])
     warn_if_pictures_differ(info, images, raw=raw)  # a model trained on other images: say so
     return [Prediction(str(path), reading.label, reading.name, reading.probabilities, image)
-            for path, image, reading in zip(files, images, read_images(model, info, images),
+            for path, image, reading in zip(files, images, read_images(model, info, images,
+                                                            min_confidence=min_confidence),
                                             strict=True)]

@@ -111,6 +111,8 @@ def render_html(
                           f"{v['recall']:.3f}", f"{v['f1']:.3f}", v["support"]]
                          for k, v in last["per_class"].items()]))
 
+    parts.extend(_calibration_section(inspection))
+
     parts.append("<h2 id='reading'>Reading</h2>")
     parts.extend(f"<p class='reading'>{html.escape(text)}</p>" for text in inspection.readings)
 
@@ -127,6 +129,31 @@ def render_html(
     return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
             f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"
             + "\n".join(parts) + "</body></html>\n")
+
+
+def _calibration_section(inspection: Inspection) -> list[str]:
+    """The expected calibration error (15 bins) before and after the model's temperature:
+    where it was fitted (validation) and on each evaluated split."""
+    rows = []
+    fitted = inspection.calibration
+    if fitted is not None:
+        rows.append(["validation (fitted here)", fitted.n, f"{fitted.temperature:.3f}",
+                     f"{fitted.ece_before:.4f}", f"{fitted.ece_after:.4f}", "", ""])
+    for split, figures in inspection.evaluation.items():
+        c = figures.get("calibration")
+        if c:
+            rows.append([split, figures["count"], f"{c['temperature']:.3f}", f"{c['ece_before']:.4f}",
+                         f"{c['ece_after']:.4f}", _pct(c["mean_confidence_before"]),
+                         _pct(c["mean_confidence_after"])])
+    if not rows:
+        return []
+    note = ("The temperature divides the log-probabilities; it was fitted on the validation "
+            "split, never on test, and does not change any prediction."
+            if fitted is not None else "No temperature was fitted (no validation split).")
+    return ["<h3 id='calibration'>Calibration</h3>",
+            f"<p>Expected calibration error (15 equal-width confidence bins). {html.escape(note)}</p>",
+            _table(["split", "images", "temperature", "ECE before", "ECE after",
+                    "mean confidence before", "mean confidence after"], rows)]
 
 
 def write_report(

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from digitlab.atomic import atomic_dir, check_folder_destination, write_json
+from digitlab.calibration import Calibration, calibrate
 from digitlab.data.dataset import Dataset
 from digitlab.data.deskew import deskew_images
 from digitlab.data.sources import load
@@ -198,6 +199,13 @@ def fit_model(
     return model.fit(dataset.features("train"), dataset.train_labels, **extra)
 
 
+def calibrate_on_validation(model: DigitClassifier, dataset: Dataset) -> Calibration | None:
+    """The model's temperature, fitted on the validation split; None when the run has none."""
+    if "validation" not in dataset.splits:
+        return None
+    return calibrate(model, dataset.features("validation"), dataset.labels("validation"))
+
+
 def train(
     config: RunConfig,
     out: str | Path | None = None,
@@ -224,10 +232,11 @@ def train(
     fit_model(model, dataset, callback=callback)
     seconds = time.perf_counter() - started
     check_saveable(model)
+    calibration = calibrate_on_validation(model, dataset)
     stage("evaluating")
     history = getattr(model, "history_", None) or {}
     inspection = inspect_model(model, dataset, history=history, figures=out is not None,
-                               splits=dataset.splits)
+                               splits=dataset.splits, calibration=calibration)
     measured: dict[str, Any] = dict(inspection.evaluation)
     measured["analysis"] = inspection.analysis
     measured["seconds"] = {"fit": seconds}
@@ -236,6 +245,8 @@ def train(
     if history:
         measured["history"] = history
     measured["data"] = dataset.summary()
+    if calibration is not None:
+        measured["calibration"] = calibration.to_metadata()
     if out is not None:
         stage("writing the run folder")
         with atomic_dir(out, merge=True) as folder:
@@ -261,6 +272,7 @@ def write_run_folder(
         data_fingerprint=dataset.fingerprint(),
         extra={"task": config.task, "test_accuracy": measured["test"]["accuracy"],
                "provenance": provenance_of(config, dataset, model, measured)},
+        calibration=inspection.calibration,
     )
     # every setting used: the run's (the validation share resolved), and the model's full
     # settings with their defaults; `digitlab train --config` replays them

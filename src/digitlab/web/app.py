@@ -17,23 +17,32 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 import anyio.to_thread
 import python_multipart  # noqa: F401  -- uploads need it; fail at start, not on the first upload
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from digitlab import __version__
+from digitlab.calibration import calibration_of, temperature_of
 from digitlab.io import ModelInfo, load_model
 from digitlab.models import DigitClassifier
-from digitlab.predict import read_images
+from digitlab.predict import check_min_confidence, read_images
 from digitlab.preparation import warn_if_pictures_differ
 from digitlab.web import MAX_BODY_BYTES
 from digitlab.web.errors import InputError, install_error_handlers
-from digitlab.web.inputs import FORM_TYPE, IMAGE_TYPES, JSON_TYPE, model_image, read_payload
+from digitlab.web.inputs import (
+    FORM_TYPE,
+    IMAGE_TYPES,
+    JSON_TYPE,
+    model_image,
+    parse_pixels,
+    pixels_image,
+    read_payload,
+)
 from digitlab.web.limits import BodyLimit
 from digitlab.web.schemas import (
     ErrorResponse,
@@ -67,6 +76,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     ]
 }
 
+# Below it the answer is "unknown"; absent, the server's --min-confidence.
+Threshold = Annotated[float | None, Query(ge=0, le=1, allow_inf_nan=False, description=(
+    "answer unknown (label null) when the largest probability is below this, 0 to 1"))]
+
 ERRORS_404 = {"model": ErrorResponse, "description": "no report.html beside the model file"}
 
 BINARY = {"schema": {"type": "string", "format": "binary"}}
@@ -83,12 +96,17 @@ PREDICT_BODY = {
 }
 
 
-def create_app(model_path: str | os.PathLike[str], *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
-    """The app serving the model at ``model_path`` (a DataError if it cannot be loaded)."""
+def create_app(
+    model_path: str | os.PathLike[str], *, max_body_bytes: int = MAX_BODY_BYTES,
+    min_confidence: float = 0.0,
+) -> FastAPI:
+    """The app serving the model at ``model_path`` (a DataError if it cannot be loaded);
+    ``min_confidence`` is the threshold for "unknown" when a request names none."""
+    check_min_confidence(min_confidence)
     model_path = Path(model_path)
     model, info = load_model(model_path)
     warn_if_pictures_differ(info)  # the page's pictures are normalised: can this model read them?
-    about = describe_model(info, model_path)
+    about = describe_model(info, model_path, min_confidence)
     app = FastAPI(
         title="digitlab",
         version=__version__,
@@ -124,29 +142,43 @@ def create_app(model_path: str | os.PathLike[str], *, max_body_bytes: int = MAX_
 
     @app.post("/predict", responses=ERRORS, openapi_extra=PREDICT_BODY,
               summary="read the digit in a picture or a pixel array")
-    async def predict(request: Request) -> PredictionResponse:
+    async def predict(request: Request, min_confidence: Threshold = None) -> PredictionResponse:
         kind, body = await read_payload(request)
-        return await anyio.to_thread.run_sync(predict_body, model, info, kind, body, limiter=cpu)
+        return await anyio.to_thread.run_sync(predict_body, model, info, kind, body,
+                                              min_confidence, about.min_confidence, limiter=cpu)
 
     return app
 
 
-def predict_body(model: DigitClassifier, info: ModelInfo, kind: str, body: bytes) -> PredictionResponse:
-    """What the model reads in one request's body."""
-    image = model_image(kind, body, info)  # (h, w) uint8, the model's input shape
-    reading = read_images(model, info, image[None])[0]
+def predict_body(
+    model: DigitClassifier, info: ModelInfo, kind: str, body: bytes,
+    asked: float | None = None, default: float = 0.0,
+) -> PredictionResponse:
+    """What the model reads in one request's body; ``asked`` is the query's min_confidence."""
+    if kind == "json":
+        request = parse_pixels(body)
+        image = pixels_image(request, info)
+        if None not in (asked, request.min_confidence) and asked != request.min_confidence:
+            raise InputError(422, f"min_confidence given twice, {asked} in the query and "
+                             f"{request.min_confidence} in the body: give one")
+        asked = request.min_confidence if request.min_confidence is not None else asked
+    else:
+        image = model_image(kind, body, info)  # (h, w) uint8, the model's input shape
+    threshold = default if asked is None else asked
+    reading = read_images(model, info, image[None], min_confidence=threshold)[0]
     return PredictionResponse(label=reading.label, name=reading.name,
-                              probabilities=reading.probabilities, classes=list(info.classes),
-                              input=image.tolist())
+                              probabilities=reading.probabilities, min_confidence=threshold,
+                              classes=list(info.classes), input=image.tolist())
 
 
-def describe_model(info: ModelInfo, model_path: Path) -> ModelResponse:
+def describe_model(info: ModelInfo, model_path: Path, min_confidence: float = 0.0) -> ModelResponse:
     """What GET /model answers: read once, when the app is made."""
     return ModelResponse(
         kind=info.kind, classes=list(info.classes),
         class_names=info.class_names or [str(c) for c in info.classes],
         input_shape=list(info.input_shape), task=str(info.extra.get("task", "all")),
         test_accuracy=training_accuracy(info, model_path),
+        temperature=temperature_of(calibration_of(info)), min_confidence=min_confidence,
         provenance=provenance if isinstance(provenance := info.extra.get("provenance"), dict) else None,
     )
 

@@ -79,7 +79,11 @@ def model_image(kind: str, body: bytes, info: ModelInfo) -> np.ndarray:
         grey = decode_user_image(body, source="upload", max_side=MAX_SIDE,
                                  max_pixels=MAX_PIXELS, formats=FORMATS)
         return as_trained(normalise_for_model(grey, info, source="upload"), info)
-    request = parse_pixels(body)
+    return pixels_image(parse_pixels(body), info)
+
+
+def pixels_image(request: PixelsRequest, info: ModelInfo) -> np.ndarray:
+    """The uint8 image the model sees for a parsed JSON pixel array."""
     pixels = np.asarray(request.pixels, dtype=np.float64)  # rows already checked as numbers
     grey = np.rint(pixels).astype(np.uint8)  # finite and in 0..255 (the schema says so)
     if request.normalise or grey.shape != model_shape(info):

@@ -34,12 +34,20 @@ class PixelsRequest(BaseModel):
         description="normalise MNIST-style (crop, 20x20 box, centre of mass) even when the "
         "array already has the model's input shape",
     )
+    min_confidence: float | None = Field(
+        default=None, ge=0, le=1, allow_inf_nan=False,
+        description="answer unknown (label null) when the largest probability is below this; "
+        "default: the ?min_confidence query parameter, else the server's --min-confidence",
+    )
 
 
 class PredictionResponse(BaseModel):
-    label: int = Field(description="the predicted class")
-    name: str = Field(description="the predicted class's name")
-    probabilities: list[float] = Field(description="one per class, in the order of `classes`")
+    label: int | None = Field(description="the predicted class; null when the model's "
+                              "confidence is below min_confidence (unknown)")
+    name: str = Field(description='the predicted class\'s name, or "unknown"')
+    probabilities: list[float] = Field(description="one per class, in the order of `classes`, "
+                                       "calibrated by the model's temperature")
+    min_confidence: float = Field(description="the threshold this answer used")
     classes: list[int]
     input: list[list[int]] = Field(description="the uint8 image the model saw, row by row")
 
@@ -52,6 +60,9 @@ class ModelResponse(BaseModel):
     task: str
     test_accuracy: float | None = Field(
         description="test accuracy measured when the model was trained, if known")
+    temperature: float = Field(description="the temperature its probabilities are scaled by "
+                               "(fitted on the validation split; 1 = none)")
+    min_confidence: float = Field(description="the server's default threshold for unknown")
     provenance: dict[str, Any] | None = Field(
         default=None, description="where the model came from: the data and its splits, the "
         "class counts, the kept epoch and its validation figures, when, and library versions")

@@ -12,6 +12,8 @@ const confidenceEl = document.getElementById("confidence");
 const statusEl = document.getElementById("status");
 const barsEl = document.getElementById("bars");
 const seen = document.getElementById("seen");
+const thresholdEl = document.getElementById("min-confidence");
+const thresholdValueEl = document.getElementById("min-confidence-value");
 
 let hasInk = false;      // nothing to ask about on a blank pad
 let drawing = null;      // the pointer drawing now, and its last point
@@ -83,6 +85,15 @@ pad.addEventListener("pointercancel", endStroke);
 
 document.getElementById("clear").addEventListener("click", clearPad);
 
+// Below this confidence the server answers "unknown"; a change re-reads the drawing.
+function showThreshold() {
+  thresholdValueEl.textContent = `${Math.round(100 * Number(thresholdEl.value))}%`;
+}
+thresholdEl.addEventListener("input", () => {
+  showThreshold();
+  if (hasInk) requestPrediction();
+});
+
 // ------------------------------------------------------------ predicting
 
 function requestPrediction() {
@@ -106,7 +117,8 @@ function pump() {
   const sentEpoch = epoch;
   pad.toBlob(async (blob) => {
     try {
-      const response = await fetch("/predict", {
+      const query = new URLSearchParams({ min_confidence: thresholdEl.value });
+      const response = await fetch(`/predict?${query}`, {
         method: "POST", headers: { "Content-Type": "image/png" }, body: blob,
       });
       const answer = await response.json();
@@ -128,7 +140,9 @@ function pump() {
 function showAnswer(answer) {
   labelEl.textContent = answer.name;
   const best = Math.max(...answer.probabilities);
-  confidenceEl.textContent = `${(100 * best).toFixed(1)}% sure`;
+  confidenceEl.textContent = answer.label === null
+    ? `${(100 * best).toFixed(1)}% sure, below the ${thresholdValueEl.textContent} asked for`
+    : `${(100 * best).toFixed(1)}% sure`;
   showBars(answer);
   showSeen(answer.input);
   setStatus("Keep drawing, or Clear to start again.");
@@ -215,6 +229,8 @@ async function loadModel() {
   const response = await fetch("/model");
   const model = await response.json();
   buildBars(model.class_names);
+  thresholdEl.value = String(model.min_confidence);  // the server's --min-confidence
+  showThreshold();
   const accuracy = model.test_accuracy === null ? "test accuracy unknown"
     : `${(100 * model.test_accuracy).toFixed(1)}% test accuracy`;
   document.getElementById("model").textContent =
