@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -149,6 +150,7 @@ def test_the_file_says_how_to_prepare_its_input(splits, tmp_path: Path) -> None:
     assert "pixels / 255" in props["digitlab.input"]
     assert "light ink" in props["digitlab.input"]
     assert props["digitlab.version"] == importlib.import_module("digitlab").__version__
+    assert props["digitlab.trained_with"] == info.digitlab_version
     assert proto.producer_name == "digitlab"
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == [INPUT]
@@ -194,6 +196,15 @@ def test_bad_model_file_is_one_line_and_exit_2(tmp_path: Path,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]
 
 
+def test_export_never_overwrites_its_model(splits, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    path = _saved(tmp_path, splits, "majority", {}, "all")
+    before = path.read_bytes()
+    assert main(["export", str(path), "--onnx", str(tmp_path / "." / path.name)]) == 2
+    assert "is the model file itself" in capsys.readouterr().err
+    assert path.read_bytes() == before
+
+
 def test_destination_is_checked_before_the_model_is_read(tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     blocker = tmp_path / "file"
@@ -223,3 +234,16 @@ def test_a_failed_export_leaves_nothing(splits, tmp_path: Path, monkeypatch,
     assert "out.onnx: cannot write (No space left on device)" in capsys.readouterr().err
     assert out.read_bytes() == b"an older export"  # untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["majority.safetensors", "out.onnx"]
+
+
+@pytest.mark.parametrize(("missing", "kind"), [("onnx", "majority"), ("onnxscript", "cnn")])
+def test_a_missing_extra_is_one_line(missing: str, kind: str, splits, tmp_path: Path,
+                                     monkeypatch, capsys: pytest.CaptureFixture[str]) -> None:
+    settings = {"epochs": 1, "width": 2, "dense": 4, "rng": 0} if kind == "cnn" else {}
+    path = _saved(tmp_path, splits, kind, settings, "all")
+    monkeypatch.setitem(sys.modules, missing, None)  # import onnx(script) fails as if absent
+    assert main(["export", str(path), "--onnx", str(tmp_path / "out.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'digitlab[onnx]'" in err
+    assert err.count("\n") == 1
+    assert not (tmp_path / "out.onnx").exists()

@@ -37,7 +37,7 @@ import numpy.typing as npt
 
 from digitlab import __version__
 from digitlab.atomic import atomic_file, check_writable_location
-from digitlab.errors import DigitlabError, SettingsError
+from digitlab.errors import DigitlabError, OutputError, SettingsError
 from digitlab.io import ModelInfo, load_model
 from digitlab.models import DigitClassifier
 
@@ -70,6 +70,8 @@ def export_onnx(model_path: str | Path, out: str | Path) -> Exported:
     ``out`` is checked before any work; a bad model file is a DataError naming it.
     """
     check_writable_location(out)
+    if Path(out).resolve() == Path(model_path).resolve():
+        raise OutputError(out, "is the model file itself; choose another name for the ONNX file")
     model, info = load_model(model_path)
     proto = to_onnx(model, info)
     with atomic_file(out) as tmp:
@@ -85,6 +87,8 @@ def to_onnx(model: DigitClassifier, info: ModelInfo) -> onnx.ModelProto:
         raise SettingsError(f"ONNX export needs integer class labels, got {classes.dtype}")
     if info.kind == "cnn":
         proto = _cnn_graph(model)
+    elif info.kind not in _BUILDERS:
+        raise SettingsError(f"no ONNX export for a {info.kind!r} model yet")
     else:
         graph = _Graph(onnx, model.n_features_in_)
         probabilities, index = _BUILDERS[info.kind](graph, model)
@@ -99,7 +103,8 @@ def to_onnx(model: DigitClassifier, info: ModelInfo) -> onnx.ModelProto:
 def metadata(info: ModelInfo) -> dict[str, str]:
     """The ``metadata_props`` of an exported file: how to prepare its input, what comes out."""
     return {
-        "digitlab.version": __version__,
+        "digitlab.version": __version__,  # the exporting digitlab
+        "digitlab.trained_with": info.digitlab_version,
         "digitlab.kind": info.kind,
         "digitlab.task": str(info.extra.get("task", "all")),
         "digitlab.input": INPUT_DESCRIPTION,
@@ -304,13 +309,13 @@ _BUILDERS = {
 
 
 def _cnn_graph(model: Any) -> Any:
-    import importlib.util
-
     import torch
 
-    if importlib.util.find_spec("onnxscript") is None:  # torch's exporter builds on it
+    try:
+        import onnxscript  # noqa: F401  # torch's exporter builds the graph with it
+    except ModuleNotFoundError:
         raise DigitlabError("ONNX export of a CNN needs onnxscript (in the onnx extra): "
-                            "pip install 'digitlab[onnx]'")
+                            "pip install 'digitlab[onnx]'") from None
 
     from digitlab.models.cnn import TTA_SHIFTS, _shift_fixed, image_side
 
