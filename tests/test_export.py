@@ -247,3 +247,28 @@ def test_a_missing_extra_is_one_line(missing: str, kind: str, splits, tmp_path: 
     assert "pip install 'digitlab[onnx]'" in err
     assert err.count("\n") == 1
     assert not (tmp_path / "out.onnx").exists()
+
+
+@pytest.mark.parametrize(("kind", "settings", "tie_goes_to"), [
+    ("guess-and-check", {"n_candidates": 20, "rng": 0}, 1),  # w.x + b >= 0 is class 1
+    ("perceptron", {"epochs": 1, "rng": 0}, 1),
+    ("softmax", {"epochs": 1, "rng": 0}, 0),  # scores (0, z): argmax keeps class 0 at z = 0
+    ("mlp", {"hidden": (4,), "output": "sigmoid", "loss": "binary-cross-entropy", "epochs": 1,
+             "rng": 0}, 0),
+])
+def test_a_score_of_exactly_zero_goes_the_models_way(kind: str, settings: dict, tie_goes_to: int,
+                                                     splits, tmp_path: Path) -> None:
+    """Two-class models decide on one score; at exactly 0 each has its own rule."""
+    X, y, X_test, _ = splits
+    model = MODELS[kind](**settings).fit(X, _labels(y, "is-2"))
+    state = model.state_dict()
+    last = sorted(name for name in state if name.startswith(("coef_", "intercept_", "W", "b")))
+    state.update({name: np.zeros_like(state[name]) for name in last})  # every score is 0
+    model.load_state_dict(state)
+    assert model.predict(X_test[:3]).tolist() == [tie_goes_to] * 3
+    path = tmp_path / "tie.safetensors"
+    save_model(path, model, input_shape=(28, 28), extra={"task": "is-2"})
+    export_onnx(path, tmp_path / "tie.onnx")
+    probabilities, label = _run(tmp_path / "tie.onnx", X_test[:3])
+    assert label.tolist() == [tie_goes_to] * 3
+    np.testing.assert_allclose(probabilities, 0.5)
