@@ -50,8 +50,9 @@ IR_VERSION = 8
 INPUT = "pixels"
 OUTPUTS = ("probabilities", "label")
 INPUT_DESCRIPTION = (
-    "float32 (n, h*w): each image's pixels / 255 in [0, 1], row by row, light ink (1) on a dark "
-    "background (0), as MNIST; prepare a photo or scan as 'digitlab.preprocessing' says first"
+    "float32 (n, h*w): each image's pixels / 255 in [0, 1], row by row, prepared as the model's "
+    "training images were (MNIST-style: light ink (1) on a dark background (0)); "
+    "'digitlab.preprocessing' records how, so prepare a photo or scan that way first"
 )
 
 
