@@ -172,6 +172,21 @@ def _add_lab(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.set_defaults(handler=_cmd_lab)
 
 
+def _add_export(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "export", help="write a saved model as an ONNX file for onnxruntime",
+        description="Write the model as ONNX: input 'pixels' float32 (n, h*w) = pixel / 255 of "
+        "images prepared as the training images were (MNIST-style: light ink on dark); outputs 'probabilities' (in the order of the model's classes) "
+        "and 'label'. The preparation steps are in the file's metadata. Needs the onnx extra: "
+        "pip install 'digitlab[onnx]'.",
+        formatter_class=_HelpFormatter,
+    )
+    _add_model_path(parser)
+    parser.add_argument("--onnx", type=Path, required=True, metavar="OUT",
+                        help="the ONNX file to write")
+    parser.set_defaults(handler=_cmd_export)
+
+
 def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "serve", help="a draw-a-digit web page and an HTTP prediction API",
@@ -187,21 +202,6 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES,
                         help="largest request body accepted (413 beyond)")
     parser.set_defaults(handler=_cmd_serve)
-
-
-def _add_export(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser(
-        "export", help="write a saved model as an ONNX file for onnxruntime",
-        description="Write the model as ONNX: input 'pixels' float32 (n, h*w) = pixel / 255 of "
-        "light-ink-on-dark images; outputs 'probabilities' (in the order of the model's classes) "
-        "and 'label'. The preparation steps are in the file's metadata. Needs the onnx extra: "
-        "pip install 'digitlab[onnx]'.",
-        formatter_class=_HelpFormatter,
-    )
-    _add_model_path(parser)
-    parser.add_argument("--onnx", type=Path, required=True, metavar="OUT",
-                        help="the ONNX file to write")
-    parser.set_defaults(handler=_cmd_export)
 
 
 def _add_model_settings(parser: argparse.ArgumentParser) -> None:
