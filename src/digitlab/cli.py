@@ -176,9 +176,9 @@ def _add_export(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     parser = commands.add_parser(
         "export", help="write a saved model as an ONNX file for onnxruntime",
         description="Write the model as ONNX: input 'pixels' float32 (n, h*w) = pixel / 255 of "
-        "images prepared as the training images were (MNIST-style: light ink on dark); outputs 'probabilities' (in the order of the model's classes) "
-        "and 'label'. The preparation steps are in the file's metadata. Needs the onnx extra: "
-        "pip install 'digitlab[onnx]'.",
+        "images prepared as the training images were (MNIST-style: light ink on dark); outputs "
+        "'probabilities' (in the order of the model's classes) and 'label'. The preparation "
+        "steps are in the file's metadata. Needs the onnx extra: pip install 'digitlab[onnx]'.",
         formatter_class=_HelpFormatter,
     )
     _add_model_path(parser)
