@@ -1549,6 +1549,7 @@ def _model_argv(command_name: str, model: Path, case_dir: Path) -> list[str]:
                     str(case_dir / "inspect-out")],
         # --port -1: should a bad model load after all, listening fails instead of serving forever
         "serve": ["serve", str(model), "--port", "-1"],
+        "export": ["export", str(model), "--onnx", str(case_dir / "export-out.onnx")],
     }[command_name]
 
 
@@ -1578,6 +1579,7 @@ def _register_models() -> None:
         ("evaluate", ("flipped-tensor-byte", "input-shape-empty", "symlink-dev-zero")),
         ("inspect", ("random-bytes", "tensor-wrong-shape", "symlink-dev-zero")),
         ("serve", ("random-bytes", "no-metadata", "tensor-wrong-shape")),
+        ("export", ("random-bytes", "tensor-wrong-shape", "symlink-dev-zero")),
     ):
         for name in names:
             _add_model_case(name, command_name, variants[name])
@@ -1636,6 +1638,8 @@ def _output_argv(command_name: str, out: Path, case_dir: Path) -> list[str]:
         return ["train", "--data", tiny, "--model", "majority", "--quiet", "--out", str(out)]
     if command_name == "inspect":
         return ["inspect", str(case_dir / MODEL), "--data", tiny, "--out", str(out)]
+    if command_name == "export":
+        return ["export", str(case_dir / MODEL), "--onnx", str(out)]
     fmt = command_name.removeprefix("convert-")
     return ["data", "convert", tiny, str(out), "--format", fmt]
 
@@ -1710,6 +1714,10 @@ def _register_outputs() -> None:
         _add_output_case(f"disk-full-{size}", "inspect", _fresh, fsize=size)
     _add_output_case("name-newline-disk-full", "train",
                      lambda d: (d / "new\nzq15-run", ("zq15-run",)), fsize=512)
+    # export: one file, checked before the model is read (the ONNX file of a model is ~1 KB).
+    for name, place in (("under-proc", _under_proc), ("under-a-file", _under_file)):
+        _add_output_case(name, "export", place)
+    _add_output_case("disk-full-512", "export", _fresh, fsize=512)
     _add_output_case("dest-is-the-source", "convert-idx",
                      lambda d: (d / "tiny.npz", ("tiny.npz",)))
 
@@ -1797,6 +1805,7 @@ def _register_controls() -> None:
     with_model("predict")
     with_model("evaluate")
     with_model("inspect")
+    with_model("export")
 
     def output(command_name: str) -> None:
         def build(case_dir: Path) -> Setup:
@@ -1807,7 +1816,7 @@ def _register_controls() -> None:
 
         CONTROLS["out-" + command_name] = build
 
-    for command_name in OUTPUT_COMMANDS:
+    for command_name in (*OUTPUT_COMMANDS, "export"):
         output(command_name)
 
 

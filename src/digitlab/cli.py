@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_lab(commands)
     _add_data(commands)
     _add_serve(commands)
+    _add_export(commands)
     return parser
 
 
@@ -213,6 +214,21 @@ def _add_lab(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument("--out", type=Path, default=Path("runs/lab"), help="folder to write into")
     parser.add_argument("--quiet", action="store_true", help="print only errors")
     parser.set_defaults(handler=_cmd_lab)
+
+
+def _add_export(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "export", help="write a saved model as an ONNX file for onnxruntime",
+        description="Write the model as ONNX: input 'pixels' float32 (n, h*w) = pixel / 255 of "
+        "images prepared as the training images were (MNIST-style: light ink on dark); outputs "
+        "'probabilities' (in the order of the model's classes) and 'label'. The preparation "
+        "steps are in the file's metadata. Needs the onnx extra: pip install 'digitlab[onnx]'.",
+        formatter_class=_HelpFormatter,
+    )
+    _add_model_path(parser)
+    parser.add_argument("--onnx", type=Path, required=True, metavar="OUT",
+                        help="the ONNX file to write")
+    parser.set_defaults(handler=_cmd_export)
 
 
 def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -491,6 +507,15 @@ def _cmd_serve(args: argparse.Namespace, out: Console, err: Console) -> int:
               highlight=False, soft_wrap=True)
     out.file.flush()
     run(app, sock)
+    return EXIT_OK
+
+
+def _cmd_export(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from digitlab.export import export_onnx
+
+    exported = export_onnx(args.model, args.onnx)
+    out.print(f"wrote {show_path(exported.path)} ({exported.kind} model as ONNX, "
+              f"{exported.n_bytes:,} bytes)", highlight=False, soft_wrap=True)
     return EXIT_OK
 
 
