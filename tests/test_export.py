@@ -272,3 +272,27 @@ def test_a_score_of_exactly_zero_goes_the_models_way(kind: str, settings: dict, 
     probabilities, label = _run(tmp_path / "tie.onnx", X_test[:3])
     assert label.tolist() == [tie_goes_to] * 3
     np.testing.assert_allclose(probabilities, 0.5)
+
+
+@pytest.mark.parametrize("name", ["softmax", "mlp-relu-softmax", "template-dot", "cnn"])
+def test_the_calibration_temperature_is_in_the_graph(name: str, splits, tmp_path: Path) -> None:
+    """The file serves the probabilities digitlab serves: the model's, at its temperature."""
+    from digitlab.calibration import Calibration, scale
+
+    kind, settings, task = CASES[name]
+    if kind not in MODELS:
+        pytest.skip(f"{kind} needs an extra that is not installed")
+    X, y, X_test, names = splits
+    model = MODELS[kind](**settings).fit(X, _labels(y, task))
+    path = tmp_path / "calibrated.safetensors"
+    save_model(path, model, input_shape=(28, 28), class_names=names, extra={"task": task},
+               calibration=Calibration(temperature=0.5, ece_before=0.1, ece_after=0.05, n=100))
+    out = tmp_path / "calibrated.onnx"
+    export_onnx(path, out)
+    probabilities, label = _run(out, X_test)
+    expected = scale(model.predict_proba(X_test), 0.5)
+    assert not np.allclose(expected, model.predict_proba(X_test), atol=1e-3)  # T matters here
+    np.testing.assert_allclose(probabilities, expected, rtol=0, atol=ATOL["cnn" if kind == "cnn" else "numpy"])
+    np.testing.assert_array_equal(label, model.predict(X_test))
+    stored = onnx.load(str(out))
+    assert {p.key: p.value for p in stored.metadata_props}["digitlab.temperature"] == "0.5"

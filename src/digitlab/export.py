@@ -36,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from digitlab import __version__
+from digitlab.calibration import EPS, calibration_of, temperature_of
 from digitlab.atomic import atomic_file, check_writable_location
 from digitlab.errors import DigitlabError, OutputError, SettingsError
 from digitlab.io import ModelInfo, load_model
@@ -94,11 +95,40 @@ def to_onnx(model: DigitClassifier, info: ModelInfo) -> onnx.ModelProto:
         graph = _Graph(onnx, model.n_features_in_)
         probabilities, index = _BUILDERS[info.kind](graph, model)
         proto = graph.finish(probabilities, index, classes.astype(np.int64), info.kind)
+    temperature = temperature_of(calibration_of(info))
+    if temperature != 1.0:
+        _calibrate(onnx, proto, temperature)
     proto.producer_name, proto.producer_version = "digitlab", __version__
     proto.doc_string = f"digitlab {info.kind} model: {INPUT} -> probabilities, label"
     onnx.helper.set_model_props(proto, metadata(info))
     onnx.checker.check_model(proto)
     return proto
+
+
+def _calibrate(onnx: Any, proto: Any, temperature: float) -> None:
+    """Append the model file's temperature to a graph's probabilities, as
+    :func:`digitlab.calibration.scale` applies it: ``softmax(log(clip(p)) / T)`` in
+    float64. The label stays: scaling never changes which class is largest."""
+    graph, helper, tensor = proto.graph, onnx.helper, onnx.TensorProto
+    raw = "uncalibrated_probabilities"
+    for node in graph.node:
+        node.output[:] = [raw if name == OUTPUTS[0] else name for name in node.output]
+    for info in graph.value_info:
+        if info.name == OUTPUTS[0]:
+            info.name = raw
+    constants = {"calibration_eps": EPS, "calibration_one": 1.0, "calibration_t": temperature}
+    graph.initializer.extend(helper.make_tensor(name, tensor.DOUBLE, [], [value])
+                             for name, value in constants.items())
+    steps = [("Cast", [raw], {"to": tensor.DOUBLE}),
+             ("Clip", ["calibration_eps", "calibration_one"], {}),
+             ("Log", [], {}), ("Div", ["calibration_t"], {}), ("Softmax", [], {"axis": 1}),
+             ("Cast", [], {"to": tensor.FLOAT})]
+    previous = None
+    for i, (op, inputs, attributes) in enumerate(steps):
+        first = [previous] if previous is not None else []
+        output = OUTPUTS[0] if i == len(steps) - 1 else f"calibration_{i}"
+        graph.node.append(helper.make_node(op, first + inputs, [output], **attributes))
+        previous = output
 
 
 def metadata(info: ModelInfo) -> dict[str, str]:
@@ -113,6 +143,8 @@ def metadata(info: ModelInfo) -> dict[str, str]:
         "digitlab.preprocessing": json.dumps(info.preprocessing, sort_keys=True),
         "digitlab.classes": json.dumps(info.classes),  # the order of the probabilities
         "digitlab.class_names": json.dumps(info.class_names),
+        # applied in the graph already; written for the record
+        "digitlab.temperature": json.dumps(temperature_of(calibration_of(info))),
     }
 
 
