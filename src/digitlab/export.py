@@ -36,8 +36,8 @@ import numpy as np
 import numpy.typing as npt
 
 from digitlab import __version__
-from digitlab.calibration import EPS, calibration_of, temperature_of
 from digitlab.atomic import atomic_file, check_writable_location
+from digitlab.calibration import EPS, calibration_of, temperature_of
 from digitlab.errors import DigitlabError, OutputError, SettingsError
 from digitlab.io import ModelInfo, load_model
 from digitlab.models import DigitClassifier
@@ -125,7 +125,7 @@ def _calibrate(onnx: Any, proto: Any, temperature: float) -> None:
              ("Cast", [], {"to": tensor.FLOAT})]
     previous = None
     for i, (op, inputs, attributes) in enumerate(steps):
-        first = [previous] if previous is not None else []
+        first: list[str] = [previous] if previous is not None else []
         output = OUTPUTS[0] if i == len(steps) - 1 else f"calibration_{i}"
         graph.node.append(helper.make_node(op, first + inputs, [output], **attributes))
         previous = output
