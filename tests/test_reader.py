@@ -164,7 +164,10 @@ def test_dark_ink_on_light_paper_is_warned_about(reader, sample) -> None:
         inverted = reader.model.score(1 - X, y)
     assert inverted < 0.5 < reader.model.score(X, y)  # why it is worth a warning
     with pytest.warns(DataWarning, match="light background"):
-        Template().fit(1 - X, y)
+        dark_ink = Template(metric="euclidean").fit(1 - X, y)
+    assert dark_ink.light_background_
+    assert dark_ink.score(1 - X, y) > 0.5  # fitted on such features: said once, at fit
+    assert not Template(metric="euclidean").fit(X, y).light_background_
 
 
 def test_features_outside_the_range_only_where_asked(sample) -> None:

@@ -220,7 +220,11 @@ class DigitClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError("X holds NaN or infinite values")
         if not fitting and X.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features, the model was fitted on {self.n_features_in_}")
-        check_pixel_features(X)
+        # A model fitted on a light background (warned about then) is not warned about it again.
+        light = check_pixel_features(X, trained_light=not fitting and bool(
+            getattr(self, "light_background_", False)))
+        if fitting:
+            self.light_background_ = light
         return X
 
 
@@ -236,8 +240,9 @@ _POLARITY_ROWS = 256
 _LIGHT_BACKGROUND = 0.75
 
 
-def check_pixel_features(X: np.ndarray) -> None:
-    """Refuse features outside [0, 1]; warn when the background looks light.
+def check_pixel_features(X: np.ndarray, *, trained_light: bool = False) -> bool:
+    """Refuse features outside [0, 1]; warn when the background looks light (unless the
+    model was ``trained_light``, on such features already); return whether it does.
 
     Models take pixel / 255, light ink on dark (MNIST's form). Pixels in 0..255
     would score as if every stroke were 255 times darker, and dark ink on light
@@ -245,7 +250,7 @@ def check_pixel_features(X: np.ndarray) -> None:
     both are said here. ``X`` is float, 2-D and finite (checked before).
     """
     if not _UNIT_RANGE_CHECKED.get():
-        return
+        return False
     low, high = float(X.min()), float(X.max())
     if high > 1.0:
         raise ValueError(f"features must lie in [0, 1] (pixel / 255); got max {high:g} - "
@@ -254,10 +259,12 @@ def check_pixel_features(X: np.ndarray) -> None:
         raise ValueError(f"features must lie in [0, 1] (pixel / 255); got min {low:g}")
     rows = X[:: max(1, len(X) // _POLARITY_ROWS)]
     background = float(np.median(rows))
-    if background > _LIGHT_BACKGROUND:
+    light = background > _LIGHT_BACKGROUND
+    if light and not trained_light:
         warnings.warn(f"features have a light background (median {background:.2f}): looks like "
                       "dark ink on light paper; digitlab models take light ink on dark: use 1 - X "
                       "or read_digits, which normalises", DataWarning, stacklevel=4)
+    return light
 
 
 @contextlib.contextmanager
