@@ -199,3 +199,13 @@ def zero_png():
                 + chunk(b"IEND", b""))
 
     return make
+
+
+@pytest.fixture
+def any_feature_range() -> Iterator[None]:
+    """For tests of a model's arithmetic on generic data (Gaussian blobs, points placed
+    on a decision boundary): models refuse features outside [0, 1] otherwise."""
+    from digitlab.models.base import features_outside_unit_range
+
+    with features_outside_unit_range():
+        yield

@@ -188,3 +188,147 @@ def test_transparent_pictures_are_composited_in_bands_exactly() -> None:
     luma = (pixels[..., :3] * alpha + (1.0 - alpha)) @ np.array([0.299, 0.587, 0.114], np.float32)
     expected = np.clip(np.rint(luma * 255.0), 0, 255).astype(np.uint8)
     np.testing.assert_array_equal(to_greyscale(Image.fromarray(rgba, "RGBA")), expected)
+
+
+# ---------------------------------------------------------------- batches (issue 13)
+
+
+@pytest.fixture
+def four(sample, tmp_path):
+    """Three digits and, second in sorted order, a blank picture."""
+    folder = tmp_path / "four"
+    folder.mkdir()
+    for i, name in enumerate(["a.png", "c.png", "d.png"]):
+        Image.fromarray(sample.test_images[i]).save(folder / name)
+    Image.new("L", (28, 28), 0).save(folder / "b-blank.png")
+    return folder
+
+
+def _answers_alone(capsys, trained, folder, names) -> list[int]:
+    labels = []
+    for name in names:
+        assert main(["predict", str(trained), str(folder / name), "--json"]) == 0
+        labels.append(json.loads(capsys.readouterr().out)[0]["label"])
+    return labels
+
+
+def test_one_blank_picture_stops_the_batch_by_default(trained, four, capsys) -> None:
+    assert main(["predict", str(trained), str(four), "--json"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == f"digitlab: error: {four / 'b-blank.png'}: no digit found: the image is blank\n"
+
+
+def test_on_error_skip_answers_the_others_in_order(trained, four, capsys) -> None:
+    alone = _answers_alone(capsys, trained, four, ["a.png", "c.png", "d.png"])
+    assert main(["predict", str(trained), str(four), "--json", "--on-error", "skip"]) == 3
+    captured = capsys.readouterr()
+    answers = json.loads(captured.out)
+    assert [Path(a["path"]).name for a in answers] == ["a.png", "c.png", "d.png"]
+    assert [a["label"] for a in answers] == alone  # the gap left no answer beside its picture
+    assert captured.err.splitlines() == [
+        f"digitlab: skipped {four / 'b-blank.png'}: no digit found: the image is blank",
+        "digitlab: skipped 1 of 4 files",
+    ]
+
+
+def test_on_error_skip_without_skips_exits_0(trained, four, capsys) -> None:
+    (four / "b-blank.png").unlink()
+    assert main(["predict", str(trained), str(four), "--on-error", "skip"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_on_error_skip_with_nothing_readable_is_exit_2_and_writes_nothing(
+        trained, tmp_path, capsys) -> None:
+    for name in ("x.png", "y.png"):
+        Image.new("L", (30, 30), 255).save(tmp_path / name)
+    out = tmp_path / "answers.csv"
+    assert main(["predict", str(trained), str(tmp_path / "x.png"), str(tmp_path / "y.png"),
+                 "--on-error", "skip", "--csv", "--output", str(out)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 4
+    assert err[2] == "digitlab: skipped 2 of 2 files"
+    assert err[3] == "digitlab: error: none of the 2 pictures could be read"
+    assert not out.exists()
+
+
+def test_skipped_pictures_leave_the_rest_stackable(trained, sample, tmp_path, capsys) -> None:
+    # --raw keeps each picture's size: a 20x20 one among 28x28 ones is refused, not stacked.
+    Image.fromarray(sample.test_images[0]).save(tmp_path / "a.png")
+    Image.fromarray(sample.test_images[1][4:24, 4:24]).save(tmp_path / "b.png")
+    Image.fromarray(sample.test_images[2]).save(tmp_path / "c.png")
+    assert main(["predict", str(trained), str(tmp_path), "--raw", "--json", "--on-error", "skip"]) == 3
+    captured = capsys.readouterr()
+    assert [Path(a["path"]).name for a in json.loads(captured.out)] == ["a.png", "c.png"]
+    assert "b.png: image is 20x20, the model takes 28x28" in captured.err
+
+
+def test_csv_has_a_column_per_class_and_agrees_with_json(trained, four, capsys) -> None:
+    import csv
+    import io
+
+    (four / "b-blank.png").unlink()
+    assert main(["predict", str(trained), str(four), "--json"]) == 0
+    answers = json.loads(capsys.readouterr().out)
+    assert main(["predict", str(trained), str(four), "--csv"]) == 0
+    rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
+    assert rows[0] == ["path", "label", "name", "confidence", *(f"p_{d}" for d in range(10))]
+    assert len(rows) == 1 + len(answers)
+    for row, answer in zip(rows[1:], answers, strict=True):
+        assert row[0] == answer["path"]
+        assert int(row[1]) == answer["label"]
+        assert row[2] == answer["name"]
+        probabilities = [float(p) for p in row[4:]]
+        assert probabilities == answer["probabilities"]  # written in full, not rounded
+        assert float(row[3]) == max(probabilities) == probabilities[answer["label"]]
+
+
+def test_output_file_is_written_whole_instead_of_stdout(trained, four, tmp_path, capsys) -> None:
+    (four / "b-blank.png").unlink()
+    assert main(["predict", str(trained), str(four), "--csv"]) == 0
+    expected = capsys.readouterr().out
+    out = tmp_path / "new" / "answers.csv"
+    for _ in range(2):  # a second run replaces the file
+        assert main(["predict", str(trained), str(four), "--csv", "--output", str(out)]) == 0
+        assert capsys.readouterr().out == ""
+        assert out.read_text(encoding="utf-8") == expected
+    assert [p.name for p in out.parent.iterdir()] == ["answers.csv"]  # no temporary left
+    assert main(["predict", str(trained), str(four), "--json", "--output", str(out)]) == 0
+    assert len(json.loads(out.read_text(encoding="utf-8"))) == 3
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--output", "{tmp}/a.csv"], "--output needs --csv or --json"),
+        (["--csv", "--output", "{tmp}"], "is a folder; name a file to write"),
+        (["--csv", "--json"], "not allowed with argument"),
+        (["--on-error", "ignore"], "invalid choice"),
+    ],
+)
+def test_predict_output_mistakes_are_one_line_exit_2(trained, four, tmp_path, capsys,
+                                                      extra, message) -> None:
+    argv = ["predict", str(trained), str(four), *(a.format(tmp=tmp_path) for a in extra)]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert message in captured.err
+    assert captured.err.strip().count("\n") == 0
+
+
+def test_predict_images_on_error_in_python(trained, four) -> None:
+    from digitlab.errors import DataWarning
+    from digitlab.io import load_model
+    from digitlab.predict import predict_images
+
+    model, info = load_model(trained)
+    with pytest.raises(DataError, match="blank"):
+        predict_images(model, info, [four])
+    with pytest.warns(DataWarning, match=r"skipped .*b-blank.png: no digit found"):
+        skipped = predict_images(model, info, [four], on_error="skip")
+    assert [Path(p.path).name for p in skipped] == ["a.png", "c.png", "d.png"]
+    seen: list[DataError] = []
+    assert len(predict_images(model, info, [four], on_error=seen.append)) == 3
+    assert [Path(e.source).name for e in seen] == ["b-blank.png"]
+    with pytest.raises(ValueError, match="on_error must be"):
+        predict_images(model, info, [four], on_error="ignore")  # type: ignore[arg-type]

@@ -14,6 +14,9 @@ from digitlab.models.losses import log_softmax, sigmoid_cross_entropy, softmax_c
 from digitlab.models.softmax import Softmax, loss_and_grads
 from digitlab.models.training import Progress
 
+# The optimiser is checked against scikit-learn on Gaussian blobs, outside the pixel range.
+pytestmark = pytest.mark.usefixtures("any_feature_range")
+
 # ---------------------------------------------------------------------------- helpers
 
 

@@ -24,10 +24,11 @@ from rich.table import Table
 from rich.text import Text
 
 from digitlab import __version__
-from digitlab.errors import DataWarning, DigitlabError, OutputError, show_path
+from digitlab.errors import DataWarning, DigitlabError, OutputError, SettingsError, show_path
 from digitlab.web import MAX_BODY_BYTES
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+EXIT_SKIPPED = 3  # predict --on-error skip: some pictures answered, some skipped
 DATA_HELP = (
     "a named dataset (mnist-sample, digits, fashion-mnist, mnist) or a path: an image folder "
     "tree or a folder of images and labels.csv, a folder of IDX files, a Keras .npz, a CSV or "
@@ -187,8 +188,18 @@ def _add_predict(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     _add_model_path(parser)
     parser.add_argument("images", nargs="+", help="image files or folders of images")
-    parser.add_argument("--json", action="store_true",
-                        help="print a JSON list of {path, label, name, probabilities}")
+    formats = parser.add_mutually_exclusive_group()
+    formats.add_argument("--json", action="store_true",
+                         help="print a JSON list of {path, label, name, probabilities}")
+    formats.add_argument("--csv", action="store_true",
+                         help="print CSV: path,label,name,confidence and p_<class> per class")
+    parser.add_argument("--output", type=Path, default=None, metavar="FILE",
+                        help="write the --csv or --json answers to FILE instead of stdout "
+                        "(whole or not at all)")
+    parser.add_argument("--on-error", choices=("stop", "skip"), default="stop",
+                        help="a picture that cannot be read or shows no digit: 'stop' (exit 2, "
+                        "no answers) or 'skip' it (one line on stderr each, a count at the end, "
+                        f"exit {EXIT_SKIPPED} when any was skipped)")
     parser.add_argument("--raw", action="store_true",
                         help="skip the normalisation: images are already white ink on black, "
                         "at the model's size")
@@ -460,16 +471,42 @@ def _cmd_inspect(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from digitlab.atomic import atomic_file, check_writable_location
     from digitlab.io import load_model
     from digitlab.predict import predict_images
 
+    if args.output is not None:  # checked before any picture is read
+        if not (args.csv or args.json):
+            raise SettingsError("--output needs --csv or --json")
+        if args.output.is_dir():
+            raise OutputError(args.output, "is a folder; name a file to write")
+        check_writable_location(args.output)
     model, info = load_model(args.model)
+    skipped: list[DigitlabError] = []
+
+    def skip(exc: DigitlabError) -> None:
+        skipped.append(exc)
+        err.print(f"digitlab: skipped {one_line(str(exc))}", highlight=False, soft_wrap=True)
+
     predictions = predict_images(model, info, args.images, raw=args.raw,
+                                 on_error=skip if args.on_error == "skip" else "stop",
                                  min_confidence=args.min_confidence)
-    if args.json:
-        print(json.dumps([{"path": p.path, "label": p.label, "name": p.name,
-                           "probabilities": p.probabilities} for p in predictions], indent=2))
-        return EXIT_OK
+    if skipped:
+        err.print(f"digitlab: skipped {len(skipped)} of {len(skipped) + len(predictions)} files",
+                  highlight=False)
+    if not predictions:
+        raise DigitlabError(f"none of the {len(skipped)} pictures could be read")
+    code = EXIT_SKIPPED if skipped else EXIT_OK
+    if args.json or args.csv:
+        text = (_predictions_csv(predictions, info) if args.csv else json.dumps(
+            [{"path": p.path, "label": p.label, "name": p.name,
+              "probabilities": p.probabilities} for p in predictions], indent=2) + "\n")
+        if args.output is None:
+            sys.stdout.write(text)
+        else:
+            with atomic_file(args.output) as tmp:
+                tmp.write_text(text, encoding="utf-8")
+        return code
     table = Table(title=f"{info.kind} predictions (--json for every probability)")
     table.add_column("image", overflow="fold")
     table.add_column("label", justify="right")
@@ -480,7 +517,22 @@ def _cmd_predict(args: argparse.Namespace, out: Console, err: Console) -> int:
         table.add_row(one_line(p.path), p.name, f"{p.probabilities[first]:.2f}",
                       f"{info.name_of(int(info.classes[second]))} {p.probabilities[second]:.2f}")
     out.print(table)
-    return EXIT_OK
+    return code
+
+
+def _predictions_csv(predictions: list[Any], info: Any) -> str:
+    """One row per picture: path, label, name, confidence (the label's probability), then
+    one p_<class name> column per class, in the model's order of classes."""
+    import csv
+    import io
+
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["path", "label", "name", "confidence",
+                     *(f"p_{info.name_of(int(label))}" for label in info.classes)])
+    for p in predictions:
+        writer.writerow([p.path, p.label, p.name, max(p.probabilities), *p.probabilities])
+    return text.getvalue()
 
 
 # What the web extra installs: a missing one means the extra is missing, not a bug of ours.

@@ -158,6 +158,12 @@ def load_model(
     except ValueError as exc:
         raise DataError(path, f"model state does not fit a {info.kind!r} model ({exc})") from None
     _check_info_fits_state(path, info, state)
+    # A model trained on dark ink on light paper was warned about that once, at fit; its
+    # file's record of the training images says so, and the warning is not said again.
+    appearance = info.preprocessing.get("appearance")
+    background = appearance.get("background") if isinstance(appearance, dict) else None
+    if isinstance(background, int | float) and not isinstance(background, bool):
+        model.light_background_ = background > 127
     return model, info
 
 

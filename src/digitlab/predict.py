@@ -11,8 +11,12 @@ pictures already in the dataset's form (white ink on black, model's size).
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Literal, TypeAlias
 
 import numpy as np
 
@@ -20,7 +24,7 @@ from digitlab.calibration import calibration_of, scale, temperature_of
 from digitlab.data.deskew import deskew_images
 from digitlab.data.preprocess import PICTURE_MAX_SIDE, load_user_image, normalise_to
 from digitlab.data.preprocess import layout_for as layout_for  # re-exported: one layout rule
-from digitlab.errors import DataError, SettingsError
+from digitlab.errors import DataError, DataWarning, SettingsError
 from digitlab.io import ModelInfo
 from digitlab.models import DigitClassifier
 from digitlab.preparation import warn_if_pictures_differ
@@ -62,14 +66,23 @@ def collect_images(paths: list[str | os.PathLike[str]]) -> list[Path]:
 
 def model_input(path: Path, info: ModelInfo, *, raw: bool = False) -> np.ndarray:
     """The uint8 image the model sees for the picture at ``path``."""
-    shape = model_shape(info)
     grey = load_user_image(path, max_side=None if raw else MAX_SIDE)
+    return prepare_image(grey, info, raw=raw, source=path)
+
+
+def prepare_image(
+    grey: np.ndarray, info: ModelInfo, *, raw: bool = False, source: str | os.PathLike[str]
+) -> np.ndarray:
+    """A greyscale uint8 picture ``(h, w)`` as the model sees it: normalised (unless ``raw``)
+    and given the model's own training-time preprocessing. Files and arrays both come here,
+    so Python reads an array exactly as ``digitlab predict`` reads a file."""
     if raw:
+        shape = model_shape(info)
         if grey.shape != shape:
-            raise DataError(path, f"image is {grey.shape[0]}x{grey.shape[1]}, the model takes "
+            raise DataError(source, f"image is {grey.shape[0]}x{grey.shape[1]}, the model takes "
                             f"{shape[0]}x{shape[1]} (leave out --raw to normalise it)")
         return as_trained(grey, info)
-    return as_trained(normalise_for_model(grey, info, source=path), info)
+    return as_trained(normalise_for_model(grey, info, source=source), info)
 
 
 def deskews(info: ModelInfo) -> bool:
@@ -138,17 +151,60 @@ def read_images(
     return readings
 
 
+# What to do with a picture that cannot be read: "stop" raises its DataError, "skip" leaves
+# it out with a DataWarning, a function is called with the DataError and the picture left out.
+OnError: TypeAlias = Literal["stop", "skip"] | Callable[[DataError], object]
+
+
 def predict_images(
     model: DigitClassifier, info: ModelInfo, paths: list[str | os.PathLike[str]], *, raw: bool = False,
-    min_confidence: float = 0.0,
+    min_confidence: float = 0.0, on_error: OnError = "stop",
 ) -> list[Prediction]:
     """Label and class probabilities of every picture, in the order given (label None:
-    unknown, below ``min_confidence``)."""
+    unknown, below ``min_confidence``).
+
+    A folder or path that holds no picture at all is a mistake in the request and
+    raises whatever ``on_error`` says; ``on_error`` applies to each picture file
+    that cannot be read or holds no digit (see :data:`OnError`).
+    """
     check_min_confidence(min_confidence)  # before any picture is read
     files = collect_images(paths)
-    images = np.stack([model_input(path, info, raw=raw) for path in files])
-    warn_if_pictures_differ(info, images, raw=raw)  # a model trained on other images: say so
-    return [Prediction(str(path), reading.label, reading.name, reading.probabilities, image)
-            for path, image, reading in zip(files, images, read_images(model, info, images,
-                                                            min_confidence=min_confidence),
+    return predict_prepared(model, info, [(str(path), partial(model_input, path, info, raw=raw))
+                                          for path in files],
+                            on_error=on_error, raw=raw, min_confidence=min_confidence)
+
+
+def predict_prepared(
+    model: DigitClassifier, info: ModelInfo, sources: Iterable[tuple[str, Callable[[], np.ndarray]]],
+    *, on_error: OnError = "stop", raw: bool = False, min_confidence: float = 0.0,
+) -> list[Prediction]:
+    """Predictions for ``(name, prepare)`` pairs, ``prepare()`` giving the model's uint8 input.
+
+    Pictures whose ``prepare()`` raises a DataError are left out (unless
+    ``on_error="stop"``), so the others still form one batch; an empty list when none is left.
+    ``raw``: the pictures were not normalised (for the warning of a model trained on
+    differently prepared images).
+    """
+    if not (on_error in ("stop", "skip") or callable(on_error)):
+        raise ValueError(f"on_error must be 'stop', 'skip' or a function, got {on_error!r}")
+    names, images = [], []
+    for name, prepare in sources:
+        try:
+            images.append(prepare())
+        except DataError as exc:
+            if callable(on_error):
+                on_error(exc)
+            elif on_error == "skip":
+                warnings.warn(f"skipped {exc}", DataWarning, stacklevel=3)
+            else:
+                raise
+            continue
+        names.append(name)
+    if not images:
+        return []
+    stack = np.stack(images)  # (n, h, w): one pass through the model for the whole batch
+    warn_if_pictures_differ(info, stack, raw=raw)  # a model trained on other images: say so
+    return [Prediction(name, reading.label, reading.name, reading.probabilities, image)
+            for name, image, reading in zip(names, stack, read_images(model, info, stack,
+                                                                      min_confidence=min_confidence),
                                             strict=True)]

@@ -14,7 +14,10 @@ what that dict must hold for its settings (``_state_spec``), and
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import contextvars
+import warnings
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -23,7 +26,7 @@ from scipy.optimize import minimize_scalar
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
-from digitlab.errors import SettingsError
+from digitlab.errors import DataWarning, SettingsError
 
 # Floating arrays may be either: models fit in float32, MLP.from_sklearn keeps float64.
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -220,7 +223,68 @@ class DigitClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError("X holds NaN or infinite values")
         if not fitting and X.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features, the model was fitted on {self.n_features_in_}")
+        # A model fitted on a light background (warned about then) is not warned about it again.
+        light = check_pixel_features(X, trained_light=not fitting and bool(
+            getattr(self, "light_background_", False)))
+        if fitting:
+            self.light_background_ = light
         return X
+
+
+# Off only inside :func:`features_outside_unit_range`.
+_UNIT_RANGE_CHECKED = contextvars.ContextVar("digitlab_unit_range_checked", default=True)
+# Rows looked at for the polarity check: the median of a few hundred images is the
+# background's value as surely as that of sixty thousand, at a fraction of the cost.
+_POLARITY_ROWS = 256
+# Digit pictures are mostly background, so the median pixel is the background's value:
+# at most 0.07 on MNIST, scikit-learn's digits and Fashion-MNIST as they are, at least
+# 0.93 on each of them inverted. Features without a background (uniform noise, as in
+# tests and scikit-learn's estimator checks) have a median near 0.5, hence 0.75, not 0.5.
+_LIGHT_BACKGROUND = 0.75
+
+
+def check_pixel_features(X: np.ndarray, *, trained_light: bool = False) -> bool:
+    """Warn of features outside [0, 1], and of a background that looks light (unless the
+    model was ``trained_light``, on such features already); return whether it does.
+
+    Models take pixel / 255, light ink on dark (MNIST's form). Pixels in 0..255
+    would score as if every stroke were 255 times darker, and dark ink on light
+    paper as if background and digit were swapped: neither fails by itself, so
+    both are said here. Said, not refused: a scikit-learn estimator takes any
+    real features (its estimator checks feed blobs and scaled data), and
+    features that are not pixels are the user's to give. ``X`` is float, 2-D
+    and finite (checked before).
+    """
+    if not _UNIT_RANGE_CHECKED.get():
+        return False
+    low, high = float(X.min()), float(X.max())
+    if high > 1.0 or low < 0.0:
+        found = f"max {high:g} - divide uint8 images by 255" if high > 1.0 else f"min {low:g}"
+        warnings.warn(f"features should lie in [0, 1] (pixel / 255); got {found}",
+                      DataWarning, stacklevel=4)
+        return False
+    rows = X[:: max(1, len(X) // _POLARITY_ROWS)]
+    background = float(np.median(rows))
+    light = background > _LIGHT_BACKGROUND
+    if light and not trained_light:
+        warnings.warn(f"features have a light background (median {background:.2f}): looks like "
+                      "dark ink on light paper; digitlab models take light ink on dark: use 1 - X "
+                      "or read_digits, which normalises", DataWarning, stacklevel=4)
+    return light
+
+
+@contextlib.contextmanager
+def features_outside_unit_range() -> Iterator[None]:
+    """Let models take features outside [0, 1] within this block (this thread or task only).
+
+    For replaying an exercise that scales pixels otherwise (the lab's 8x8
+    digits divided by 15 reach 16/15), not for everyday use.
+    """
+    token = _UNIT_RANGE_CHECKED.set(False)
+    try:
+        yield
+    finally:
+        _UNIT_RANGE_CHECKED.reset(token)
 
 
 def _checked_array(state: Mapping[str, np.ndarray], name: str, spec: ArraySpec) -> np.ndarray:
