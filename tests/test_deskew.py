@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from digitlab.calibration import calibration_of, scale, temperature_of
 from digitlab.cli import main
 from digitlab.data import deskew
 from digitlab.data.deskew import deskew_images, slants
@@ -116,7 +117,9 @@ def test_a_deskewed_model_deskews_in_evaluate_and_predict(sample, tmp_path, caps
     Image.fromarray(leaning).save(path)
     assert main(["predict", str(out / "model.safetensors"), str(path), "--raw", "--json"]) == 0
     answer = json.loads(capsys.readouterr().out)[0]
-    expected = model.predict_proba(deskew_images(leaning[None]).reshape(1, -1) / np.float32(255))[0]
+    temperature = temperature_of(calibration_of(info))  # predict serves calibrated probabilities
+    expected = scale(model.predict_proba(deskew_images(leaning[None]).reshape(1, -1) / np.float32(255)),
+                     temperature)[0]
     np.testing.assert_allclose(answer["probabilities"], expected, rtol=1e-6)
-    undeskewed = model.predict_proba(leaning.reshape(1, -1) / np.float32(255))[0]
+    undeskewed = scale(model.predict_proba(leaning.reshape(1, -1) / np.float32(255)), temperature)[0]
     assert not np.allclose(answer["probabilities"], undeskewed, rtol=1e-3)
