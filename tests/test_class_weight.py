@@ -15,7 +15,7 @@ from digitlab.errors import DataWarning, SettingsError
 from digitlab.io import load_model
 from digitlab.models import MODELS
 from digitlab.models.losses import LOSSES, target_matrix
-from digitlab.run import check_trainable
+from digitlab.run import RunConfig, check_trainable, train
 
 WEIGHTED = sorted(kind for kind, cls in MODELS.items() if "class_weight" in cls().get_params())
 
@@ -204,3 +204,19 @@ def test_a_bad_class_weight_on_the_command_line_is_one_line(tmp_path, capsys) ->
 def test_help_lists_class_weight(capsys) -> None:
     assert main(["train", "--help"]) == 0
     assert "--class-weight" in capsys.readouterr().out
+
+
+def test_a_dict_of_weights_from_python_reaches_the_run_folder(few_sevens, tmp_path) -> None:
+    data = tmp_path / "few7.npz"
+    formats.write_npz(data, {"train": (few_sevens.train_images, few_sevens.train_labels),
+                             "test": (few_sevens.test_images, few_sevens.test_labels)})
+    weights = {np.int64(7): np.float32(5.0)}  # NumPy keys and values, as arrays give them
+    config = RunConfig(data=str(data), model="softmax",
+                       settings={"class_weight": weights, "epochs": 2})
+    with pytest.warns(DataWarning, match="consider more images of it"):
+        train(config, tmp_path / "run")
+    written = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert written["settings"]["class_weight"] == written["model_settings"]["class_weight"] == {
+        "7": 5.0}
+    model, _info = load_model(tmp_path / "run" / "model.safetensors")
+    assert model.class_weight == {7: 5.0}

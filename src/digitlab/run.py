@@ -259,7 +259,8 @@ def write_run_folder(
         extra={"task": config.task, "test_accuracy": measured["test"]["accuracy"]},
     )
     # every setting used: the run's, and the model's full settings with their defaults
-    write_json(out / "config.json", {**asdict(config), "model_settings": json_settings(model.get_params())})
+    write_json(out / "config.json", {**asdict(config), "settings": json_settings(config.settings),
+                                     "model_settings": json_settings(model.get_params())})
     write_json(out / "metrics.json", measured)
     write_report(out, title=f"{config.model} on {dataset.name} ({config.task})",
                  data_summary=dataset.summary(), model_summary=model.summary(),
