@@ -141,6 +141,20 @@ def test_bad_class_weights_are_refused(kind, class_weight, message, balanced_sma
     assert message in str(raised.value)
 
 
+@pytest.mark.parametrize("kind", WEIGHTED)
+def test_a_refused_class_weight_leaves_a_fitted_model_as_it_was(kind, balanced_small) -> None:
+    X, y = balanced_small.features("train"), balanced_small.train_labels
+    settings = {"epochs": 1} if kind == "cnn" else {}
+    model = MODELS[kind](rng=0, **settings).fit(X[y < 5], y[y < 5])
+    before = model.state_dict()
+    model.set_params(class_weight={11: 2.0})
+    with pytest.raises(SettingsError, match="class_weight names labels"):
+        model.fit(X, y)  # ten classes, not the five it holds
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    assert all(np.array_equal(before[name], after[name]) for name in before)
+
+
 # ---------------------------------------------------------------- the warning
 
 

@@ -77,7 +77,11 @@ class DigitClassifier(ClassifierMixin, BaseEstimator):
         y = np.asarray(y)
         if y.shape != (len(X),):
             raise ValueError(f"y has shape {y.shape}, expected ({len(X)},)")
-        self.classes_, y_index = np.unique(y, return_inverse=True)
+        classes, y_index = np.unique(y, return_inverse=True)
+        if "class_weight" in self.get_params(deep=False):
+            # a dict's labels are checked against y's before any state changes
+            class_weights(self.class_weight, classes, y_index)
+        self.classes_ = classes
         self.n_features_in_ = X.shape[1]
         self._fit(X, y_index.astype(np.int64), **fit_options)
         return self
