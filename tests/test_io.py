@@ -49,6 +49,22 @@ def test_every_model_round_trips_to_identical_predictions(kind, binary, seeded_m
     assert loaded_info.format_version == FORMAT_VERSION
 
 
+@pytest.mark.parametrize("kind", sorted(k for k, cls in MODELS.items()
+                                  if "class_weight" in cls().get_params()))
+@pytest.mark.parametrize("class_weight", ["balanced", {1: 3.0}, {np.int64(0): np.float32(0.5)}])
+def test_class_weight_round_trips(kind, class_weight, binary, seeded_model, tmp_path) -> None:
+    # JSON writes dict keys as strings: the file's {"1": 3.0} must come back as {1: 3.0}.
+    model = seeded_model(kind).set_params(class_weight=class_weight)
+    model.fit(binary.features("train"), binary.train_labels)
+    path = tmp_path / "model.safetensors"
+    save_model(path, model, input_shape=(28, 28))
+    loaded, _info = load_model(path)
+    assert loaded.get_params() == model.get_params()
+    assert all(type(key) is int for key in getattr(loaded.class_weight, "keys", list)())
+    X = binary.features("test")
+    np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+
+
 def test_same_model_gives_the_same_bytes(binary, tmp_path) -> None:
     a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
     save_model(a, _template(binary), input_shape=(28, 28))

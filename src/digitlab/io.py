@@ -293,7 +293,8 @@ def _digest(text: str, state: dict[str, np.ndarray]) -> str:
 
 
 def json_settings(params: dict[str, Any]) -> dict[str, Any]:
-    """Settings as JSON values: tuples become lists, a Generator ``rng`` becomes None."""
+    """Settings as JSON values: tuples become lists, a Generator ``rng`` becomes None,
+    NumPy scalars (also a dict's keys and values, as ``class_weight``'s) Python ones."""
     out: dict[str, Any] = {}
     for name, value in params.items():
         if isinstance(value, np.random.Generator):
@@ -302,18 +303,35 @@ def json_settings(params: dict[str, Any]) -> dict[str, Any]:
             value = list(value)
         elif isinstance(value, np.generic):
             value = value.item()
+        elif isinstance(value, dict):
+            value = {_python_scalar(key): _python_scalar(item) for key, item in value.items()}
         out[name] = value
     json.dumps(out)  # fail here, loudly, on a setting JSON cannot hold
     return out
 
 
+def _python_scalar(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def python_settings(cls: type[DigitClassifier], settings: dict[str, Any]) -> dict[str, Any]:
-    """Undo :func:`json_settings` where the default shows a tuple was meant."""
+    """Undo :func:`json_settings` where the default shows a tuple was meant, and give a
+    dict (``class_weight``) back its int keys: JSON writes every key as a string, and a
+    model file's labels are ints."""
     defaults = {
         name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()
     }
     return {
         name: tuple(value) if isinstance(defaults.get(name), tuple) and isinstance(value, list)
+        else _int_keys(value) if isinstance(value, dict)
         else value
         for name, value in settings.items()
     }
+
+
+def _int_keys(mapping: dict[Any, Any]) -> dict[Any, Any]:
+    """``{"7": 2.0}`` -> ``{7: 2.0}`` when every key reads as an int; else unchanged."""
+    try:
+        return {int(key): value for key, value in mapping.items()}
+    except (TypeError, ValueError):
+        return mapping

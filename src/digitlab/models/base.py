@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
+import numbers
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from scipy.optimize import minimize_scalar
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import check_is_fitted
 
 from digitlab.errors import DataWarning, SettingsError
@@ -80,7 +83,11 @@ class DigitClassifier(ClassifierMixin, BaseEstimator):
         y = np.asarray(y)
         if y.shape != (len(X),):
             raise ValueError(f"y has shape {y.shape}, expected ({len(X)},)")
-        self.classes_, y_index = np.unique(y, return_inverse=True)
+        classes, y_index = np.unique(y, return_inverse=True)
+        if "class_weight" in self.get_params(deep=False):
+            # a dict's labels are checked against y's before any state changes
+            class_weights(self.class_weight, classes, y_index)
+        self.classes_ = classes
         self.n_features_in_ = X.shape[1]
         self._fit(X, y_index.astype(np.int64), **fit_options)
         return self
@@ -329,6 +336,47 @@ def label_positions(classes: np.ndarray, y: np.ndarray, n: int, *, what: str = "
     if np.any(unknown):
         raise ValueError(f"{what} not seen in training: {np.unique(y[unknown]).tolist()}")
     return index.astype(np.int64)
+
+
+def check_class_weight(class_weight: object) -> None:
+    """SettingsError unless ``class_weight`` is None, ``"balanced"`` or a dict of
+    label -> positive finite weight (scikit-learn's ``class_weight``); the dict's
+    labels are checked against the training labels at fit time."""
+    if class_weight is None or (isinstance(class_weight, str) and class_weight == "balanced"):
+        return
+    if not isinstance(class_weight, Mapping):
+        raise SettingsError(
+            f"class_weight must be None, 'balanced' or a dict of label -> weight, got {class_weight!r}"
+        )
+    for label, weight in class_weight.items():
+        if not (isinstance(weight, numbers.Real) and not isinstance(weight, bool)
+                and 0 < float(weight) < math.inf):
+            raise SettingsError(
+                f"class_weight of {label!r} must be a positive number, got {weight!r}"
+            )
+
+
+def class_weights(class_weight: object, classes: np.ndarray, y_index: np.ndarray) -> np.ndarray | None:
+    """The weight of each class, shape (n_classes,), or None when every weight is 1.
+
+    ``"balanced"`` is ``n_samples / (n_classes * count)`` (scikit-learn's
+    ``compute_class_weight`` does the arithmetic); classes a dict leaves out
+    weigh 1. None for all-ones weights (as ``"balanced"`` gives on equal
+    counts), so the models then run their unweighted computation, bit for bit.
+    """
+    check_class_weight(class_weight)
+    if class_weight is None:
+        return None
+    if isinstance(class_weight, Mapping):
+        known = set(classes.tolist())
+        unknown = [label for label in class_weight if label not in known]
+        if unknown:
+            raise SettingsError(f"class_weight names labels the training data does not hold: "
+                                f"{unknown} (its labels: {classes.tolist()})")
+        weights = np.array([float(class_weight.get(label, 1.0)) for label in classes.tolist()])
+    else:
+        weights = compute_class_weight("balanced", classes=np.arange(len(classes)), y=y_index)
+    return None if np.all(weights == 1.0) else weights
 
 
 def softmax(scores: np.ndarray) -> np.ndarray:

@@ -38,7 +38,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from digitlab.errors import SettingsError
 from digitlab.lazy_import import lazy_import
-from digitlab.models.base import ArraySpec, DigitClassifier
+from digitlab.models.base import ArraySpec, DigitClassifier, check_class_weight, class_weights
 from digitlab.models.training import Callback, Progress, run_epochs
 
 if TYPE_CHECKING:
@@ -172,6 +172,13 @@ class CNN(DigitClassifier):
         when there is none) reaches this, in (0, 1].
     device : {"cpu", "auto", "cuda"}
         ``"auto"`` uses CUDA when available. Model files always hold CPU arrays.
+    class_weight : None, "balanced" or dict of label to float
+        Weighs each sample's loss by its class's weight (PyTorch's
+        ``cross_entropy(weight=...)``, which divides a batch's loss by the sum
+        of its weights): ``"balanced"`` weighs class ``c`` by ``n_samples /
+        (n_classes * count_c)``, as scikit-learn's ``class_weight``; a dict
+        gives weights by label (1 for labels it leaves out). ``val_loss`` is
+        not weighted.
     rng : int, Generator or None
         Seeds initialisation, shuffling and augmentation; an int gives the same
         weights at every fit on the CPU.
@@ -220,6 +227,7 @@ class CNN(DigitClassifier):
         tta: bool = False,
         target_accuracy: float | None = None,
         device: str = "cpu",
+        class_weight: str | dict[int, float] | None = None,
         rng: int | np.random.Generator | None = None,
     ) -> None:
         self.epochs = epochs
@@ -233,6 +241,7 @@ class CNN(DigitClassifier):
         self.tta = tta
         self.target_accuracy = target_accuracy
         self.device = device
+        self.class_weight = class_weight
         self.rng = rng
 
     # ------------------------------------------------------------ fit
@@ -307,6 +316,9 @@ class CNN(DigitClassifier):
         )
         max_shift = 2 if side >= 28 else 1
         smoothing = float(self.label_smoothing)
+        weights = class_weights(self.class_weight, classes, y_index)  # None: unweighted
+        weight = None if weights is None else torch.as_tensor(weights, dtype=torch.float32,
+                                                              device=device)
         epoch_logs: dict[str, float] = {}
 
         def train_epoch(epoch: int) -> None:
@@ -320,7 +332,8 @@ class CNN(DigitClassifier):
             for start in range(0, n, batch_size):
                 rows = order[start : start + batch_size]
                 logits = network(inputs[rows])
-                loss = torch.nn.functional.cross_entropy(logits, labels[rows], label_smoothing=smoothing)
+                loss = torch.nn.functional.cross_entropy(logits, labels[rows], weight=weight,
+                                                         label_smoothing=smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -406,6 +419,7 @@ class CNN(DigitClassifier):
             not isinstance(target, Real) or isinstance(target, bool) or not 0 < target <= 1
         ):
             raise SettingsError(f"target_accuracy must be None or in (0, 1], got {target!r}")
+        check_class_weight(self.class_weight)
         if self.device not in DEVICES:
             raise SettingsError(f"device must be one of {', '.join(DEVICES)}; got {self.device!r}")
 

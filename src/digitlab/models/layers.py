@@ -215,10 +215,12 @@ class Network:
     def loss_and_grads(
         self, X: np.ndarray, Y: np.ndarray, loss: Loss, alpha: float = 0.0, *,
         backward: bool = True, train: bool | None = None,
+        sample_weight: np.ndarray | None = None,
     ) -> tuple[float, np.ndarray]:
         """One forward and (unless ``backward=False``) backward pass; fills ``self.grads``.
 
-        Dropout is on when ``train`` (default: when ``backward``).
+        Dropout is on when ``train`` (default: when ``backward``). ``sample_weight``
+        (n,) multiplies each sample's loss (see :mod:`digitlab.models.losses`).
 
         The gradients are those of ``loss(z, Y) + alpha / 2 * sum of every
         squared weight`` (biases are not penalised: each weight gradient gains
@@ -229,7 +231,7 @@ class Network:
         """
         z = self.forward(X, train=backward if train is None else train)  # (n, n_out)
         predicted = (z[:, 0] > 0).astype(np.int64) if z.shape[1] == 1 else z.argmax(axis=1)
-        value, dz = loss.value_and_grad(z, Y)
+        value, dz = loss.value_and_grad(z, Y, sample_weight)
         if backward:
             self.backward(dz)
             if alpha:

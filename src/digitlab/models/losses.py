@@ -30,6 +30,13 @@ Definitions (a = the output activation applied to z, n samples, k outputs):
 
 The helpers :func:`log_softmax`, :func:`softmax_cross_entropy` and
 :func:`sigmoid_cross_entropy` are shared with the softmax-regression model.
+
+Sample weights (``class_weight``): every loss takes an optional
+``sample_weight`` of shape (n,) that multiplies each sample's term, keeping
+the 1/n (scikit-learn's convention: "balanced" class weights average 1 over
+the training set, so the loss keeps its scale). Each row of dL/dz depends on
+its own sample only, so the gradient is weighted by scaling its rows
+(:func:`weight_rows`). ``sample_weight=None`` runs the unweighted code as is.
 """
 
 from __future__ import annotations
@@ -47,8 +54,21 @@ def log_softmax(z: np.ndarray) -> np.ndarray:
     return shifted
 
 
+def weight_rows(grad: np.ndarray, sample_weight: np.ndarray | None) -> np.ndarray:
+    """Scale row i of ``grad`` (n, k) by ``sample_weight[i]``, in place (nothing if None)."""
+    if sample_weight is not None:
+        grad *= np.asarray(sample_weight, dtype=grad.dtype)[:, None]
+    return grad
+
+
+def weighted_sum(row_terms: np.ndarray, sample_weight: np.ndarray) -> float:
+    """sum_i sample_weight[i] * sum_k row_terms[i, k], in float64."""
+    return float(np.dot(sample_weight, row_terms.sum(axis=1, dtype=np.float64)))
+
+
 def softmax_cross_entropy(
-    z: np.ndarray, Y: np.ndarray, *, overwrite: bool = False
+    z: np.ndarray, Y: np.ndarray, *, overwrite: bool = False,
+    sample_weight: np.ndarray | None = None,
 ) -> tuple[float, np.ndarray]:
     """Mean cross-entropy of softmax(z) against one-hot Y, and the fused gradient.
 
@@ -58,29 +78,39 @@ def softmax_cross_entropy(
         Logits. Overwritten by the gradient when ``overwrite`` (saves a copy).
     Y : ndarray of shape (n, k)
         Targets; each row sums to 1 (one-hot, or smoothed labels).
+    sample_weight : ndarray of shape (n,), optional
+        Multiplies each sample's term (and its row of the gradient).
 
     Returns
     -------
     loss : float
-        -(1/n) sum_i sum_k Y_ik log softmax(z_i)_k
+        -(1/n) sum_i w_i sum_k Y_ik log softmax(z_i)_k   (w_i = 1 without weights)
     dz : ndarray of shape (n, k)
-        (softmax(z) - Y) / n
+        w_i (softmax(z) - Y) / n
     """
     n = len(z)
     P = z if overwrite else z.copy()
     P -= P.max(axis=1, keepdims=True)  # shifted logits: exp never overflows
-    target_logit = float(np.vdot(P, Y))  # sum_i sum_k Y_ik shifted_ik
+    if sample_weight is None:
+        target_logit = float(np.vdot(P, Y))  # sum_i sum_k Y_ik shifted_ik
+    else:
+        row_target = P * Y  # (n, k); its row sums are each sample's target logit
     np.exp(P, out=P)
     sums = P.sum(axis=1, keepdims=True)  # (n, 1)
-    loss = (float(np.log(sums).sum()) - target_logit) / n
+    if sample_weight is None:
+        loss = (float(np.log(sums).sum()) - target_logit) / n
+    else:
+        loss = (weighted_sum(np.log(sums), sample_weight)
+                - weighted_sum(row_target, sample_weight)) / n
     P /= sums  # probabilities
     P -= Y
     P /= n
-    return loss, P
+    return loss, weight_rows(P, sample_weight)
 
 
 def sigmoid_cross_entropy(
-    z: np.ndarray, Y: np.ndarray, *, overwrite: bool = False
+    z: np.ndarray, Y: np.ndarray, *, overwrite: bool = False,
+    sample_weight: np.ndarray | None = None,
 ) -> tuple[float, np.ndarray]:
     """Binary cross-entropy of sigmoid(z) against 0/1 targets Y, and the fused gradient.
 
@@ -90,17 +120,21 @@ def sigmoid_cross_entropy(
     Returns
     -------
     loss : float
-        (1/n) sum_i sum_k [softplus(z_ik) - Y_ik z_ik]  (n = rows of z)
+        (1/n) sum_i w_i sum_k [softplus(z_ik) - Y_ik z_ik]  (n = rows of z; w_i = 1
+        without ``sample_weight``)
     dz : ndarray, same shape as z
-        (sigmoid(z) - Y) / n
+        w_i (sigmoid(z) - Y) / n
     """
     n = len(z)
-    loss = (float(np.logaddexp(0, z).sum()) - float(np.vdot(z, Y))) / n
+    if sample_weight is None:
+        loss = (float(np.logaddexp(0, z).sum()) - float(np.vdot(z, Y))) / n
+    else:
+        loss = weighted_sum(np.logaddexp(0, z) - z * Y, sample_weight) / n
     s = z if overwrite else z.copy()
     expit(s, out=s)
     s -= Y
     s /= n
-    return loss, s
+    return loss, weight_rows(s, sample_weight)
 
 
 def sigmoid_backward(dout: np.ndarray, a: np.ndarray) -> np.ndarray:
@@ -132,7 +166,9 @@ class Loss:
     def __init__(self, output: str) -> None:
         self.output = output
 
-    def value_and_grad(self, z: np.ndarray, Y: np.ndarray) -> tuple[float, np.ndarray]:
+    def value_and_grad(
+        self, z: np.ndarray, Y: np.ndarray, sample_weight: np.ndarray | None = None
+    ) -> tuple[float, np.ndarray]:
         raise NotImplementedError
 
 
@@ -140,29 +176,39 @@ class CrossEntropy(Loss):
     name = "cross-entropy"
     outputs = ("softmax",)
 
-    def value_and_grad(self, z: np.ndarray, Y: np.ndarray) -> tuple[float, np.ndarray]:
-        return softmax_cross_entropy(z, Y, overwrite=True)
+    def value_and_grad(
+        self, z: np.ndarray, Y: np.ndarray, sample_weight: np.ndarray | None = None
+    ) -> tuple[float, np.ndarray]:
+        return softmax_cross_entropy(z, Y, overwrite=True, sample_weight=sample_weight)
 
 
 class BinaryCrossEntropy(Loss):
     name = "binary-cross-entropy"
     outputs = ("sigmoid",)
 
-    def value_and_grad(self, z: np.ndarray, Y: np.ndarray) -> tuple[float, np.ndarray]:
-        return sigmoid_cross_entropy(z, Y, overwrite=True)
+    def value_and_grad(
+        self, z: np.ndarray, Y: np.ndarray, sample_weight: np.ndarray | None = None
+    ) -> tuple[float, np.ndarray]:
+        return sigmoid_cross_entropy(z, Y, overwrite=True, sample_weight=sample_weight)
 
 
 class SquaredDistance(Loss):
     name = "squared-distance"
     outputs = ("softmax", "sigmoid")
 
-    def value_and_grad(self, z: np.ndarray, Y: np.ndarray) -> tuple[float, np.ndarray]:
+    def value_and_grad(
+        self, z: np.ndarray, Y: np.ndarray, sample_weight: np.ndarray | None = None
+    ) -> tuple[float, np.ndarray]:
         n = len(z)
         a = output_activation(z, self.output)  # (n, k), a new array
         diff = z  # reuse z's memory: z itself is no longer needed
         np.subtract(a, Y, out=diff)
-        loss = float(np.vdot(diff, diff)) / n
+        if sample_weight is None:
+            loss = float(np.vdot(diff, diff)) / n
+        else:
+            loss = weighted_sum(diff * diff, sample_weight) / n
         diff *= 2.0 / n  # dL/da
+        weight_rows(diff, sample_weight)  # row-wise, so weighting dL/da weights dL/dz
         if self.output == "softmax":
             return loss, softmax_backward(diff, a)
         return loss, sigmoid_backward(diff, a)
@@ -172,13 +218,19 @@ class SigmoidDistance(Loss):
     name = "sigmoid-distance"
     outputs = ("sigmoid",)
 
-    def value_and_grad(self, z: np.ndarray, Y: np.ndarray) -> tuple[float, np.ndarray]:
+    def value_and_grad(
+        self, z: np.ndarray, Y: np.ndarray, sample_weight: np.ndarray | None = None
+    ) -> tuple[float, np.ndarray]:
         size = z.size
         s = expit(z, out=z)
         diff = s - Y
-        loss = float(np.abs(diff).sum()) / size
+        if sample_weight is None:
+            loss = float(np.abs(diff).sum()) / size
+        else:
+            loss = weighted_sum(np.abs(diff), sample_weight) / size
         grad = np.sign(diff)  # d|s - y| / ds
         grad *= 1.0 / size
+        weight_rows(grad, sample_weight)
         return loss, sigmoid_backward(grad, s)
 
 

@@ -38,7 +38,14 @@ from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
 from digitlab.errors import SettingsError
-from digitlab.models.base import ArraySpec, DigitClassifier, label_positions, softmax
+from digitlab.models.base import (
+    ArraySpec,
+    DigitClassifier,
+    check_class_weight,
+    class_weights,
+    label_positions,
+    softmax,
+)
 from digitlab.models.layers import ACTIVATIONS, Network, n_layers
 from digitlab.models.losses import LOSSES, OUTPUTS, target_matrix
 from digitlab.models.optim import OPTIMIZERS, make_optimizer
@@ -122,6 +129,12 @@ class MLP(DigitClassifier):
         of its best epoch.
     validation_fraction : float
         Share held out for ``early_stopping`` when there is no ``eval_set``.
+    class_weight : None, "balanced" or dict of label to float
+        Multiplies each sample's loss (any ``loss``) by its class's weight, as
+        scikit-learn's ``class_weight``: ``"balanced"`` weighs class ``c`` by
+        ``n_samples / (n_classes * count_c)``; a dict gives weights by label
+        (1 for labels it leaves out). The training and hold-out losses are
+        weighted; ``val_loss`` is not.
     rng : int, Generator or None
         Seeds initialisation, shuffling and the hold-out; an int gives the
         same weights at every fit.
@@ -181,6 +194,7 @@ class MLP(DigitClassifier):
         n_iter_no_change: int = 10,
         early_stopping: bool = False,
         validation_fraction: float = 0.1,
+        class_weight: str | dict[int, float] | None = None,
         rng: int | np.random.Generator | None = None,
     ) -> None:
         self.hidden = hidden
@@ -200,6 +214,7 @@ class MLP(DigitClassifier):
         self.n_iter_no_change = n_iter_no_change
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
+        self.class_weight = class_weight
         self.rng = rng
 
     # ------------------------------------------------------------ fit
@@ -234,20 +249,27 @@ class MLP(DigitClassifier):
         y_index = y_index.astype(np.int64)
         n_out = self._n_outputs(settings.output, len(classes))
         rng = np.random.default_rng(self.rng)
+        # Per-class weights from the whole training set (None: unweighted).
+        weights = class_weights(self.class_weight, classes, y_index)
 
-        # Figures after each epoch on (features, targets, class positions) by name.
-        sets: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        def sample_weight(index: np.ndarray) -> np.ndarray | None:
+            return None if weights is None else weights[index].astype(np.float32)
+
+        # Figures after each epoch on (features, targets, class positions, sample
+        # weights) by name; the hold-out is weighted as the training loss is.
+        sets: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]] = {}
         if self.early_stopping and eval_set is None:  # else eval_set is the validation data
             train_rows, held_rows = stratified_holdout(y_index, self.validation_fraction, rng)
             held_index = y_index[held_rows]
-            sets["holdout"] = (X[held_rows], target_matrix(held_index, n_out, np.float32), held_index)
+            sets["holdout"] = (X[held_rows], target_matrix(held_index, n_out, np.float32),
+                               held_index, sample_weight(held_index))
             X, y_index = X[train_rows], y_index[train_rows]
         if eval_set is not None:
             X_val = self._check_features(eval_set[0], fitting=True)
             if X_val.shape[1] != X.shape[1]:
                 raise ValueError(f"eval_set has {X_val.shape[1]} features, X has {X.shape[1]}")
             val_index = label_positions(classes, eval_set[1], len(X_val), what="eval_set labels")
-            sets["val"] = (X_val, target_matrix(val_index, n_out, np.float32), val_index)
+            sets["val"] = (X_val, target_matrix(val_index, n_out, np.float32), val_index, None)
         # Checks are done: from here on the model changes.
         self.classes_ = classes
         self.n_features_in_ = X.shape[1]
@@ -272,7 +294,9 @@ class MLP(DigitClassifier):
             for rows in minibatches(len(X), batch_size, rng):
                 if self.lr_schedule == "cosine":
                     optimizer.lr = 0.5 * float(self.lr) * (1.0 + math.cos(math.pi * step / total_steps))
-                value, predicted = network.loss_and_grads(X[rows], targets[rows], loss, alpha)
+                value, predicted = network.loss_and_grads(
+                    X[rows], targets[rows], loss, alpha, sample_weight=sample_weight(y_index[rows])
+                )
                 optimizer.step(network.grads)
                 total_loss += value * len(rows)
                 correct += int(np.count_nonzero(predicted == y_index[rows]))
@@ -280,8 +304,10 @@ class MLP(DigitClassifier):
             epoch_logs["loss"] = total_loss / len(X)
             epoch_logs["accuracy"] = correct / len(X)
 
-        def measure(X_eval: np.ndarray, Y_eval: np.ndarray, index: np.ndarray) -> tuple[float, float]:
-            value, predicted = network.loss_and_grads(X_eval, Y_eval, loss, backward=False)
+        def measure(X_eval: np.ndarray, Y_eval: np.ndarray, index: np.ndarray,
+                    weight: np.ndarray | None) -> tuple[float, float]:
+            value, predicted = network.loss_and_grads(X_eval, Y_eval, loss, backward=False,
+                                                      sample_weight=weight)
             return value, float(np.mean(predicted == index))
 
         # Weights of the last epoch whose loss was finite: a learning rate far
@@ -379,6 +405,7 @@ class MLP(DigitClassifier):
                 raise SettingsError(f"{name} must be an integer >= {least}, got {value!r}")
         if not isinstance(self.early_stopping, bool | np.bool_):
             raise SettingsError(f"early_stopping must be True or False, got {self.early_stopping!r}")
+        check_class_weight(self.class_weight)
         return _Settings(tuple(int(h) for h in hidden), self.activation, self.output,
                          self.loss, self.init)
 

@@ -28,7 +28,14 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from digitlab.errors import SettingsError
-from digitlab.models.base import ArraySpec, DigitClassifier, fit_temperature, softmax
+from digitlab.models.base import (
+    ArraySpec,
+    DigitClassifier,
+    check_class_weight,
+    class_weights,
+    fit_temperature,
+    softmax,
+)
 from digitlab.models.training import Callback, Progress, run_epochs
 
 if TYPE_CHECKING:
@@ -301,6 +308,11 @@ class Perceptron(DigitClassifier):
         ``n_iter_no_change`` epochs; ``None`` always runs ``epochs`` epochs.
     n_iter_no_change : int
         Epochs without improvement before stopping.
+    class_weight : None, "balanced" or dict of label to float
+        Multiplies every update a sample makes by its class's weight (as
+        scikit-learn's ``class_weight``): ``"balanced"`` weighs class ``c`` by
+        ``n_samples / (n_classes * count_c)``; a dict gives weights by label (1
+        for labels it leaves out). Which samples are mistakes is unchanged.
     rng : int, numpy.random.Generator or None
         The shuffling order. An int gives identical weights on every fit.
 
@@ -332,6 +344,7 @@ class Perceptron(DigitClassifier):
         shuffle: bool = True,
         tol: float | None = 1e-3,
         n_iter_no_change: int = 5,
+        class_weight: str | dict[int, float] | None = None,
         rng: int | np.random.Generator | None = None,
     ) -> None:
         self.lr = lr
@@ -340,6 +353,7 @@ class Perceptron(DigitClassifier):
         self.shuffle = shuffle
         self.tol = tol
         self.n_iter_no_change = n_iter_no_change
+        self.class_weight = class_weight
         self.rng = rng
 
     def fit(self, X: np.ndarray, y: np.ndarray, *, callback: Callback | None = None) -> Perceptron:
@@ -367,6 +381,11 @@ class Perceptron(DigitClassifier):
         # Two classes: one output, +1 for classes_[1]. More: one output per class.
         outputs = np.array([1]) if n_classes == 2 else np.arange(n_classes)
         signs = np.where(y_index[:, None] == outputs, 1.0, -1.0)  # (n, K)
+        weights = class_weights(self.class_weight, self.classes_, y_index)
+        if weights is not None:
+            # A positive factor keeps each sign (so which samples are mistakes) and
+            # scales the updates the sample makes: w += lr * weight * y * x.
+            signs *= weights[y_index][:, None]
         rule = _PerceptronRule(X, signs, lr=lr, averaged=bool(self.averaged))
 
         def train_epoch(epoch: int) -> None:
@@ -406,6 +425,7 @@ class Perceptron(DigitClassifier):
         for name in ("averaged", "shuffle"):
             if not isinstance(getattr(self, name), bool | np.bool_):
                 raise SettingsError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        check_class_weight(self.class_weight)
         _make_rng(self.rng)  # only checked: a Generator comes back as it is, nothing drawn
         return (
             _check_real("lr", self.lr, positive=True),
@@ -773,7 +793,7 @@ class _PerceptronRule:
         self.X1 = np.empty((n, d + 1), dtype=np.float32)
         self.X1[:, :d] = X
         self.X1[:, d] = 1.0
-        self.signs = signs  # (n, K), +1 / -1
+        self.signs = signs  # (n, K), +1 / -1, times the sample's class weight if any
         self.lr, self.averaged = lr, averaged
         self.W = np.zeros((signs.shape[1], d + 1))
         self.U = np.zeros_like(self.W) if averaged else None

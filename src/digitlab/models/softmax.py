@@ -33,7 +33,7 @@ from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
 from digitlab.errors import SettingsError
-from digitlab.models.base import ArraySpec, DigitClassifier
+from digitlab.models.base import ArraySpec, DigitClassifier, check_class_weight, class_weights
 from digitlab.models.losses import sigmoid_cross_entropy, softmax_cross_entropy, target_matrix
 from digitlab.models.optim import OPTIMIZERS, make_optimizer
 from digitlab.models.training import Callback, minibatches, run_epochs
@@ -62,6 +62,7 @@ def loss_and_grads(
     y_index: np.ndarray,
     *,
     alpha: float = 0.0,
+    sample_weight: np.ndarray | None = None,
 ) -> tuple[float, dict[str, np.ndarray], np.ndarray]:
     """One forward and backward pass over a batch.
 
@@ -75,11 +76,13 @@ def loss_and_grads(
         Class positions, ``0..k-1`` (``0..1`` when ``k == 1``).
     alpha : float
         L2 strength: the gradient is that of ``CE + alpha / 2 * ||W||^2``.
+    sample_weight : ndarray of shape (n,), optional
+        Multiplies each sample's cross-entropy (class weights).
 
     Returns
     -------
     loss : float
-        Mean cross-entropy of the batch (without the penalty).
+        Mean (weighted) cross-entropy of the batch (without the penalty).
     grads : dict of ndarray
         Same keys and shapes as ``params``.
     predicted : ndarray of shape (n,)
@@ -93,9 +96,9 @@ def loss_and_grads(
     Y = target_matrix(y_index, n_out, Z.dtype)
     # Both losses overwrite Z with dL/dZ = (P - Y) / n: Z is not needed again.
     if n_out == 1:
-        loss, dZ = sigmoid_cross_entropy(Z, Y, overwrite=True)
+        loss, dZ = sigmoid_cross_entropy(Z, Y, overwrite=True, sample_weight=sample_weight)
     else:
-        loss, dZ = softmax_cross_entropy(Z, Y, overwrite=True)
+        loss, dZ = softmax_cross_entropy(Z, Y, overwrite=True, sample_weight=sample_weight)
     dW = X.T @ dZ  # (d, n) @ (n, k) -> (d, k)
     if alpha:
         dW += W.dtype.type(alpha) * W
@@ -150,6 +153,13 @@ class Softmax(DigitClassifier):
         (stratified), and end with the weights of its best epoch.
     validation_fraction : float
         Share of the training data held out when ``early_stopping`` and no ``eval_set``.
+    class_weight : None, "balanced" or dict of label to float
+        Multiplies each sample's loss by its class's weight (scikit-learn's
+        ``class_weight``): ``"balanced"`` weighs class ``c`` by ``n_samples /
+        (n_classes * count_c)``, so a rare class counts as much as a common
+        one; a dict gives weights by label (1 for labels it leaves out). The
+        training loss and the loss early stopping watches are weighted; a
+        ``val_loss`` only reported is not.
     rng : int, numpy Generator or None
         Seeds the shuffling, the hold-out and a ``"normal"`` start; an int
         gives identical weights on every fit.
@@ -203,6 +213,7 @@ class Softmax(DigitClassifier):
         n_iter_no_change: int = 5,
         early_stopping: bool = False,
         validation_fraction: float = 0.1,
+        class_weight: str | dict[int, float] | None = None,
         rng: int | np.random.Generator | None = None,
     ) -> None:
         self.optimizer = optimizer
@@ -217,6 +228,7 @@ class Softmax(DigitClassifier):
         self.n_iter_no_change = n_iter_no_change
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
+        self.class_weight = class_weight
         self.rng = rng
 
     # ------------------------------------------------------------------ fit
@@ -259,17 +271,23 @@ class Softmax(DigitClassifier):
         rng = np.random.default_rng(self.rng)
         n_features = X.shape[1]
         n_out = 1 if n_classes == 2 else n_classes
+        # Per-class weights from the whole training set (None: unweighted).
+        weights = class_weights(self.class_weight, self.classes_, y_index)
 
-        # Evaluation sets as (features, class positions); the hold-out comes out of X.
-        # With early stopping, an eval_set is the validation data watched (as Keras's
-        # validation_data); without one, a share of X is held out for it.
-        sets: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        def sample_weight(index: np.ndarray) -> np.ndarray | None:
+            return None if weights is None else weights[index].astype(np.float32)
+
+        # Evaluation sets as (features, class positions, sample weights). With early
+        # stopping, an eval_set is the validation data watched (as Keras's validation_data),
+        # weighted as the training loss is; without one, a share of X is held out for it.
+        sets: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
         if self.early_stopping and eval_set is None:
             train, held = stratified_holdout(y_index, self.validation_fraction, rng)
-            sets["holdout"] = (X[held], y_index[held])
+            sets["holdout"] = (X[held], y_index[held], sample_weight(y_index[held]))
             X, y_index = X[train], y_index[train]
         if eval_set is not None:
-            sets["val"] = self._encode_eval_set(eval_set)
+            X_val, val_index = self._encode_eval_set(eval_set)
+            sets["val"] = (X_val, val_index, sample_weight(val_index) if self.early_stopping else None)
         watched = ("val_loss" if eval_set is not None else "holdout_loss") if self.early_stopping else "loss"
 
         if self.init == "normal":
@@ -297,7 +315,9 @@ class Softmax(DigitClassifier):
                 if self.lr_schedule == "cosine":
                     optimizer.lr = 0.5 * self.lr * (1.0 + math.cos(math.pi * step / total_steps))
                 Xb, yb = X[idx], y_index[idx]
-                loss, grads, predicted = loss_and_grads(params, Xb, yb, alpha=alpha)
+                loss, grads, predicted = loss_and_grads(
+                    params, Xb, yb, alpha=alpha, sample_weight=sample_weight(yb)
+                )
                 optimizer.step(grads)
                 loss_sum += loss * len(idx)
                 correct += int(np.count_nonzero(predicted == yb))
@@ -306,9 +326,9 @@ class Softmax(DigitClassifier):
 
         def evaluate() -> dict[str, float]:
             logs = {"loss": running["loss"], "accuracy": running["correct"] / n}
-            for name, (X_eval, y_eval) in sets.items():
+            for name, (X_eval, y_eval, w_eval) in sets.items():
                 logs[f"{name}_loss"], logs[f"{name}_accuracy"] = _loss_accuracy(
-                    params, X_eval, y_eval
+                    params, X_eval, y_eval, w_eval
                 )
             return logs
 
@@ -394,6 +414,7 @@ class Softmax(DigitClassifier):
             raise SettingsError(
                 f"n_iter_no_change must be a positive integer, got {self.n_iter_no_change!r}"
             )
+        check_class_weight(self.class_weight)
         if not isinstance(self.early_stopping, (bool, np.bool_)):
             raise SettingsError(
                 f"early_stopping must be True or False, got {self.early_stopping!r}"
@@ -405,12 +426,13 @@ class Softmax(DigitClassifier):
 
 
 def _loss_accuracy(
-    params: dict[str, np.ndarray], X: np.ndarray, y_index: np.ndarray
+    params: dict[str, np.ndarray], X: np.ndarray, y_index: np.ndarray,
+    sample_weight: np.ndarray | None = None,
 ) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of the current weights on a whole set."""
+    """Mean (weighted) cross-entropy and accuracy of the current weights on a whole set."""
     Z = forward(params, X)
     accuracy = float(np.mean(_predicted_index(Z) == y_index))
     Y = target_matrix(y_index, Z.shape[1], Z.dtype)
     loss_fn = sigmoid_cross_entropy if Z.shape[1] == 1 else softmax_cross_entropy
-    loss, _ = loss_fn(Z, Y, overwrite=True)
+    loss, _ = loss_fn(Z, Y, overwrite=True, sample_weight=sample_weight)
     return loss, accuracy
