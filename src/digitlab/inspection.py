@@ -185,7 +185,7 @@ def inspect_model(
                          if calibration is not None else ""),
                       plots.reliability_diagram(bins, title=f"Reliability ({split})"))
         if history and history.get("loss"):
-            shown.add("learning_curves", "Loss and accuracy per epoch (train and test)",
+            shown.add("learning_curves", "Loss and accuracy per epoch (train and validation)",
                       plots.learning_curves(history))
         if history and history.get("candidate"):
             tried = [int(c) for c in history["candidate"]]

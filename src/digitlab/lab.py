@@ -298,7 +298,7 @@ def relu_net(out: Path, report: Report) -> list[VariantResult]:
                      "cross-entropy, SGD lr 0.1 momentum 0.9, batch 128, 15 epochs", fixed_model,
                      X, y, X_test, y_test, fit_options={"eval_set": (X_test, y_test)})
     for result, model in ((faithful, faithful_model), (fixed, fixed_model)):
-        result.figures.append(("learning_curves", "Loss and accuracy per epoch, train and test",
+        result.figures.append(("learning_curves", "Loss and accuracy per epoch, train and test (test shown only)",
                                plots.learning_curves(model.history_, val_label=TEST_CURVE)))
     return [faithful, fixed]
 
