@@ -109,6 +109,8 @@ def test_get_model_shows_the_provenance(mlp_run: Path) -> None:
     about = TestClient(create_app(mlp_run / "model.safetensors")).get("/model").json()
     assert about["provenance"]["class_counts"]["validation"]["0"] == 40
     assert about["provenance"]["kept_epoch"] >= 1
+    assert about["preprocessing"]["image_shape"] == [28, 28]
+    assert about["preprocessing"]["normalise"] is False
 
 
 def test_a_run_without_validation_records_it(tmp_path: Path) -> None:

@@ -211,7 +211,7 @@ def test_health_model_and_report(client, served_model) -> None:
     assert about == {"kind": "mlp", "classes": list(range(10)), "class_names": [str(d) for d in range(10)],
                      "input_shape": [28, 28], "task": "all",
                      "test_accuracy": metrics["test"]["accuracy"], "provenance": None,
-                     "temperature": 1.0, "min_confidence": 0.0}
+                     "temperature": 1.0, "min_confidence": 0.0, "preprocessing": {}}
     report = client.get("/report")
     assert report.status_code == 200
     assert report.headers["content-type"].startswith("text/html")

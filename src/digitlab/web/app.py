@@ -179,6 +179,7 @@ def describe_model(info: ModelInfo, model_path: Path, min_confidence: float = 0.
         input_shape=list(info.input_shape), task=str(info.extra.get("task", "all")),
         test_accuracy=training_accuracy(info, model_path),
         temperature=temperature_of(calibration_of(info)), min_confidence=min_confidence,
+        preprocessing=dict(info.preprocessing),
         provenance=provenance if isinstance(provenance := info.extra.get("provenance"), dict) else None,
     )
 

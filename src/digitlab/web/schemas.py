@@ -63,6 +63,9 @@ class ModelResponse(BaseModel):
     temperature: float = Field(description="the temperature its probabilities are scaled by "
                                "(fitted on the validation split; 1 = none)")
     min_confidence: float = Field(description="the server's default threshold for unknown")
+    preprocessing: dict[str, Any] = Field(
+        default_factory=dict, description="how images become the model's input: size, "
+        "deskewing, normalisation, the training images' appearance")
     provenance: dict[str, Any] | None = Field(
         default=None, description="where the model came from: the data and its splits, the "
         "class counts, the kept epoch and its validation figures, when, and library versions")
