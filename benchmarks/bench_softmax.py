@@ -5,11 +5,17 @@ In one run:
 1. scikit-learn's ``LogisticRegression()`` with its defaults (lbfgs, C=1,
    ``max_iter=100``; on this data lbfgs stops at the 100-iteration limit with
    a ConvergenceWarning, which is what a user running it plainly gets) is
-   timed to fit; its test accuracy is the target.
-2. digitlab's ``Softmax`` trains epoch by epoch with the test set as
-   ``eval_set``; the first epoch whose test accuracy reaches the target stops
-   training (from the progress callback, the way Ctrl-C would) and the time to
-   that moment, which includes every epoch's test evaluation, is the figure.
+   timed to fit; its accuracy on the validation split is the target.
+
+Both train on the same 90% of the training images; the other 10% (stratified,
+seeded by ``--seed``) is the validation split everything is compared on while
+training. The test split is read once, after training: nothing stops or is
+chosen on it.
+2. digitlab's ``Softmax`` trains epoch by epoch with the validation split as
+   ``eval_set``; the first epoch whose validation accuracy reaches the target
+   stops training (from the progress callback, the way Ctrl-C would) and the
+   time to that moment, which includes every epoch's validation evaluation, is
+   the figure; the model's test accuracy is then read once.
 3. The same digitlab settings once more without an eval set, all epochs:
    plain fit time and final test accuracy.
 
@@ -34,6 +40,7 @@ from digitlab.data.sources import load
 from digitlab.models.softmax import Softmax
 from digitlab.models.training import Progress
 
+VALIDATION_FRACTION = 0.1  # of the training images, stratified, seeded by --seed
 TARGET_RATIO = 0.25  # issue 3: digitlab in at most a quarter of scikit-learn's time
 
 # Tuned on Fashion-MNIST's training curves: a larger batch than the default 64
@@ -64,10 +71,14 @@ def main() -> None:
     ]
     print(f"BLAS: {blas}")
     data = load("fashion-mnist")
-    X, y = data.features("train"), data.train_labels
-    X_test, y_test = data.features("test"), data.test_labels
     if args.quick:
-        X, y, X_test, y_test = X[:6000], y[:6000], X_test[:1000], y_test[:1000]
+        data = data.take("train", 0, 6000).take("test", 0, 1000)
+    # The validation split, carved from the training images, is what both sides are
+    # compared on while training; the test split is read once, after training.
+    data = data.with_validation(VALIDATION_FRACTION, args.seed)
+    X, y = data.features("train"), data.train_labels
+    X_val, y_val = data.features("validation"), data.labels("validation")
+    X_test, y_test = data.features("test"), data.test_labels
     print(
         f"Fashion-MNIST: {X.shape[0]:,} train / {X_test.shape[0]:,} test, {X.shape[1]} features, {X.dtype}"
     )
@@ -80,19 +91,20 @@ def main() -> None:
         reference.fit(X, y)
         sk_seconds = time.perf_counter() - start
     converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
-    sk_accuracy = float(reference.score(X_test, y_test))
+    sk_target = float(reference.score(X_val, y_val))  # the target: its validation accuracy
+    sk_accuracy = float(reference.score(X_test, y_test))  # read once, after training
     print(
         f"scikit-learn LogisticRegression(lbfgs, C=1, max_iter=100): {sk_seconds:.1f} s, "
         f"{int(reference.n_iter_[0])} iterations ({'converged' if converged else 'stopped at max_iter'}), "
-        f"test accuracy {sk_accuracy:.4f}"
+        f"validation accuracy {sk_target:.4f}, test accuracy {sk_accuracy:.4f}"
     )
 
-    # -- 2. digitlab to the same test accuracy
+    # -- 2. digitlab to the same validation accuracy
     reached: dict[str, float] = {}
     start = time.perf_counter()
 
     def stop_at_target(progress: Progress) -> None:
-        if progress.logs["val_accuracy"] >= sk_accuracy:
+        if progress.logs["val_accuracy"] >= sk_target:
             reached.update(
                 seconds=time.perf_counter() - start,
                 epoch=progress.step,
@@ -101,17 +113,19 @@ def main() -> None:
             raise KeyboardInterrupt  # stop here, as Ctrl-C would
 
     model = Softmax(rng=args.seed, **SETTINGS)
-    model.fit(X, y, eval_set=(X_test, y_test), callback=stop_at_target)
+    model.fit(X, y, eval_set=(X_val, y_val), callback=stop_at_target)
+    stopped_accuracy = float(model.score(X_test, y_test))  # the test split, read once
     curve = " ".join(f"{a:.4f}" for a in model.history_["val_accuracy"])
     print(f"digitlab Softmax {SETTINGS}")
-    print(f"  test accuracy by epoch: {curve}")
+    print(f"  validation accuracy by epoch: {curve}")
     if reached:
         print(
-            f"  reached {reached['accuracy']:.4f} >= {sk_accuracy:.4f} after epoch "
-            f"{int(reached['epoch'])} in {reached['seconds']:.2f} s"
+            f"  reached {reached['accuracy']:.4f} >= {sk_target:.4f} after epoch "
+            f"{int(reached['epoch'])} in {reached['seconds']:.2f} s; test accuracy then "
+              f"{stopped_accuracy:.4f}"
         )
     else:
-        print(f"  did not reach {sk_accuracy:.4f} in {SETTINGS['epochs']} epochs")
+        print(f"  did not reach {sk_target:.4f} in {SETTINGS['epochs']} epochs")
 
     # -- 3. the same settings, a plain fit of every epoch
     start = time.perf_counter()
@@ -128,7 +142,8 @@ def main() -> None:
         print(
             f"{'seconds to the target accuracy':34}{reached['seconds']:>12.2f}{sk_seconds:>14.1f}"
         )
-        print(f"{'test accuracy then':34}{reached['accuracy']:>12.4f}{sk_accuracy:>14.4f}")
+        print(f"{'validation accuracy then':34}{reached['accuracy']:>12.4f}{sk_target:>14.4f}")
+        print(f"{'test accuracy then':34}{stopped_accuracy:>12.4f}{sk_accuracy:>14.4f}")
     print(f"{'seconds, full run':34}{plain_seconds:>12.2f}{sk_seconds:>14.1f}")
     print(f"{'test accuracy, full run':34}{plain_accuracy:>12.4f}{sk_accuracy:>14.4f}")
     if reached:
@@ -143,7 +158,8 @@ def main() -> None:
     report(f"softmax on {len(X):,} images: time to scikit-learn's accuracy",
            digitlab=seconds, reference=sk_seconds, unit="s", ratio=seconds / sk_seconds,
            target=f"time ratio <= {TARGET_RATIO}", met=seconds / sk_seconds <= TARGET_RATIO,
-           note=f"scikit-learn's test accuracy {sk_accuracy:.4f}")
+           note=f"to scikit-learn's validation accuracy {sk_target:.4f}; test accuracy then "
+                f"{stopped_accuracy:.4f} (scikit-learn {sk_accuracy:.4f})")
 
 
 if __name__ == "__main__":
