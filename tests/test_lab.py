@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
+import digitlab.lab as lab_module
 from digitlab.cli import main
 from digitlab.lab import RECIPES
 
@@ -109,3 +111,62 @@ def test_an_interrupted_lab_leaves_its_folder_as_it_was(tmp_path, monkeypatch) -
         run_lab(["softmax"], out)
     assert ran  # the recipe ran, and wrote, before it stopped
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+# ---------------------------------------------------------------- the test split, shown only
+
+
+MEASURE = lab_module._measure  # the lab's own, however often a test patches it
+
+
+def _lab_states(recipe, monkeypatch, data, out):
+    """Run ``recipe`` on ``data`` (as the MNIST sample); each variant's fitted weights and rows."""
+    states = {}
+
+    def recording(recipe_name, variant, title, *args, **kwargs):
+        result = MEASURE(recipe_name, variant, title, *args, **kwargs)
+        states[(variant, title)] = args[2].state_dict()  # (data_text, model_text, model, ...)
+        return result
+
+    monkeypatch.setattr(lab_module, "load_mnist_sample", lambda: data)
+    monkeypatch.setattr(lab_module, "_measure", recording)
+    rows = RECIPES[recipe].run(out, lambda _text: None)
+    return states, rows
+
+
+def _twins(sample):
+    """A small sample, and the same with its test labels shuffled and test images reversed."""
+    small = sample.take("train", 0, 500).take("test", 0, 200)
+    shuffled = small.replace(test_labels=np.random.default_rng(0).permutation(small.test_labels),
+                             test_images=small.test_images[::-1].copy())
+    return small, shuffled
+
+
+@pytest.mark.parametrize("recipe", ["softmax", "zero-vs-one", "relu-net"])
+def test_recipes_showing_test_curves_choose_nothing_on_them(recipe, sample, monkeypatch,
+                                                             tmp_path) -> None:
+    """The recipes pass the test split to fit for their learning curves (labelled as shown
+    only): other test labels must give the very same weights."""
+    small, shuffled = _twins(sample)
+    real, real_rows = _lab_states(recipe, monkeypatch, small, tmp_path)
+    other, other_rows = _lab_states(recipe, monkeypatch, shuffled, tmp_path)
+    assert real.keys() == other.keys()
+    assert len(real) == 2
+    for key in real:
+        for name in real[key]:
+            np.testing.assert_array_equal(real[key][name], other[key][name], err_msg=f"{key} {name}")
+    # the shuffled test split did reach the recipe: its test figures moved
+    assert [r.test_accuracy for r in real_rows] != [r.test_accuracy for r in other_rows]
+
+
+def test_the_lab_check_can_fail(sample, monkeypatch, tmp_path) -> None:
+    """A recipe whose softmax stopped early on the test split it is given would be caught."""
+    import functools
+
+    steered = functools.partial(lab_module.Softmax, early_stopping=True, n_iter_no_change=1, tol=0.0)
+    monkeypatch.setattr(lab_module, "Softmax", steered)
+    small, shuffled = _twins(sample)
+    real, _ = _lab_states("softmax", monkeypatch, small, tmp_path)
+    other, _ = _lab_states("softmax", monkeypatch, shuffled, tmp_path)
+    assert any(not np.array_equal(real[key][name], other[key][name])
+               for key in real for name in real[key])

@@ -198,6 +198,10 @@ def digits_mlp(out: Path, report: Report) -> list[VariantResult]:
     return results
 
 
+# Checked on the 1,000 training digits, never on the 500 test digits: by 5-fold
+# cross-validation on them (StratifiedKFold, seed 0) it scores 98.8%, ahead of the
+# same net without dropout or with 50 epochs (98.3%), one layer of 100 (98.2%)
+# and the classic 64-16-10 sigmoid net (96.6%).
 BEST_DIGITS_MLP: dict[str, Any] = {
     "hidden": (256, 128), "activation": "relu", "optimizer": "adam", "lr": 1e-3,
     "lr_schedule": "cosine", "batch_size": 32, "epochs": 200, "alpha": 1e-4, "dropout": 0.3,
