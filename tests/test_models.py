@@ -156,3 +156,44 @@ def test_features_with_nan_are_refused(small) -> None:
     bad[0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         Template().fit(bad, y)
+
+
+@pytest.mark.parametrize("kind", ["template", "softmax", "perceptron", "majority", "guess-and-check"])
+def test_continuous_y_is_refused_not_turned_into_classes(kind: str) -> None:
+    """Fifty random floats are not fifty classes (issue 14): scikit-learn's rule and words."""
+    from digitlab.models import MODELS
+
+    rng = np.random.default_rng(0)
+    X, y = rng.random((50, 16)), rng.random(50)
+    with pytest.raises(ValueError, match="Unknown label type: continuous"):
+        MODELS[kind]().fit(X, y)
+
+
+@pytest.mark.parametrize(("X", "message"), [
+    (np.zeros(16), "Reshape your data"),
+    (np.zeros((0, 16)), "minimum of 1 is required"),
+    (np.full((3, 16), np.nan), "Input X contains NaN"),
+    (np.zeros((3, 16)) + 1j, "Complex data not supported"),
+])
+def test_bad_features_get_scikit_learns_words(X: np.ndarray, message: str) -> None:
+    from digitlab.models import Template
+
+    with pytest.raises(ValueError, match=message):
+        Template().fit(X, np.arange(len(np.atleast_2d(X))) % 2)
+
+
+def test_sparse_features_are_refused_plainly() -> None:
+    import scipy.sparse
+
+    from digitlab.models import Template
+
+    with pytest.raises(TypeError, match="Sparse data was passed"):
+        Template().fit(scipy.sparse.csr_matrix(np.eye(4)), [0, 1, 0, 1])
+
+
+def test_a_wrong_feature_count_names_both() -> None:
+    from digitlab.models import Template
+
+    model = Template().fit(np.eye(4), [0, 1, 0, 1])
+    with pytest.raises(ValueError, match="X has 3 features, but Template is expecting 4 features as input"):
+        model.predict(np.eye(3))

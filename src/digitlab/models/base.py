@@ -27,7 +27,8 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.class_weight import compute_class_weight
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
 
 from digitlab.errors import DataWarning, SettingsError
 
@@ -79,10 +80,8 @@ class DigitClassifier(ClassifierMixin, BaseEstimator):
         Subclasses whose ``fit`` takes options (``callback``, ``eval_set``) name
         them in their own ``fit`` and pass them through here.
         """
+        X, y = check_labels(X, y, self)
         X = self._check_features(X, fitting=True)
-        y = np.asarray(y)
-        if y.shape != (len(X),):
-            raise ValueError(f"y has shape {y.shape}, expected ({len(X)},)")
         classes, y_index = np.unique(y, return_inverse=True)
         if "class_weight" in self.get_params(deep=False):
             # a dict's labels are checked against y's before any state changes
@@ -220,16 +219,12 @@ class DigitClassifier(ClassifierMixin, BaseEstimator):
         raise NotImplementedError
 
     def _check_features(self, X: np.ndarray, *, fitting: bool = False) -> np.ndarray:
-        X = np.asarray(X, dtype=np.float32)
-        if X.ndim != 2:
-            raise ValueError(f"X must have shape (n_samples, n_features), got {X.shape}")
-        if len(X) == 0:
-            raise ValueError("X holds no samples")
-        # One sum is NaN or inf whenever any entry is (or overflows); only then look closer.
-        if not np.isfinite(X.sum(dtype=np.float64)) and not np.all(np.isfinite(X)):
-            raise ValueError("X holds NaN or infinite values")
+        # scikit-learn's own checks, in its words (its estimator checks look for them):
+        # dense, real, 2-D, finite, at least one sample and one feature; float32 out.
+        X = check_array(X, dtype=np.float32, estimator=self)
         if not fitting and X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {X.shape[1]} features, the model was fitted on {self.n_features_in_}")
+            raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} is "
+                             f"expecting {self.n_features_in_} features as input")
         # A model fitted on a light background (warned about then) is not warned about it again.
         light = check_pixel_features(X, trained_light=not fitting and bool(
             getattr(self, "light_background_", False)))
@@ -248,6 +243,15 @@ _POLARITY_ROWS = 256
 # 0.93 on each of them inverted. Features without a background (uniform noise, as in
 # tests and scikit-learn's estimator checks) have a median near 0.5, hence 0.75, not 0.5.
 _LIGHT_BACKGROUND = 0.75
+
+
+def check_labels(X: Any, y: Any, estimator: BaseEstimator) -> tuple[np.ndarray, np.ndarray]:
+    """``X`` and ``y`` checked as scikit-learn checks a classifier's: y given, 1-D (a
+    column is flattened with a warning), finite, as many as X's rows, and class labels
+    -- not continuous values, which would each become a class of their own."""
+    X, y = check_X_y(X, y, dtype=np.float32, estimator=estimator)
+    check_classification_targets(y)
+    return X, y
 
 
 def check_pixel_features(X: np.ndarray, *, trained_light: bool = False) -> bool:
