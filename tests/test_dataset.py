@@ -190,3 +190,8 @@ def test_class_names_run_to_the_largest_label_present(small_splits) -> None:
     assert len(data.class_names) == MAX_LABEL + 1  # indexed by label: class_names[label]
     assert data.class_names[MAX_LABEL] == str(MAX_LABEL)
     assert data.classes.tolist() == [*range(10), MAX_LABEL]  # the test split keeps its 9s
+
+
+def test_map_images_refuses_what_is_not_a_function(sample: Dataset) -> None:
+    with pytest.raises(TypeError, match="transform must be a function"):
+        sample.map_images("resize", "note")  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -215,12 +216,14 @@ class Dataset:
             changes[f"{split}_images"], changes[f"{split}_labels"] = images, labels
         return self.replace(**changes)
 
-    def map_images(self, transform: object, note: str) -> Dataset:
+    def map_images(self, transform: Callable[[np.ndarray], np.ndarray], note: str) -> Dataset:
         """Apply ``transform(images) -> images`` to every split (e.g. a resize)."""
-        assert callable(transform)
-        changes: dict[str, object] = {f"{split}_images": transform(self.images(split)) for split in self.splits}
+        if not callable(transform):
+            raise TypeError(f"transform must be a function of the images, got {transform!r}")
+        changes: dict[str, np.ndarray] = {f"{split}_images": transform(self.images(split))
+                                          for split in self.splits}
         if "validation" not in self.splits:  # still empty, in the new shape
-            shape = changes["train_images"].shape[1:]  # type: ignore[attr-defined]
+            shape = changes["train_images"].shape[1:]
             changes["validation_images"] = np.empty((0, *shape), np.uint8)
         return self.replace(**changes, notes=(*self.notes, note))
 
