@@ -503,3 +503,16 @@ def test_a_model_path_that_is_a_pipe_or_a_device_is_refused_unread(tmp_path) -> 
     device.symlink_to("/dev/zero")
     with pytest.raises(DataError, match=r"zero\.safetensors: is a character device"):
         load_model(device)
+
+
+def test_guess_and_check_files_from_before_the_engine_setting_load(saved_kinds, tmp_path) -> None:
+    # Files written before GuessAndCheck had ``engine`` hold no such setting.
+    path, model, X = saved_kinds["guess-and-check"]
+    info, state = _read(path)
+    assert info["settings"].pop("engine") == "fast"
+    older = tmp_path / "older.safetensors"
+    _sign(older, info, state)
+    loaded, _ = load_model(older)
+    assert loaded.get_params()["engine"] == "fast"
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+    np.testing.assert_array_equal(loaded.coef_, model.coef_)

@@ -11,14 +11,24 @@ from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import cross_val_score
 
 from digitlab.errors import SettingsError
-from digitlab.models import GuessAndCheck, Majority, Perceptron, perceptron
-from digitlab.models.perceptron import _CandidateScorer
+from digitlab.models import GuessAndCheck, Majority, Perceptron, guess_and_check_engine
+from digitlab.models.guess_and_check import guess_and_check_plain
+from digitlab.models.guess_and_check_engine import _CandidateScorer
 from digitlab.models.training import Progress
 
 # ---------------------------------------------------------------- reference loops
 
 
 def plain_guess_and_check(X, y, n_candidates, seed, weight_range=1.0, bias_range=20.0):
+    """The readable loop, ``guess_and_check_plain``, in the form these tests compare against."""
+    best = guess_and_check_plain(
+        X, y == 1, n_candidates, weight_range=weight_range, bias_range=bias_range, rng=seed
+    )
+    history = list(zip(best.history["candidate"], best.history["best_accuracy"], strict=True))
+    return {"count": best.count, "index": best.index, "w": best.w, "b": best.b, "history": history}
+
+
+def textbook_guess_and_check(X, y, n_candidates, seed, weight_range=1.0, bias_range=20.0):
     """The classic loop, one candidate at a time, in float64; a strict > keeps the first best."""
     rng = np.random.default_rng(seed)
     X64 = X.astype(np.float64)
@@ -85,6 +95,57 @@ def test_guess_and_check_picks_exactly_what_the_plain_loop_picks(
     )
     # and the fitted model predicts what the search counted
     assert model.score(X, y) == float(model.best_train_accuracy_)
+
+
+@pytest.mark.parametrize(("seed", "weight_range", "bias_range"), [(1, 1.0, 20.0), (3, 0.37, 2.5)])
+def test_the_readable_loop_is_the_textbook_loop(small_is2, seed, weight_range, bias_range) -> None:
+    X, y = small_is2
+    textbook = textbook_guess_and_check(X, y, 120, seed, weight_range, bias_range)
+    readable = plain_guess_and_check(X, y, 120, seed, weight_range, bias_range)
+    assert len(textbook["history"]) >= 2  # more than the first candidate was kept
+    assert readable.keys() == textbook.keys()
+    for key, value in textbook.items():
+        np.testing.assert_array_equal(readable[key], value, err_msg=key)
+
+
+def test_plain_engine_gives_the_fast_engines_model(small_is2) -> None:
+    X, y = small_is2
+    reports: dict[str, list[Progress]] = {"plain": [], "fast": []}
+    models = {
+        engine: GuessAndCheck(n_candidates=300, engine=engine, rng=6).fit(
+            X, y, callback=reports[engine].append
+        )
+        for engine in ("plain", "fast")
+    }
+    plain, fast = models["plain"], models["fast"]
+    for name in GuessAndCheck._state_names:
+        np.testing.assert_array_equal(getattr(plain, name), getattr(fast, name), err_msg=name)
+    assert plain.history_ == fast.history_
+    assert len(plain.history_["candidate"]) >= 2
+    assert plain.n_tried_ == fast.n_tried_ == 300
+    assert not plain.interrupted_
+    bests = {engine: [p for p in got if p.stage == "best"] for engine, got in reports.items()}
+    assert bests["plain"] == bests["fast"]
+    # the plain loop reports after every candidate
+    plain_done = [p.step for p in reports["plain"] if p.stage == "candidates"]
+    assert plain_done == list(range(1, 301))
+
+
+def test_plain_engine_ctrl_c_keeps_the_best_so_far(small_is2) -> None:
+    X, y = small_is2
+
+    def interrupt_at_40(progress: Progress) -> None:
+        if progress.stage == "candidates" and progress.step == 40:
+            raise KeyboardInterrupt
+
+    model = GuessAndCheck(n_candidates=300, engine="plain", rng=1).fit(
+        X, y, callback=interrupt_at_40
+    )
+    assert model.interrupted_
+    assert model.n_tried_ == 40
+    reference = plain_guess_and_check(X, y, 40, 1)
+    assert int(model.best_candidate_) == reference["index"]
+    np.testing.assert_array_equal(model.coef_, reference["w"])
 
 
 def test_guess_and_check_other_ranges_match_the_plain_loop(small_is2) -> None:
@@ -232,6 +293,7 @@ def test_guess_and_check_refuses_more_than_two_classes() -> None:
         {"bias_range": -1.0},
         {"bias_range": float("inf")},
         {"batch_size": 0},
+        {"engine": "turbo"},
         {"rng": "seed"},
     ],
 )
@@ -418,7 +480,7 @@ def test_perceptron_bad_settings(settings) -> None:
 def test_drawing_on_threads_gives_the_plain_loops_numbers(cpus, monkeypatch) -> None:
     """Candidates drawn in parts on worker threads are the plain loop's, in its order,
     and the generator ends where the plain loop's does."""
-    monkeypatch.setattr(perceptron, "_usable_cpus", lambda: cpus)
+    monkeypatch.setattr(guess_and_check_engine, "_usable_cpus", lambda: cpus)
     data = np.random.default_rng(1)
     X = data.random((40, 7)).astype(np.float32)
     positive = data.random(40) < 0.3

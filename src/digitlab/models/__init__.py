@@ -10,8 +10,9 @@ import importlib.util
 
 from digitlab.models.base import DigitClassifier
 from digitlab.models.baseline import Majority, RandomScores
+from digitlab.models.guess_and_check import GuessAndCheck
 from digitlab.models.mlp import MLP
-from digitlab.models.perceptron import GuessAndCheck, Perceptron
+from digitlab.models.perceptron import Perceptron
 from digitlab.models.softmax import Softmax
 from digitlab.models.template import Template
 

@@ -1,0 +1,416 @@
+"""The speed engine behind ``GuessAndCheck``: the plain loop's search, over 100x faster.
+
+:func:`digitlab.models.guess_and_check.guess_and_check_plain` scores every
+training row for one candidate at a time. :func:`search` gives the very same
+result (same winner, weights and history, bit for bit; the tests check it)
+with three changes that only touch the speed:
+
+- **Chunks.** A chunk of candidates is scored by one float32 matrix product.
+- **Races.** A candidate whose right answers can no longer beat the best so
+  far is dropped part-way through the training set (its errors only grow);
+  independent races run on worker threads (the BLAS calls release the GIL).
+- **Threads draw too.** The chunk's random numbers are drawn on the worker
+  threads, each from a copy of the PCG64 generator advanced past the parts
+  before it, so they are the plain loop's numbers in its order.
+
+**Same draws as the plain loop.** The plain loop draws, per candidate,
+``w = rng.uniform(-1, 1, d)`` then ``b = rng.uniform(-20, 20)``. NumPy's
+``uniform`` is ``low + (high - low) * rng.random()`` in float64, so one
+``rng.random((k, d + 1))`` per chunk, scaled by the same formula, gives the
+same numbers bit for bit, in the same order, for any chunk size.
+
+**Same pick as the plain loop.** Scores are computed in float32, which can
+put a score that lies very close to 0 on the wrong side. For every training
+row a bound ``tol`` on the float32 error is known in advance (``|w·x + b|`` in
+float32 is off by at most about ``(d + 3) * 2**-24 * (weight_range * |x|_1 +
+bias_range)``, whatever the summation order; ``tol`` is twice that). A float32
+score further than ``tol`` from 0 has the sign the float64 score has; only the
+few rows within ``tol`` of 0 are unsure. Candidates are dropped when even
+counting every unsure row as correct cannot beat the best so far, and every
+candidate that still could is counted exactly: its unsure rows are scored
+again in float64, the way the plain loop scores them. So the chosen candidate
+and its accuracy are the float64 loop's. The one case left is a float64 score
+within float64 rounding (about 1e-13) of 0, where the plain loop's own answer
+depends on its BLAS's summation order.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+if TYPE_CHECKING:
+    from digitlab.models.guess_and_check import BestSoFar
+
+# float32 unit roundoff: every float32 operation is exact to a relative 2**-24.
+_U32 = float(np.finfo(np.float32).eps) / 2
+# Rows per matrix product are picked so a block of scores holds
+# between _MIN_CELLS and _MAX_CELLS numbers (bounded memory), and within
+# _MIN_ROWS .. _MAX_ROWS rows.
+_MIN_CELLS = 2**18
+_MAX_CELLS = 2**21
+_MIN_ROWS = 256
+_MAX_ROWS = 8192
+# The first chunk of candidates is small, so the later ones have a best count to
+# race against; chunks then grow fourfold up to batch_size.
+_FIRST_CHUNK = 16
+_MIN_DRAW = 256  # candidates per thread worth drawing in parallel
+# Rows on which a candidate's "yes" rate is measured to choose its visiting order.
+_SAMPLE_ROWS = 256
+# Worker threads for the candidate races (at most), and candidates per race (at least).
+_MAX_WORKERS = 8
+_MIN_TASK = 64
+_TASKS_PER_WORKER = 2
+
+
+def search(
+    X: np.ndarray,
+    positive: np.ndarray,
+    n_candidates: int,
+    *,
+    weight_range: float,
+    bias_range: float,
+    rng: np.random.Generator,
+    best: BestSoFar,
+    batch_size: int,
+) -> BestSoFar:
+    """What ``guess_and_check_plain`` does, a chunk of up to ``batch_size`` candidates at a time.
+
+    Memory is about ``batch_size * (n_features + 1) * 20`` bytes for the
+    candidates plus 16 MB of scores per core, whatever the training size,
+    besides a float32 copy of the smaller class's training rows.
+    """
+    done, size = 0, _FIRST_CHUNK
+    with _CandidateScorer(X, positive, weight_range, bias_range) as scorer:
+        while done < n_candidates:
+            # Chunks grow from small, so a best count to race against comes early.
+            k = min(batch_size, size, n_candidates - done)
+            size *= 4
+            weights, biases, w32 = scorer.draw(rng, k, weight_range, bias_range)
+            # Only candidates that may beat the best so far get an exact count.
+            contenders, exact = scorer.contenders(weights, biases, bar=best.count, w32=w32)
+            for j, count in zip(contenders.tolist(), exact.tolist(), strict=True):
+                best.offer(done + j, count, weights[j], biases[j])
+            done += k
+            best.tried_up_to(done)
+    return best
+
+
+class _CandidateScorer:
+    """Exact training counts for chunks of candidates, dropping hopeless ones early.
+
+    For each candidate a training row is *surely right*, *surely wrong* or
+    *unsure* (float32 score within ``tol`` of 0). A candidate is dropped as
+    soon as its possible right answers (sure plus unsure) plus the rows it has
+    not seen cannot exceed the best count so far; only the survivors' unsure
+    rows are scored again, in float64.
+
+    To be dropped, a candidate has to collect ``n - best`` sure mistakes, so it
+    should meet its mistakes early: a candidate that mostly says the minority
+    class's opposite visits the minority rows first (a copy, usually the
+    smaller part of the data), one that mostly says the minority class visits
+    the majority rows first (blocks of the training set as it is, minority
+    rows masked out). Which kind a candidate is comes from a small sample of
+    rows; that choice only changes the speed, never the counts.
+    """
+
+    def __init__(self, X: np.ndarray, positive: np.ndarray, weight_range: float, bias_range: float):
+        n, d = X.shape
+        self.X, self.n = X, n
+        self.positive = positive
+        # The minority class gets a contiguous copy; the rest is read in place.
+        self.minority_positive = bool(2 * positive.sum() <= n)
+        minority = positive if self.minority_positive else ~positive
+        self.minority_rows = np.flatnonzero(minority)
+        self.minority_X = X[self.minority_rows]
+        # |float32 score - exact score| <= gamma_(d+2) * (sum |x_k w_k| + |b|) for the
+        # product and the bias add, plus 2**-24 relative for rounding w and b to
+        # float32; sum |x_k w_k| <= weight_range * |x|_1. Twice that is safely above
+        # the float64 loop's own error too.
+        m = d + 3
+        gamma = m * _U32 / (1 - m * _U32)
+        l1 = np.empty(n)
+        for start in range(0, n, _MAX_ROWS):  # in blocks: no temporary the size of X
+            block = X[start : start + _MAX_ROWS]
+            l1[start : start + len(block)] = np.abs(block).sum(axis=1, dtype=np.float64)
+        tol64 = 2.0 * gamma * (1 + _U32) * (weight_range * l1 + bias_range) * (1 + 1e-6)
+        tol = tol64.astype(np.float32)
+        low = tol < tol64
+        tol[low] = np.nextafter(tol[low], np.float32(np.inf))
+        # Per-row thresholds, shape (rows, 1) to broadcast over candidates. A row of
+        # class c is right when its score is >= 0 (c positive) or < 0 (negative):
+        #   surely right: score > hi (positive) / score < lo (negative)
+        #   maybe right:  score >= lo (positive) / score <= hi (negative)
+        # In the in-place blocks the minority rows are masked out with +-inf.
+        sign = -1 if self.minority_positive else 1  # so the masked rows are never right
+        self.min_lo = (-tol[self.minority_rows])[:, None]
+        self.min_hi = tol[self.minority_rows][:, None]
+        mask = np.where(minority, np.float32(sign * np.inf), np.float32(0))
+        self.maj_lo = np.where(minority, mask, -tol)[:, None]
+        self.maj_hi = np.where(minority, mask, tol)[:, None]
+        # majority_before[a]: majority rows among X[:a].
+        self.majority_before = np.concatenate([[0], np.cumsum(~minority)])
+        # Rows, spread over the data, on which each candidate's minority-answer rate is measured.
+        self.sample = X[np.linspace(0, n - 1, min(n, _SAMPLE_ROWS)).astype(np.int64)]
+        self.workers = max(1, min(_usable_cpus(), _MAX_WORKERS))
+        self._pool: ThreadPoolExecutor | None = None
+        self._stack = ExitStack()
+
+    def __enter__(self) -> _CandidateScorer:
+        if self.workers > 1:
+            # One BLAS thread per worker: BLAS's own threads would fight ours for
+            # the same cores. (scikit-learn's KMeans does the same.)
+            self._stack.enter_context(threadpool_limits(limits=1, user_api="blas"))
+            self._pool = self._stack.enter_context(ThreadPoolExecutor(self.workers))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool = None
+        self._stack.close()
+
+    def draw(
+        self, rng: np.random.Generator, k: int, weight_range: float, bias_range: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``k`` candidates drawn in the plain loop's order: per candidate, d weights then the bias.
+
+        Returns float64 weights ``(k, d)`` and biases ``(k,)``, and the weights
+        in float32. Drawing and scaling are a tenth of the work and would leave
+        the other cores idle, so with PCG64 (numpy's default) the candidates are
+        split between the worker threads: each part draws from a copy of the
+        generator advanced past the parts before it (a double is one 64-bit
+        draw), which gives the very numbers of one sequential draw.
+        """
+        d = self.X.shape[1]
+        weights = np.empty((k, d))
+        biases = np.empty(k)
+        w32 = np.empty((k, d), dtype=np.float32)
+        parallel = (self._pool is not None and type(rng.bit_generator) is np.random.PCG64
+                    and k >= _MIN_DRAW * self.workers)
+        bounds = np.linspace(0, k, self.workers + 1 if parallel else 2).astype(np.int64)
+        start_state = dict(rng.bit_generator.state)
+        generators = (
+            [np.random.Generator(_pcg64_after(start_state, int(start) * (d + 1)))
+             for start in bounds[:-1]]
+            if parallel else [rng]
+        )
+
+        def fill(part: int) -> None:
+            a, b = bounds[part], bounds[part + 1]
+            uniforms = generators[part].random((b - a, d + 1))
+            # The plain loop's uniform(low, high): low + (high - low) * u, in float64.
+            np.multiply(uniforms[:, :d], weight_range - -weight_range, out=weights[a:b])
+            weights[a:b] += -weight_range
+            biases[a:b] = -bias_range + (bias_range - -bias_range) * uniforms[:, d]
+            w32[a:b] = weights[a:b]
+
+        if parallel:
+            assert self._pool is not None
+            list(self._pool.map(fill, range(len(generators))))
+            # Leave the caller's generator where one sequential draw would have.
+            end_state = dict(generators[-1].bit_generator.state)
+            end_state["has_uint32"] = start_state["has_uint32"]
+            end_state["uinteger"] = start_state["uinteger"]
+            rng.bit_generator.state = end_state
+        else:
+            fill(0)
+        return weights, biases, w32
+
+    def contenders(
+        self, weights: np.ndarray, biases: np.ndarray, *, bar: int, w32: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Candidates that may get more than ``bar`` rows right, and their exact counts.
+
+        Parameters
+        ----------
+        weights : ndarray of shape (k, n_features), float64
+        biases : ndarray of shape (k,), float64
+        bar : int
+            The best count so far (-1 for none).
+        w32 : ndarray of shape (k, n_features), float32, optional
+            ``weights`` in float32, when the caller has them already.
+
+        Returns
+        -------
+        positions : ndarray of shape (m,), int64
+            Ascending positions in the chunk of every candidate whose count may
+            exceed ``bar`` (every candidate whose count does is among them).
+        counts : ndarray of shape (m,), int64
+            Their exact numbers of right answers.
+        """
+        if w32 is None:
+            w32 = weights.astype(np.float32)  # (k, d): BLAS reads it transposed, no copy
+        b32 = biases.astype(np.float32)
+        says_yes = ((self.sample @ w32.T + b32) >= 0).mean(axis=0) >= 0.5
+        says_minority = says_yes if self.minority_positive else ~says_yes
+        # Independent races, on worker threads when there are several cores: each
+        # one is a long run of BLAS calls that release the GIL.
+        tasks = []
+        for group, minority_first in (
+            (np.flatnonzero(~says_minority), True),
+            (np.flatnonzero(says_minority), False),
+        ):
+            share = _TASKS_PER_WORKER * self.workers * len(group) // len(biases)
+            parts = max(1, min(share, len(group) // _MIN_TASK))
+            tasks += [(part, minority_first) for part in np.array_split(group, parts) if len(part)]
+
+        def race(task: tuple[np.ndarray, bool]) -> tuple[np.ndarray, ...]:
+            part, minority_first = task
+            alive, right, rows, cands = self._race(w32[part], b32[part], bar, minority_first)
+            return part[alive], right, rows, part[cands]
+
+        results = (
+            list(self._pool.map(race, tasks))
+            if self._pool is not None
+            else [race(t) for t in tasks]
+        )
+        positions, sure, unsure_rows, unsure_cands = (
+            list(column) for column in zip(*results, strict=True)
+        )
+        order = np.argsort(np.concatenate(positions))
+        survivors = np.concatenate(positions)[order]
+        counts = np.concatenate(sure)[order]
+        # The survivors' unsure rows, scored again the plain loop's way: X in float64 @ w + b >= 0.
+        rows, cands = np.concatenate(unsure_rows), np.concatenate(unsure_cands)
+        slot = np.full(len(biases), -1, dtype=np.int64)
+        slot[survivors] = np.arange(len(survivors))
+        keep = slot[cands] >= 0
+        rows, cands = rows[keep], cands[keep]
+        if len(rows):
+            scores = (
+                np.einsum("ij,ij->i", self.X[rows].astype(np.float64), weights[cands])
+                + biases[cands]
+            )
+            right = (scores >= 0) == self.positive[rows]
+            counts += np.bincount(slot[cands], weights=right, minlength=len(counts)).astype(
+                np.int64
+            )
+        return survivors, counts
+
+    def _block(
+        self, pos: int, size: int, minority_first: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, np.ndarray, bool]:
+        """Rows ``pos .. pos + size`` of the visiting order (cut at the end of a part).
+
+        The order is the minority copy then the training set in place, or the
+        other way round. Returns ``(X block, lo, hi, rows counted, original row
+        numbers, block is positive)``.
+        """
+        n_min = len(self.minority_rows)
+        in_minority = pos < n_min if minority_first else pos >= self.n
+        if in_minority:
+            a = pos if minority_first else pos - self.n
+            b = min(a + size, n_min)
+            return (
+                self.minority_X[a:b],
+                self.min_lo[a:b],
+                self.min_hi[a:b],
+                b - a,
+                self.minority_rows[a:b],
+                self.minority_positive,
+            )
+        a = pos - n_min if minority_first else pos
+        b = min(a + size, self.n)
+        counted = int(self.majority_before[b] - self.majority_before[a])
+        return (
+            self.X[a:b],
+            self.maj_lo[a:b],
+            self.maj_hi[a:b],
+            counted,
+            np.arange(a, b),
+            not self.minority_positive,
+        )
+
+    def _race(
+        self, w32: np.ndarray, b32: np.ndarray, bar: int, minority_first: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Visit every row with candidates ``w32`` (k, d), ``b32`` (k,), dropping hopeless ones.
+
+        Returns the surviving candidates (positions in ``b32``), their sure right
+        answers, and the unsure ``(row, candidate)`` pairs met on the way.
+        """
+        k = len(b32)
+        alive = np.arange(k)
+        possible = np.zeros(k, dtype=np.int64)
+        sure = np.zeros(k, dtype=np.int64)
+        unsure_rows: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
+        unsure_cands: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
+        seen = pos = 0
+        total = self.n + len(self.minority_rows)  # the in-place part has minority rows masked out
+        w_alive, b_alive = w32, b32
+        buffer = np.empty(0, dtype=np.float32)
+        maybe_buffer = unsure_buffer = np.empty(0, dtype=bool)
+        while pos < total:
+            ka = len(alive)
+            # No candidate can be dropped before its sure mistakes reach n - bar, so
+            # take the rows up to the earliest possible drop in one product; after
+            # that, small blocks while many candidates are alive (each is dropped
+            # close to when it must be), larger ones as they thin out.
+            size = _MAX_CELLS // ka
+            if bar >= 0:
+                most_wrong = int(np.max(seen - possible[:ka]))
+                size = max(min(self.n - bar - most_wrong, size), _MIN_CELLS // ka)
+            size = int(np.clip(size, _MIN_ROWS, _MAX_ROWS))
+            block, lo, hi, counted, rows, positive = self._block(pos, size, minority_first)
+            pos += len(block)
+            # Into buffers kept across blocks: fresh multi-megabyte temporaries cost
+            # page faults on every block.
+            cells = len(block) * ka
+            if cells > len(buffer):
+                buffer = np.empty(cells, dtype=np.float32)
+                maybe_buffer, unsure_buffer = np.empty(cells, bool), np.empty(cells, bool)
+            scores = np.matmul(block, w_alive.T, out=buffer[:cells].reshape(len(block), ka))
+            scores += b_alive
+            maybe = maybe_buffer[:cells].reshape(scores.shape)
+            unsure = unsure_buffer[:cells].reshape(scores.shape)
+            if positive:  # right when the score is >= 0
+                np.greater_equal(scores, lo, out=maybe)
+                np.less_equal(scores, hi, out=unsure)
+            else:
+                np.less_equal(scores, hi, out=maybe)
+                np.greater_equal(scores, lo, out=unsure)
+            unsure &= maybe
+            # int32 is enough for one block's rows, and twice as fast to sum into as int64
+            possible[:ka] += maybe.view(np.uint8).sum(axis=0, dtype=np.int32)
+            if unsure.any():  # rare: a full scan for them costs more than this check
+                r, c = np.divmod(np.flatnonzero(unsure), ka)  # faster than a 2-d nonzero
+                sure[:ka] -= np.bincount(c, minlength=ka)
+                unsure_rows.append(rows[r])
+                unsure_cands.append(alive[c])
+            seen += counted
+            if bar >= 0:
+                keep = possible[:ka] + (self.n - seen) > bar
+                if not keep.all():
+                    kept = int(keep.sum())
+                    alive, possible[:kept], sure[:kept] = (
+                        alive[keep],
+                        possible[:ka][keep],
+                        sure[:ka][keep],
+                    )
+                    if kept == 0:
+                        break
+                    w_alive, b_alive = w32[alive], b32[alive]
+        # sure holds minus the unsure count so far; the sure right answers are possible - unsure.
+        sure[: len(alive)] += possible[: len(alive)]
+        return alive, sure[: len(alive)], np.concatenate(unsure_rows), np.concatenate(unsure_cands)
+
+
+def _pcg64_after(state: dict[str, Any], draws: int) -> np.random.PCG64:
+    """A PCG64 in ``state``, advanced as if ``draws`` 64-bit numbers had been drawn."""
+    generator = np.random.PCG64()
+    generator.state = state  # type: ignore[assignment]  # a plain dict is what numpy takes
+    return generator.advance(draws)
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
