@@ -18,6 +18,8 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
+from digitlab.models.losses import one_hot
+
 EPS = 1e-12  # keeps log(0) out of the cross-entropies
 
 
@@ -62,13 +64,6 @@ def per_class(
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, labels: np.ndarray | list[int]) -> np.ndarray:
     """Counts ``C[i, j]`` of true label ``labels[i]`` predicted as ``labels[j]``, int64."""
     return confusion_matrix(y_true, y_pred, labels=labels).astype(np.int64)
-
-
-def one_hot(y_index: np.ndarray, n_classes: int) -> np.ndarray:
-    """``(n,)`` class positions -> ``(n, n_classes)`` float64 one-hot rows."""
-    out = np.zeros((len(y_index), n_classes))
-    out[np.arange(len(y_index)), y_index] = 1.0
-    return out
 
 
 def squared_distance_cost(outputs: np.ndarray, y_index: np.ndarray) -> float:

@@ -31,10 +31,6 @@ class Task:
     positive: int | None = None
     negative: int | None = None
 
-    @property
-    def is_binary(self) -> bool:
-        return self.kind != "all"
-
     def class_names(self, names: tuple[str, ...]) -> tuple[str, ...]:
         """Names of the task's classes, given the names of the original labels."""
         if self.kind == "all":

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import numpy as np
+from scipy import special
 from scipy.optimize import minimize_scalar
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.class_weight import compute_class_weight
@@ -384,11 +385,8 @@ def class_weights(class_weight: object, classes: np.ndarray, y_index: np.ndarray
 
 
 def softmax(scores: np.ndarray) -> np.ndarray:
-    """Row-wise softmax, shifted by the row maximum so exp never overflows."""
-    shifted = scores - scores.max(axis=1, keepdims=True)
-    np.exp(shifted, out=shifted)
-    shifted /= shifted.sum(axis=1, keepdims=True)
-    return shifted
+    """Row-wise softmax of scores (n, k): ``scipy.special.softmax`` along the rows."""
+    return special.softmax(scores, axis=1)
 
 
 def fit_temperature(scores: np.ndarray, y_index: np.ndarray) -> float:
@@ -405,9 +403,7 @@ def fit_temperature(scores: np.ndarray, y_index: np.ndarray) -> float:
     rows = np.arange(len(y_index))
 
     def nll(log_t: float) -> float:
-        z = scores / np.exp(log_t)
-        z = z - z.max(axis=1, keepdims=True)
-        return float(np.mean(np.log(np.exp(z).sum(axis=1)) - z[rows, y_index]))
+        return float(-np.mean(special.log_softmax(scores / np.exp(log_t), axis=1)[rows, y_index]))
 
     result = minimize_scalar(nll, bounds=(np.log(spread) - 12, np.log(spread) + 6), method="bounded")
     return float(np.exp(result.x))

@@ -225,7 +225,7 @@ class Network:
         The gradients are those of ``loss(z, Y) + alpha / 2 * sum of every
         squared weight`` (biases are not penalised: each weight gradient gains
         ``alpha * W``). Returns ``loss(z, Y)`` without the penalty (what the
-        learning curves show; :meth:`penalty` gives the rest) and the predicted
+        learning curves show) and the predicted
         output index of each row (n,), read off the logits before the loss
         overwrites them: argmax, or z > 0 for a single sigmoid unit.
         """
@@ -239,14 +239,6 @@ class Network:
                     W = self.params[f"W{i}"]
                     self.grads[f"W{i}"] += W.dtype.type(alpha) * W
         return value, predicted
-
-    def penalty(self, alpha: float) -> float:
-        """alpha / 2 times the sum of the squared weights (not biases) of every layer."""
-        total = 0.0
-        for i in range(1, self.n_layers + 1):
-            W = self.params[f"W{i}"]
-            total += float(np.vdot(W, W))
-        return 0.5 * alpha * total
 
 
 def n_layers(params: dict[str, np.ndarray]) -> int:

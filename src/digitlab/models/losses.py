@@ -28,8 +28,12 @@ Definitions (a = the output activation applied to z, n samples, k outputs):
     (The *squared* distance after a sigmoid is ``squared-distance`` with a
     sigmoid output.)
 
-The helpers :func:`log_softmax`, :func:`softmax_cross_entropy` and
-:func:`sigmoid_cross_entropy` are shared with the softmax-regression model.
+The helpers :func:`softmax_cross_entropy`, :func:`sigmoid_cross_entropy` and
+:func:`target_matrix` are shared with the softmax-regression model.
+:func:`softmax_cross_entropy` is digitlab's one hand-written softmax: it works
+in place in the logits and takes the loss from the shifted logits on the way,
+which ``scipy.special.softmax`` (used everywhere else) cannot; it computes
+the same bits (shift by the row maximum, exp, divide by the row sum).
 
 Sample weights (``class_weight``): every loss takes an optional
 ``sample_weight`` of shape (n,) that multiplies each sample's term, keeping
@@ -44,14 +48,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
-from scipy.special import expit
-
-
-def log_softmax(z: np.ndarray) -> np.ndarray:
-    """Row-wise log softmax of z (n, k), stable: z - max - log sum exp(z - max)."""
-    shifted = z - z.max(axis=1, keepdims=True)
-    shifted -= np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    return shifted
+from scipy.special import expit, softmax
 
 
 def weight_rows(grad: np.ndarray, sample_weight: np.ndarray | None) -> np.ndarray:
@@ -243,11 +240,15 @@ OUTPUTS = ("softmax", "sigmoid")
 def output_activation(z: np.ndarray, output: str) -> np.ndarray:
     """The network's output a from logits z (n, k): softmax rows or element-wise sigmoid."""
     if output == "softmax":
-        a = z - z.max(axis=1, keepdims=True)
-        np.exp(a, out=a)
-        a /= a.sum(axis=1, keepdims=True)
-        return a
+        return softmax(z, axis=1)
     return expit(z)
+
+
+def one_hot(y_index: np.ndarray, n_classes: int, dtype: type | np.dtype = np.float64) -> np.ndarray:
+    """Class positions (n,) -> one-hot rows (n, n_classes): row i has a 1 at ``y_index[i]``."""
+    out: np.ndarray = np.zeros((len(y_index), n_classes), dtype=dtype)
+    out[np.arange(len(y_index)), y_index] = 1
+    return out
 
 
 def target_matrix(y_index: np.ndarray, n_out: int, dtype: type | np.dtype) -> np.ndarray:
@@ -255,6 +256,4 @@ def target_matrix(y_index: np.ndarray, n_out: int, dtype: type | np.dtype) -> np
     when a single sigmoid unit scores the second class."""
     if n_out == 1:
         return (y_index == 1).astype(dtype)[:, None]
-    out: np.ndarray = np.zeros((len(y_index), n_out), dtype=dtype)
-    out[np.arange(len(y_index)), y_index] = 1
-    return out
+    return one_hot(y_index, n_out, dtype)

@@ -25,7 +25,6 @@ The classic exercises, exactly (``alpha=0.0``: they use no weight decay)::
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
@@ -35,7 +34,6 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy.special import expit, log_expit
 from sklearn.utils.validation import check_is_fitted
-from threadpoolctl import threadpool_limits
 
 from digitlab.errors import SettingsError
 from digitlab.models.base import (
@@ -47,15 +45,12 @@ from digitlab.models.base import (
     softmax,
 )
 from digitlab.models.layers import ACTIVATIONS, Network, n_layers
-from digitlab.models.losses import LOSSES, OUTPUTS, target_matrix
-from digitlab.models.optim import OPTIMIZERS, make_optimizer
-from digitlab.models.training import Callback, minibatches, run_epochs
-from digitlab.splits import stratified_holdout
+from digitlab.models.losses import LOSSES, OUTPUTS
+from digitlab.models.optim import OPTIMIZERS
+from digitlab.models.training import Callback, LossAndGrads, MinibatchTrained
 
 INITS = ("auto", "uniform", "normal", "he", "glorot")
 LR_SCHEDULES = ("constant", "cosine")
-# Below this many multiply-adds in a mini-batch's largest product, BLAS runs on one thread.
-SINGLE_THREAD_BELOW = 2**25
 
 
 @dataclass(frozen=True)
@@ -69,7 +64,7 @@ class _Settings:
     init: str
 
 
-class MLP(DigitClassifier):
+class MLP(MinibatchTrained, DigitClassifier):
     """Multi-layer perceptron trained by backpropagation and mini-batch SGD or Adam.
 
     Parameters
@@ -165,9 +160,10 @@ class MLP(DigitClassifier):
     -----
     The defaults (784-100-10 ReLU, He init, Adam at 0.002, batches of 200, 30
     epochs, alpha 1e-3) score about 94.7% on the bundled 4,000 / 1,000 MNIST
-    sample. While ``fit`` trains on mini-batches whose largest product has
-    fewer than ``SINGLE_THREAD_BELOW`` multiply-adds, BLAS runs on one thread
-    (threadpoolctl), as in ``Softmax``.
+    sample. The training loop is :class:`digitlab.models.training.MinibatchTrained`,
+    shared with ``Softmax``: while ``fit`` trains on mini-batches whose largest
+    product has fewer than ``SINGLE_THREAD_BELOW`` multiply-adds, BLAS runs on
+    one thread (threadpoolctl).
     """
 
     kind: ClassVar[str] = "mlp"
@@ -248,121 +244,36 @@ class MLP(DigitClassifier):
             raise ValueError(f"y holds a single class ({classes.tolist()}); an MLP needs two or more")
         y_index = y_index.astype(np.int64)
         n_out = self._n_outputs(settings.output, len(classes))
-        rng = np.random.default_rng(self.rng)
-        # Per-class weights from the whole training set (None: unweighted).
-        weights = class_weights(self.class_weight, classes, y_index)
-
-        def sample_weight(index: np.ndarray) -> np.ndarray | None:
-            return None if weights is None else weights[index].astype(np.float32)
-
-        # Figures after each epoch on (features, targets, class positions, sample
-        # weights) by name; the hold-out is weighted as the training loss is.
-        sets: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]] = {}
-        if self.early_stopping and eval_set is None:  # else eval_set is the validation data
-            train_rows, held_rows = stratified_holdout(y_index, self.validation_fraction, rng)
-            held_index = y_index[held_rows]
-            sets["holdout"] = (X[held_rows], target_matrix(held_index, n_out, np.float32),
-                               held_index, sample_weight(held_index))
-            X, y_index = X[train_rows], y_index[train_rows]
+        class_weights(self.class_weight, classes, y_index)  # a dict's labels, checked now
+        val: tuple[np.ndarray, np.ndarray] | None = None
         if eval_set is not None:
             X_val = self._check_features(eval_set[0], fitting=True)
             if X_val.shape[1] != X.shape[1]:
                 raise ValueError(f"eval_set has {X_val.shape[1]} features, X has {X.shape[1]}")
-            val_index = label_positions(classes, eval_set[1], len(X_val), what="eval_set labels")
-            sets["val"] = (X_val, target_matrix(val_index, n_out, np.float32), val_index, None)
+            val = X_val, label_positions(classes, eval_set[1], len(X_val), what="eval_set labels")
         # Checks are done: from here on the model changes.
         self.classes_ = classes
         self.n_features_in_ = X.shape[1]
-
-        sizes = (X.shape[1], *settings.hidden, n_out)
-        self.params_ = init_params(sizes, settings.init, settings.activation, rng)
-        network = Network(self.params_, settings.activation, dropout=float(self.dropout), rng=rng)
         loss = LOSSES[settings.loss](settings.output)
-        optimizer = make_optimizer(
-            self.optimizer, self.params_, lr=float(self.lr), momentum=float(self.momentum)
-        )
-        targets = target_matrix(y_index, n_out, np.float32)
         alpha = float(self.alpha)
-        batch_size = int(self.batch_size)
-        total_steps = math.ceil(len(X) / batch_size) * int(self.epochs)
-        step = 0
-        epoch_logs: dict[str, float] = {}
 
-        def train_epoch(epoch: int) -> None:
-            nonlocal step
-            total_loss, correct = 0.0, 0
-            for rows in minibatches(len(X), batch_size, rng):
-                if self.lr_schedule == "cosine":
-                    optimizer.lr = 0.5 * float(self.lr) * (1.0 + math.cos(math.pi * step / total_steps))
+        def build(n_features: int, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], LossAndGrads]:
+            sizes = (n_features, *settings.hidden, n_out)
+            self.params_ = init_params(sizes, settings.init, settings.activation, rng)
+            network = Network(self.params_, settings.activation, dropout=float(self.dropout), rng=rng)
+
+            def step(X: np.ndarray, Y: np.ndarray, sample_weight: np.ndarray | None,
+                     backward: bool) -> tuple[float, dict[str, np.ndarray] | None, np.ndarray]:
                 value, predicted = network.loss_and_grads(
-                    X[rows], targets[rows], loss, alpha, sample_weight=sample_weight(y_index[rows])
-                )
-                optimizer.step(network.grads)
-                total_loss += value * len(rows)
-                correct += int(np.count_nonzero(predicted == y_index[rows]))
-                step += 1
-            epoch_logs["loss"] = total_loss / len(X)
-            epoch_logs["accuracy"] = correct / len(X)
+                    X, Y, loss, alpha if backward else 0.0, backward=backward,
+                    sample_weight=sample_weight)
+                return value, network.grads if backward else None, predicted
 
-        def measure(X_eval: np.ndarray, Y_eval: np.ndarray, index: np.ndarray,
-                    weight: np.ndarray | None) -> tuple[float, float]:
-            value, predicted = network.loss_and_grads(X_eval, Y_eval, loss, backward=False,
-                                                      sample_weight=weight)
-            return value, float(np.mean(predicted == index))
+            return self.params_, step
 
-        # Weights of the last epoch whose loss was finite: a learning rate far
-        # too high can make them overflow, and the model should stay usable.
-        last_finite = {name: value.copy() for name, value in self.params_.items()}
-
-        def evaluate() -> dict[str, float]:
-            logs = dict(epoch_logs)
-            for name, data in sets.items():
-                logs[f"{name}_loss"], logs[f"{name}_accuracy"] = measure(*data)
-            if np.isfinite(logs["loss"]):
-                for name, value in self.params_.items():
-                    np.copyto(last_finite[name], value)
-            return logs
-
-        def snapshot() -> dict[str, np.ndarray]:
-            return {name: value.copy() for name, value in self.params_.items()}
-
-        def restore(saved: dict[str, np.ndarray]) -> None:
-            for name, value in saved.items():
-                np.copyto(self.params_[name], value)
-
-        if self.epochs == 0:
-            self.history_: dict[str, list[float]] = {}
-            self.n_iter_ = 0
-            self.interrupted_ = self.stopped_early_ = False
-            return self
-        # Products this small lose more to waking BLAS threads than they gain
-        # (badly so on a busy machine): run them on one thread, as scikit-learn's
-        # KMeans does. Overflow in a diverging run is detected from the loss.
-        widest = max(a * b for a, b in pairwise(sizes))
-        small = batch_size * widest < SINGLE_THREAD_BELOW
-        with threadpool_limits(limits=1 if small else None, user_api="blas"), \
-                np.errstate(over="ignore", invalid="ignore", under="ignore"):
-            result = run_epochs(
-                epochs=int(self.epochs),
-                train_epoch=train_epoch,
-                evaluate=evaluate,
-                monitor=(("val_accuracy" if eval_set is not None else "holdout_accuracy")
-                         if self.early_stopping else "loss"),
-                mode="max" if self.early_stopping else "min",
-                tol=0.0 if self.tol is None else float(self.tol),
-                n_iter_no_change=int(self.n_iter_no_change),
-                early_stopping=self.tol is not None,
-                snapshot=snapshot if self.early_stopping else None,
-                restore=restore if self.early_stopping else None,
-                callback=callback,
-            )
-        if not all(np.all(np.isfinite(value)) for value in self.params_.values()):
-            restore(last_finite)
-        self.history_ = result.history
-        self.n_iter_ = result.epochs_run
-        self.kept_epoch_ = result.kept_epoch
-        self.interrupted_ = result.interrupted
-        self.stopped_early_ = result.stopped_early
+        # With early stopping the accuracy is watched, as scikit-learn's MLP does.
+        self._train(X, y_index, n_out=n_out, build=build, watch="accuracy", eval_set=val,
+                    callback=callback)
         return self
 
     def _check_settings(self) -> _Settings:
@@ -449,33 +360,6 @@ class MLP(DigitClassifier):
             return np.column_stack([1.0 - p, p])
         # s_k / sum_j s_j, as a softmax of log s_k, so tiny sigmoids never give 0 / 0.
         return softmax(log_expit(scores))
-
-    def outputs(self, X: np.ndarray) -> np.ndarray:
-        """The output layer's activations, shape (n_samples, n_outputs).
-
-        Softmax probabilities, or each sigmoid unit's value as it is (not
-        normalised to sum to 1): the ten outputs the classic exercise shows
-        and measures its squared-distance cost on.
-        """
-        z = self._logits(self._check_fitted_features(X)).astype(np.float64)
-        return softmax(z) if self.output == "softmax" else expit(z)
-
-    def loss_value(self, X: np.ndarray, y: np.ndarray) -> float:
-        """The ``loss`` setting on (X, y), without the L2 penalty (see :mod:`.losses`).
-
-        For ``loss="squared-distance"`` this is the classic "total cost": the
-        mean over samples of ``||outputs(X) - one_hot(y)||^2``.
-        """
-        X = self._check_fitted_features(X)
-        index = label_positions(self.classes_, y, len(X))
-        z = self._logits(X).astype(np.float64)
-        targets = target_matrix(index, z.shape[1], np.float64)
-        value, _ = LOSSES[self.loss](self.output).value_and_grad(z, targets)
-        return value
-
-    def _check_fitted_features(self, X: np.ndarray) -> np.ndarray:
-        check_is_fitted(self, "classes_")
-        return self._check_features(X)
 
     # ------------------------------------------------------------ state
 

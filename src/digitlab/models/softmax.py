@@ -30,22 +30,15 @@ from typing import ClassVar
 
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
-from threadpoolctl import threadpool_limits
 
 from digitlab.errors import SettingsError
-from digitlab.models.base import ArraySpec, DigitClassifier, check_class_weight, class_weights
-from digitlab.models.losses import sigmoid_cross_entropy, softmax_cross_entropy, target_matrix
-from digitlab.models.optim import OPTIMIZERS, make_optimizer
-from digitlab.models.training import Callback, minibatches, run_epochs
-from digitlab.splits import stratified_holdout
+from digitlab.models.base import ArraySpec, DigitClassifier, check_class_weight
+from digitlab.models.losses import sigmoid_cross_entropy, softmax_cross_entropy
+from digitlab.models.optim import OPTIMIZERS
+from digitlab.models.training import Callback, LossAndGrads, MinibatchTrained
 
 INITS = ("zeros", "normal")
 LR_SCHEDULES = ("constant", "cosine")
-# Mini-batch products smaller than this (multiply-adds of X_batch @ W) run on one
-# BLAS thread: a (256, 784) @ (784, 10) product is over before a second thread
-# is worth waking, and on a busy machine waiting for it made epochs up to 30x
-# slower (measured: 0.2 ms against 8 ms a product on 2 cores).
-SINGLE_THREAD_BELOW = 2**25
 
 
 # ---------------------------------------------------------------------------- the layer
@@ -59,12 +52,13 @@ def forward(params: dict[str, np.ndarray], X: np.ndarray) -> np.ndarray:
 def loss_and_grads(
     params: dict[str, np.ndarray],
     X: np.ndarray,
-    y_index: np.ndarray,
+    Y: np.ndarray,
     *,
     alpha: float = 0.0,
     sample_weight: np.ndarray | None = None,
-) -> tuple[float, dict[str, np.ndarray], np.ndarray]:
-    """One forward and backward pass over a batch.
+    backward: bool = True,
+) -> tuple[float, dict[str, np.ndarray] | None, np.ndarray]:
+    """One forward and (unless ``backward=False``) backward pass over a batch.
 
     Parameters
     ----------
@@ -72,8 +66,9 @@ def loss_and_grads(
         ``k == 1`` is binary logistic regression (sigmoid output, class 1 is
         positive); ``k >= 2`` is softmax regression.
     X : ndarray of shape (n, d)
-    y_index : ndarray of shape (n,)
-        Class positions, ``0..k-1`` (``0..1`` when ``k == 1``).
+    Y : ndarray of shape (n, k)
+        Targets, ``target_matrix(y_index, k, dtype)``: one-hot rows, or one 0/1
+        column when ``k == 1``.
     alpha : float
         L2 strength: the gradient is that of ``CE + alpha / 2 * ||W||^2``.
     sample_weight : ndarray of shape (n,), optional
@@ -83,22 +78,20 @@ def loss_and_grads(
     -------
     loss : float
         Mean (weighted) cross-entropy of the batch (without the penalty).
-    grads : dict of ndarray
+    grads : dict of ndarray, or None when not ``backward``
         Same keys and shapes as ``params``.
     predicted : ndarray of shape (n,)
         The class positions the weights before this step predict, for the
         caller's running accuracy.
     """
     W = params["coef_"]
-    n_out = W.shape[1]
     Z = forward(params, X)  # (n, k)
     predicted = _predicted_index(Z)
-    Y = target_matrix(y_index, n_out, Z.dtype)
+    loss_fn = sigmoid_cross_entropy if W.shape[1] == 1 else softmax_cross_entropy
     # Both losses overwrite Z with dL/dZ = (P - Y) / n: Z is not needed again.
-    if n_out == 1:
-        loss, dZ = sigmoid_cross_entropy(Z, Y, overwrite=True, sample_weight=sample_weight)
-    else:
-        loss, dZ = softmax_cross_entropy(Z, Y, overwrite=True, sample_weight=sample_weight)
+    loss, dZ = loss_fn(Z, Y, overwrite=True, sample_weight=sample_weight)
+    if not backward:
+        return loss, None, predicted
     dW = X.T @ dZ  # (d, n) @ (n, k) -> (d, k)
     if alpha:
         dW += W.dtype.type(alpha) * W
@@ -115,7 +108,7 @@ def _predicted_index(Z: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------- the estimator
 
 
-class Softmax(DigitClassifier):
+class Softmax(MinibatchTrained, DigitClassifier):
     """Softmax regression (binary logistic regression for two classes), mini-batch trained.
 
     Parameters
@@ -185,13 +178,18 @@ class Softmax(DigitClassifier):
     interrupted_ : bool
         True when Ctrl-C (KeyboardInterrupt) ended training; the model is
         still fitted and usable.
+    stopped_early_ : bool
+        Training stopped before ``epochs`` (no improvement, or diverged).
 
     Notes
     -----
-    While ``fit`` trains on mini-batches of fewer than
-    ``SINGLE_THREAD_BELOW / (n_features * n_outputs)`` samples, BLAS runs
-    on one thread in this process (threadpoolctl, as scikit-learn's KMeans
-    does): products that small lose more to waking threads than they gain.
+    The training loop is :class:`digitlab.models.training.MinibatchTrained`,
+    shared with ``MLP``. While ``fit`` trains on mini-batches of fewer than
+    ``SINGLE_THREAD_BELOW / (n_features * n_outputs)`` samples (see
+    :mod:`digitlab.models.training`), BLAS runs on one thread in this process
+    (threadpoolctl, as scikit-learn's KMeans does): products that small lose
+    more to waking threads than they gain. A run whose loss overflows (a
+    learning rate far too high) ends with the last finite weights.
     """
 
     kind: ClassVar[str] = "softmax"
@@ -268,98 +266,28 @@ class Softmax(DigitClassifier):
         n_classes = len(self.classes_)
         if n_classes < 2:
             raise ValueError(f"softmax needs at least two classes, got {n_classes}")
-        rng = np.random.default_rng(self.rng)
-        n_features = X.shape[1]
         n_out = 1 if n_classes == 2 else n_classes
-        # Per-class weights from the whole training set (None: unweighted).
-        weights = class_weights(self.class_weight, self.classes_, y_index)
-
-        def sample_weight(index: np.ndarray) -> np.ndarray | None:
-            return None if weights is None else weights[index].astype(np.float32)
-
-        # Evaluation sets as (features, class positions, sample weights). With early
-        # stopping, an eval_set is the validation data watched (as Keras's validation_data),
-        # weighted as the training loss is; without one, a share of X is held out for it.
-        sets: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
-        if self.early_stopping and eval_set is None:
-            train, held = stratified_holdout(y_index, self.validation_fraction, rng)
-            sets["holdout"] = (X[held], y_index[held], sample_weight(y_index[held]))
-            X, y_index = X[train], y_index[train]
-        if eval_set is not None:
-            X_val, val_index = self._encode_eval_set(eval_set)
-            sets["val"] = (X_val, val_index, sample_weight(val_index) if self.early_stopping else None)
-        watched = ("val_loss" if eval_set is not None else "holdout_loss") if self.early_stopping else "loss"
-
-        if self.init == "normal":
-            W = rng.normal(0.0, 0.01, size=(n_features, n_out)).astype(np.float32)
-        else:
-            W = np.zeros((n_features, n_out), dtype=np.float32)
-        # The optimiser updates these arrays in place, so coef_ is current after
-        # every step (a callback may look at it) and on Ctrl-C.
-        self.coef_, self.intercept_ = W, np.zeros(n_out, dtype=np.float32)
-        params = {"coef_": self.coef_, "intercept_": self.intercept_}
-        optimizer = make_optimizer(self.optimizer, params, lr=self.lr, momentum=self.momentum)
-
-        n = len(X)
-        batch_size = int(self.batch_size)
-        steps_per_epoch = math.ceil(n / batch_size)
-        total_steps = steps_per_epoch * int(self.epochs)
         alpha = float(self.alpha)
-        running = {"loss": 0.0, "correct": 0}
-        step = 0
 
-        def train_epoch(epoch: int) -> None:
-            nonlocal step
-            loss_sum, correct = 0.0, 0
-            for idx in minibatches(n, batch_size, rng):
-                if self.lr_schedule == "cosine":
-                    optimizer.lr = 0.5 * self.lr * (1.0 + math.cos(math.pi * step / total_steps))
-                Xb, yb = X[idx], y_index[idx]
-                loss, grads, predicted = loss_and_grads(
-                    params, Xb, yb, alpha=alpha, sample_weight=sample_weight(yb)
-                )
-                optimizer.step(grads)
-                loss_sum += loss * len(idx)
-                correct += int(np.count_nonzero(predicted == yb))
-                step += 1
-            running["loss"], running["correct"] = loss_sum / n, correct
+        def build(n_features: int, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], LossAndGrads]:
+            if self.init == "normal":
+                W = rng.normal(0.0, 0.01, size=(n_features, n_out)).astype(np.float32)
+            else:
+                W = np.zeros((n_features, n_out), dtype=np.float32)
+            # The optimiser updates these arrays in place, so coef_ is current after
+            # every step (a callback may look at it) and on Ctrl-C.
+            self.coef_, self.intercept_ = W, np.zeros(n_out, dtype=np.float32)
+            params = {"coef_": self.coef_, "intercept_": self.intercept_}
 
-        def evaluate() -> dict[str, float]:
-            logs = {"loss": running["loss"], "accuracy": running["correct"] / n}
-            for name, (X_eval, y_eval, w_eval) in sets.items():
-                logs[f"{name}_loss"], logs[f"{name}_accuracy"] = _loss_accuracy(
-                    params, X_eval, y_eval, w_eval
-                )
-            return logs
+            def step(X: np.ndarray, Y: np.ndarray, sample_weight: np.ndarray | None,
+                     backward: bool) -> tuple[float, dict[str, np.ndarray] | None, np.ndarray]:
+                return loss_and_grads(params, X, Y, alpha=alpha, sample_weight=sample_weight,
+                                      backward=backward)
 
-        def snapshot() -> dict[str, np.ndarray]:
-            return {name: value.copy() for name, value in params.items()}
+            return params, step
 
-        def restore(best: dict[str, np.ndarray]) -> None:
-            for name, value in params.items():
-                value[...] = best[name]
-
-        small = batch_size * n_features * n_out < SINGLE_THREAD_BELOW
-        with threadpool_limits(limits=1 if small else None, user_api="blas"):
-            result = run_epochs(
-                epochs=int(self.epochs),
-                train_epoch=train_epoch,
-                evaluate=evaluate,
-                monitor=watched,
-                mode="min",
-                tol=0.0 if self.tol is None else float(self.tol),
-                n_iter_no_change=int(self.n_iter_no_change),
-                early_stopping=self.tol is not None,
-                snapshot=snapshot if self.early_stopping else None,
-                restore=restore if self.early_stopping else None,
-                callback=callback,
-            )
-        # Ctrl-C before the first epoch ended leaves no figures, but the same keys.
-        keys = ["loss", "accuracy"] + [f"{name}_{m}" for name in sets for m in ("loss", "accuracy")]
-        self.history_ = {key: result.history.get(key, []) for key in keys}
-        self.n_iter_ = result.epochs_run
-        self.kept_epoch_ = result.kept_epoch
-        self.interrupted_ = result.interrupted
+        self._train(X, y_index, n_out=n_out, build=build, watch="loss", callback=callback,
+                    eval_set=None if eval_set is None else self._encode_eval_set(eval_set))
 
     def _scores(self, X: np.ndarray) -> np.ndarray:
         Z = forward({"coef_": self.coef_, "intercept_": self.intercept_}, X).astype(np.float64)
@@ -424,15 +352,3 @@ class Softmax(DigitClassifier):
                 f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}"
             )
 
-
-def _loss_accuracy(
-    params: dict[str, np.ndarray], X: np.ndarray, y_index: np.ndarray,
-    sample_weight: np.ndarray | None = None,
-) -> tuple[float, float]:
-    """Mean (weighted) cross-entropy and accuracy of the current weights on a whole set."""
-    Z = forward(params, X)
-    accuracy = float(np.mean(_predicted_index(Z) == y_index))
-    Y = target_matrix(y_index, Z.shape[1], Z.dtype)
-    loss_fn = sigmoid_cross_entropy if Z.shape[1] == 1 else softmax_cross_entropy
-    loss, _ = loss_fn(Z, Y, overwrite=True, sample_weight=sample_weight)
-    return loss, accuracy

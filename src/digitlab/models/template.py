@@ -20,6 +20,7 @@ import numpy as np
 
 from digitlab.errors import SettingsError
 from digitlab.models.base import ArraySpec, DigitClassifier, fit_temperature, softmax
+from digitlab.models.losses import one_hot
 
 
 class Template(DigitClassifier):
@@ -59,10 +60,9 @@ class Template(DigitClassifier):
         self._check_settings()
         n_classes = len(self.classes_)
         # One-hot (n_classes, n) @ X (n, n_features) sums each class in one BLAS call.
-        one_hot = np.zeros((n_classes, len(X)), dtype=np.float32)
-        one_hot[y_index, np.arange(len(X))] = 1.0
-        counts = one_hot.sum(axis=1, keepdims=True)
-        self.templates_ = (one_hot @ X) / counts
+        members = np.ascontiguousarray(one_hot(y_index, n_classes, np.float32).T)
+        counts = members.sum(axis=1, keepdims=True)
+        self.templates_ = (members @ X) / counts
         self.temperature_ = np.array(fit_temperature(self._raw_scores(X), y_index))
 
     def _raw_scores(self, X: np.ndarray) -> np.ndarray:

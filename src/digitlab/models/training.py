@@ -5,16 +5,27 @@ Models call :func:`run_epochs` with a function that trains one epoch and a
 function that evaluates; the loop records the history, reports each epoch
 through the progress callback, stops early the way scikit-learn does, and on
 Ctrl-C stops cleanly with the best weights so far.
+
+Softmax and MLP share more: :class:`MinibatchTrained` is their whole training
+loop (hold-out, class weights, shuffled mini-batches, the cosine schedule, the
+optimiser, snapshot and rollback, the BLAS thread limit), so each model file
+keeps only its maths: initial weights, forward, loss and gradients.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from digitlab.errors import SettingsError
+from digitlab.models.base import class_weights
+from digitlab.models.losses import target_matrix
+from digitlab.models.optim import make_optimizer
+from digitlab.splits import stratified_holdout
 
 
 @dataclass(frozen=True)
@@ -153,3 +164,172 @@ def run_epochs(
         restore(best_weights)
         kept = stopper.best_epoch
     return EpochLoopResult(epoch, stopped_early, interrupted, history, kept)
+
+
+# The model's maths, as the shared loop calls it: ``(X, Y, sample_weight, backward)`` ->
+# ``(mean loss without the penalty, gradients by parameter name (None when not
+# backward), predicted class positions (n,))``. ``backward=False`` measures only.
+LossAndGrads = Callable[
+    [np.ndarray, np.ndarray, "np.ndarray | None", bool],
+    tuple[float, "dict[str, np.ndarray] | None", np.ndarray],
+]
+
+# Mini-batch products smaller than this (multiply-adds of the widest X_batch @ W) run on
+# one BLAS thread: a (256, 784) @ (784, 10) product is over before a second thread is
+# worth waking, and on a busy machine waiting for it made epochs up to 30x slower
+# (measured: 0.2 ms against 8 ms a product on 2 cores).
+SINGLE_THREAD_BELOW = 2**25
+
+
+class MinibatchTrained:
+    """The training loop Softmax and MLP share; the model brings only its maths.
+
+    Reads the settings both models have under the same names; :meth:`_train`
+    sets ``history_``, ``n_iter_``, ``kept_epoch_``, ``interrupted_`` and
+    ``stopped_early_``.
+    """
+
+    optimizer: str
+    lr: float
+    momentum: float
+    batch_size: int
+    epochs: int
+    lr_schedule: str
+    tol: float | None
+    n_iter_no_change: int
+    early_stopping: bool
+    validation_fraction: float
+    class_weight: str | dict[int, float] | None
+    rng: int | np.random.Generator | None
+    classes_: np.ndarray
+
+    def _train(
+        self,
+        X: np.ndarray,
+        y_index: np.ndarray,
+        *,
+        n_out: int,
+        build: Callable[[int, np.random.Generator], tuple[dict[str, np.ndarray], LossAndGrads]],
+        watch: str,
+        eval_set: tuple[np.ndarray, np.ndarray] | None = None,
+        callback: Callback | None = None,
+    ) -> None:
+        """Train on ``X`` (n, d) with class positions ``y_index`` (n,) and ``n_out`` outputs.
+
+        Parameters
+        ----------
+        build : callable(n_features, rng) -> (params, loss_and_grads)
+            Draws the starting weights (after the hold-out, so seeds give the
+            weights they always gave); the optimiser updates ``params`` in place.
+        watch : {"loss", "accuracy"}
+            What early stopping watches on the evaluation set (lower or higher is better).
+        eval_set : (X_val, val_index), optional
+            Checked features and class positions of the validation data.
+        """
+        rng = np.random.default_rng(self.rng)
+        # Per-class weights from the whole training set (None: unweighted).
+        weights = class_weights(self.class_weight, self.classes_, y_index)
+
+        def sample_weight(index: np.ndarray) -> np.ndarray | None:
+            return None if weights is None else weights[index].astype(np.float32)
+
+        # Evaluation sets by name: (features, targets, class positions, sample weights).
+        # With early stopping an eval_set is the validation data watched (as Keras's
+        # validation_data); without one, a share of X is held out for it. A loss early
+        # stopping watches is weighted as the training loss is; one only reported is not.
+        sets: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]] = {}
+        if self.early_stopping and eval_set is None:
+            train, held = stratified_holdout(y_index, self.validation_fraction, rng)
+            held_index = y_index[held]
+            sets["holdout"] = (X[held], target_matrix(held_index, n_out, np.float32),
+                               held_index, sample_weight(held_index))
+            X, y_index = X[train], y_index[train]
+        if eval_set is not None:
+            X_val, val_index = eval_set
+            weighted = self.early_stopping and watch == "loss"
+            sets["val"] = (X_val, target_matrix(val_index, n_out, np.float32), val_index,
+                           sample_weight(val_index) if weighted else None)
+        monitor = f"{'val' if eval_set is not None else 'holdout'}_{watch}"
+
+        params, loss_and_grads = build(X.shape[1], rng)
+        if self.epochs == 0:  # the network as initialised (the MLP's classic exercise)
+            self.history_: dict[str, list[float]] = {}
+            self.n_iter_ = self.kept_epoch_ = 0
+            self.interrupted_ = self.stopped_early_ = False
+            return
+        optimizer = make_optimizer(self.optimizer, params, lr=float(self.lr),
+                                   momentum=float(self.momentum))
+        targets = target_matrix(y_index, n_out, np.float32)
+        n, batch_size, lr = len(X), int(self.batch_size), float(self.lr)
+        total_steps = math.ceil(n / batch_size) * int(self.epochs)
+        step = 0
+        epoch_logs: dict[str, float] = {}
+
+        def train_epoch(epoch: int) -> None:
+            nonlocal step
+            loss_sum, correct = 0.0, 0
+            for rows in minibatches(n, batch_size, rng):
+                if self.lr_schedule == "cosine":
+                    # Half a cosine from lr to 0, batch by batch: the last epochs
+                    # average out the mini-batch noise instead of bouncing around.
+                    optimizer.lr = 0.5 * lr * (1.0 + math.cos(math.pi * step / total_steps))
+                yb = y_index[rows]
+                loss, grads, predicted = loss_and_grads(X[rows], targets[rows],
+                                                        sample_weight(yb), True)
+                assert grads is not None
+                optimizer.step(grads)
+                loss_sum += loss * len(rows)
+                correct += int(np.count_nonzero(predicted == yb))
+                step += 1
+            epoch_logs["loss"], epoch_logs["accuracy"] = loss_sum / n, correct / n
+
+        # Weights of the last epoch whose loss was finite: a learning rate far
+        # too high can make them overflow, and the model should stay usable.
+        last_finite = {name: value.copy() for name, value in params.items()}
+
+        def evaluate() -> dict[str, float]:
+            logs = dict(epoch_logs)
+            for name, (X_eval, Y_eval, index, weight) in sets.items():
+                loss, _, predicted = loss_and_grads(X_eval, Y_eval, weight, False)
+                logs[f"{name}_loss"], logs[f"{name}_accuracy"] = loss, float(np.mean(predicted == index))
+            if np.isfinite(logs["loss"]):
+                for name, value in params.items():
+                    np.copyto(last_finite[name], value)
+            return logs
+
+        def snapshot() -> dict[str, np.ndarray]:
+            return {name: value.copy() for name, value in params.items()}
+
+        def restore(saved: dict[str, np.ndarray]) -> None:
+            for name, value in saved.items():
+                np.copyto(params[name], value)
+
+        # Products this small lose more to waking BLAS threads than they gain (badly
+        # so on a busy machine): run them on one thread, as scikit-learn's KMeans
+        # does. Overflow in a diverging run is detected from the loss.
+        widest = max(value.size for value in params.values() if value.ndim == 2)
+        small = batch_size * widest < SINGLE_THREAD_BELOW
+        with threadpool_limits(limits=1 if small else None, user_api="blas"), \
+                np.errstate(over="ignore", invalid="ignore", under="ignore"):
+            result = run_epochs(
+                epochs=int(self.epochs),
+                train_epoch=train_epoch,
+                evaluate=evaluate,
+                monitor=monitor if self.early_stopping else "loss",
+                mode="max" if self.early_stopping and watch == "accuracy" else "min",
+                tol=0.0 if self.tol is None else float(self.tol),
+                n_iter_no_change=int(self.n_iter_no_change),
+                early_stopping=self.tol is not None,
+                snapshot=snapshot if self.early_stopping else None,
+                restore=restore if self.early_stopping else None,
+                callback=callback,
+            )
+        if not all(np.all(np.isfinite(value)) for value in params.values()):
+            restore(last_finite)
+        # Ctrl-C before the first epoch ended leaves no figures, but the same keys.
+        keys = ["loss", "accuracy"] + [f"{name}_{m}" for name in sets for m in ("loss", "accuracy")]
+        self.history_ = {key: result.history.get(key, []) for key in keys}
+        self.n_iter_ = result.epochs_run
+        self.kept_epoch_ = result.kept_epoch
+        self.interrupted_ = result.interrupted
+        self.stopped_early_ = result.stopped_early
