@@ -158,7 +158,7 @@ def test_features_with_nan_are_refused(small) -> None:
         Template().fit(bad, y)
 
 
-@pytest.mark.parametrize("kind", ["template", "softmax", "perceptron", "majority", "guess-and-check"])
+@pytest.mark.parametrize("kind", ["template", "softmax", "perceptron", "majority", "guess-and-check", "mlp"])
 def test_continuous_y_is_refused_not_turned_into_classes(kind: str) -> None:
     """Fifty random floats are not fifty classes (issue 14): scikit-learn's rule and words."""
     from digitlab.models import MODELS

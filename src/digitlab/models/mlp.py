@@ -40,6 +40,7 @@ from digitlab.models.base import (
     ArraySpec,
     DigitClassifier,
     check_class_weight,
+    check_labels,
     class_weights,
     label_positions,
     softmax,
@@ -235,10 +236,8 @@ class MLP(MinibatchTrained, DigitClassifier):
             each epoch; with ``early_stopping`` its accuracy is watched.
         """
         settings = self._check_settings()
+        X, y = check_labels(X, y, self)
         X = self._check_features(X, fitting=True)
-        y = np.asarray(y)
-        if y.shape != (len(X),):
-            raise ValueError(f"y has shape {y.shape}, expected ({len(X)},)")
         classes, y_index = np.unique(y, return_inverse=True)
         if len(classes) < 2:
             raise ValueError(f"y holds a single class ({classes.tolist()}); an MLP needs two or more")
