@@ -197,3 +197,34 @@ def test_a_wrong_feature_count_names_both() -> None:
     model = Template().fit(np.eye(4), [0, 1, 0, 1])
     with pytest.raises(ValueError, match="X has 3 features, but Template is expecting 4 features as input"):
         model.predict(np.eye(3))
+
+
+@pytest.mark.parametrize("kind", ["template", "softmax", "perceptron", "mlp", "guess-and-check", "majority"])
+def test_two_classes_give_one_decision_score_per_sample(kind: str, sample) -> None:
+    """scikit-learn's convention (issue 14): shape (n,), positive for classes_[1]."""
+    from digitlab.models import MODELS
+
+    data = sample.for_task("is-2").take("train", 0, 600).take("test", 0, 300)
+    settings = {"softmax": {"epochs": 3, "rng": 0}, "mlp": {"epochs": 3, "hidden": (8,), "rng": 0},
+                "perceptron": {"epochs": 3, "rng": 0}, "guess-and-check": {"n_candidates": 100, "rng": 0}}
+    model = MODELS[kind](**settings.get(kind, {})).fit(data.features("train"), data.train_labels)
+    scores = model.decision_function(data.features("test"))
+    assert scores.shape == (300,)
+    predicted = model.predict(data.features("test"))
+    decided = scores > 0
+    if kind in ("perceptron", "guess-and-check"):  # a score of exactly 0 goes to class 1
+        decided = scores >= 0
+    if kind != "majority":  # a constant score says nothing about its sign
+        np.testing.assert_array_equal(predicted, model.classes_[decided.astype(int)])
+
+
+def test_roc_auc_works_for_a_two_class_softmax(sample) -> None:
+    """cross_val_score(..., scoring="roc_auc") gave [nan nan nan] with (n, 2) scores."""
+    from sklearn.model_selection import StratifiedKFold
+
+    data = sample.for_task("is-2")
+    folds = StratifiedKFold(3, shuffle=True, random_state=0)
+    scores = cross_val_score(MODELS["softmax"](epochs=5, rng=0), data.features("train"),
+                             data.train_labels, cv=folds, scoring="roc_auc")
+    assert np.all(np.isfinite(scores))
+    assert scores.min() > 0.9

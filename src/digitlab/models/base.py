@@ -100,18 +100,27 @@ class DigitClassifier(ClassifierMixin, BaseEstimator):
         return X_val, label_positions(self.classes_, eval_set[1], len(X_val), what="eval_set labels")
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
-        """Scores of shape (n_samples, n_classes); the largest wins."""
-        check_is_fitted(self, "classes_")
-        return self._scores(self._check_features(X))
+        """Scores as scikit-learn gives them: shape (n_samples, n_classes), the largest
+        wins; for two classes one score per sample, shape (n_samples,), positive for
+        ``classes_[1]`` (so ROC AUC and other ranking metrics work as they do for
+        LogisticRegression)."""
+        scores = self._class_scores(X)
+        return scores[:, 1] - scores[:, 0] if scores.shape[1] == 2 else scores
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Predicted labels, shape (n_samples,)."""
-        scores = self.decision_function(X)  # checks the fitted state first
+        scores = self._class_scores(X)  # checks the fitted state first
         return self.classes_[np.argmax(scores, axis=1)]
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Class probabilities, shape (n_samples, n_classes); rows sum to 1."""
-        return softmax(self.decision_function(X))
+        return softmax(self._class_scores(X))
+
+    def _class_scores(self, X: np.ndarray) -> np.ndarray:
+        """One score per class, shape (n_samples, n_classes), after checking the fitted
+        state and ``X``: what every prediction is made of."""
+        check_is_fitted(self, "classes_")
+        return self._scores(self._check_features(X))
 
     # ------------------------------------------------------------ state
 

@@ -37,7 +37,7 @@ class Majority(DigitClassifier):
         return {"class_prior_": ArraySpec((n_classes,), values="non-negative")}
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        self.decision_function(X)  # checks fitted state and X
+        self._class_scores(X)  # checks fitted state and X
         return np.tile(self.class_prior_, (len(X), 1))
 
 

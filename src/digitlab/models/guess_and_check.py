@@ -237,7 +237,7 @@ class GuessAndCheck(DigitClassifier):
 
     def binary_decision(self, X: np.ndarray) -> np.ndarray:
         """``w·x + b`` in float64, shape (n_samples,); ``>= 0`` means ``classes_[1]``."""
-        return self.decision_function(X)[:, 1] * 2.0  # the scores are -s/2, s/2: exact
+        return self._class_scores(X)[:, 1] * 2.0  # the scores are -s/2, s/2: exact
 
     def _scores(self, X: np.ndarray) -> np.ndarray:
         return _two_column(_linear_scores(X, self.coef_[None, :], self.intercept_[None])[:, 0])
@@ -247,7 +247,7 @@ class GuessAndCheck(DigitClassifier):
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Predicted labels, shape (n_samples,): ``classes_[1]`` where ``w·x + b >= 0``."""
-        scores = self.decision_function(X)  # checks the fitted state first
+        scores = self._class_scores(X)  # checks the fitted state first
         return self.classes_[_class_index(scores)]
 
     def __sklearn_tags__(self) -> Tags:

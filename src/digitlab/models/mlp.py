@@ -351,7 +351,7 @@ class MLP(MinibatchTrained, DigitClassifier):
         Softmax output: the softmax. One sigmoid unit: (1 - s, s). One sigmoid
         per class: the sigmoids normalised to sum to 1.
         """
-        scores = self.decision_function(X)
+        scores = self._class_scores(X)
         if self.output == "softmax":
             return softmax(scores)
         if len(self.classes_) == 2:

@@ -198,19 +198,19 @@ class Perceptron(DigitClassifier):
         return _two_column(scores[:, 0]) if len(self.classes_) == 2 else scores
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        return softmax(self.decision_function(X) / float(self.temperature_))
+        return softmax(self._class_scores(X) / float(self.temperature_))
 
     def linear_weights(self) -> np.ndarray:
         return np.asarray(self.coef_)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Predicted labels, shape (n_samples,)."""
-        scores = self.decision_function(X)  # checks the fitted state first
+        scores = self._class_scores(X)  # checks the fitted state first
         return self.classes_[_class_index(scores)]
 
     def binary_decision(self, X: np.ndarray) -> np.ndarray:
         """``w·x + b`` in float64, shape (n_samples,), for a two-class model."""
-        scores = self.decision_function(X)
+        scores = self._class_scores(X)
         if len(self.classes_) != 2:
             raise ValueError(
                 f"binary_decision needs a two-class model; this one has {len(self.classes_)}"

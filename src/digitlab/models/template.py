@@ -76,7 +76,7 @@ class Template(DigitClassifier):
         return self._raw_scores(X)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        return softmax(self.decision_function(X) / float(self.temperature_))
+        return softmax(self._class_scores(X) / float(self.temperature_))
 
     def linear_weights(self) -> np.ndarray:
         # Both metrics score linearly in x: x·t, or 2 x·t - ||t||^2 (same pixel ranking).
