@@ -228,3 +228,18 @@ def test_roc_auc_works_for_a_two_class_softmax(sample) -> None:
                              data.train_labels, cv=folds, scoring="roc_auc")
     assert np.all(np.isfinite(scores))
     assert scores.min() > 0.9
+
+
+@pytest.mark.parametrize("kind", ["softmax", "perceptron", "mlp", "cnn"])
+def test_one_class_is_refused_before_fitting_in_scikit_learns_words(kind: str) -> None:
+    if kind == "cnn":
+        pytest.importorskip("torch")
+    model = MODELS[kind]()
+    with pytest.raises(ValueError, match=r"y holds 1 class \(\[5\]\); a '\w+' model needs two classes or more"):
+        model.fit(np.zeros((4, 16)), np.array([5, 5, 5, 5]))
+    assert not hasattr(model, "classes_")  # refused before any state changed
+
+
+def test_a_two_class_model_refuses_ten_as_a_setting() -> None:
+    with pytest.raises(SettingsError, match="only binary classification is supported"):
+        MODELS["guess-and-check"](n_candidates=3).fit(np.zeros((10, 4)), np.arange(10))

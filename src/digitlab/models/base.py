@@ -84,6 +84,7 @@ class DigitClassifier(ClassifierMixin, BaseEstimator):
         X, y = check_labels(X, y, self)
         X = self._check_features(X, fitting=True)
         classes, y_index = np.unique(y, return_inverse=True)
+        check_class_count(self, classes)
         if "class_weight" in self.get_params(deep=False):
             # a dict's labels are checked against y's before any state changes
             class_weights(self.class_weight, classes, y_index)
@@ -253,6 +254,22 @@ _POLARITY_ROWS = 256
 # 0.93 on each of them inverted. Features without a background (uniform noise, as in
 # tests and scikit-learn's estimator checks) have a median near 0.5, hence 0.75, not 0.5.
 _LIGHT_BACKGROUND = 0.75
+
+
+def check_class_count(model: DigitClassifier, classes: np.ndarray) -> None:
+    """Refuse, before anything is fitted, labels of fewer classes than ``model`` can hold
+    (scikit-learn's words: "1 class"), or other than two for a two-class-only model."""
+    n = len(classes)
+    if n < model.min_classes:
+        raise ValueError(f"y holds {n} class ({classes.tolist()}); a {model.kind!r} model needs "
+                         f"{_number_word(model.min_classes)} classes or more")
+    if model.binary_only and n != 2:  # a setting of the run (--task), so a SettingsError
+        raise SettingsError(f"{model.kind!r} is a two-class model and y holds {n} classes: only "
+                            "binary classification is supported (e.g. --task is-2)")
+
+
+def _number_word(n: int) -> str:
+    return {2: "two", 3: "three"}.get(n, str(n))
 
 
 def check_labels(X: Any, y: Any, estimator: BaseEstimator) -> tuple[np.ndarray, np.ndarray]:

@@ -39,6 +39,7 @@ from digitlab.errors import SettingsError
 from digitlab.models.base import (
     ArraySpec,
     DigitClassifier,
+    check_class_count,
     check_class_weight,
     check_labels,
     class_weights,
@@ -239,8 +240,7 @@ class MLP(MinibatchTrained, DigitClassifier):
         X, y = check_labels(X, y, self)
         X = self._check_features(X, fitting=True)
         classes, y_index = np.unique(y, return_inverse=True)
-        if len(classes) < 2:
-            raise ValueError(f"y holds a single class ({classes.tolist()}); an MLP needs two or more")
+        check_class_count(self, classes)
         y_index = y_index.astype(np.int64)
         n_out = self._n_outputs(settings.output, len(classes))
         class_weights(self.class_weight, classes, y_index)  # a dict's labels, checked now
