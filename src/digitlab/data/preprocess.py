@@ -12,7 +12,10 @@ Two jobs live here.
    (mean intensity) exactly, and it has no negative lobes, so unlike Lanczos
    it cannot ring or overshoot into clipped halos around strokes. (Pillow's
    ``BOX`` filter agrees with it at integer ratios; at 28 -> 20 Pillow weighs
-   whole pixels by where their centres fall instead of by overlap.) Enlarging
+   whole pixels by where their centres fall instead of by overlap: measured on
+   the bundled sample's 5,000 digits at 28 -> 20, Pillow's ``BOX`` differs from
+   the area average by up to 125 grey levels, on 23% of pixels by more than 1,
+   so the resampler stays; ``Image.reduce(2)`` matches 28 -> 14 within 1.) Enlarging
    uses linear interpolation. Both are separable, so a stack of ``n`` images is
    two matrix products, fast for all 70,000 MNIST images at once.
 
