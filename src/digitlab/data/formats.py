@@ -560,6 +560,8 @@ def write_npz(path: str | Path, splits: Splits) -> None:
 
 
 # ---------------------------------------------------------------- CSV
+# numpy.loadtxt does the parsing (measured: 60,000 x 785 in 0.67 s here vs 0.65 s for one
+# np.loadtxt call); the code around it streams in bounded chunks and names line and column.
 
 CSV_CHUNK_BYTES = 8 << 20
 """How much CSV text is parsed at a time: 8 MiB of whole lines, about 4,500 MNIST rows.
