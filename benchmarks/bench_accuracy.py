@@ -60,16 +60,16 @@ def main() -> None:
     baseline = metrics.majority_baseline(y, yt)
     lr_ref = LogisticRegression(max_iter=2000).fit(X, y).score(Xt, yt)
     for name, model, reference, value, target in (
-        ("guess-and-check 5,000", GuessAndCheck(rng=2024), "majority baseline", baseline, "about 91%"),
-        ("softmax, raw pixels", Softmax(rng=0), "sklearn LogisticRegression", lr_ref, NO_TARGET),
-        ("perceptron, raw pixels", Perceptron(rng=0), "sklearn LogisticRegression", lr_ref, NO_TARGET),
+        ("guess-and-check 5,000", GuessAndCheck(random_state=2024), "majority baseline", baseline, "about 91%"),
+        ("softmax, raw pixels", Softmax(random_state=0), "sklearn LogisticRegression", lr_ref, NO_TARGET),
+        ("perceptron, raw pixels", Perceptron(random_state=0), "sklearn LogisticRegression", lr_ref, NO_TARGET),
     ):
         started = time.perf_counter()
         model.fit(X, y)
         row("sample is-2", name, model, Xt, yt, reference, value, target, time.perf_counter() - started)
     # On raw pixels a linear "is it a 2" tops out near 97.7% (scikit-learn's too);
     # deskewing (`digitlab train --deskew`) is the classic fix, timed with the fit.
-    for name, model in (("softmax --deskew", Softmax(rng=0)), ("perceptron --deskew", Perceptron(rng=0))):
+    for name, model in (("softmax --deskew", Softmax(random_state=0)), ("perceptron --deskew", Perceptron(random_state=0))):
         started = time.perf_counter()
         upright = is2.map_images(deskew_images, "deskewed")
         model.fit(upright.features("train"), upright.train_labels)
@@ -79,7 +79,7 @@ def main() -> None:
 
     X, y, Xt, yt = arrays(sample)
     lr_ten = LogisticRegression(max_iter=2000).fit(X, y).score(Xt, yt)
-    for name, model, target in (("softmax", Softmax(rng=0), ">= 89%"), ("mlp", MLP(rng=0), ">= 94%")):
+    for name, model, target in (("softmax", Softmax(random_state=0), ">= 89%"), ("mlp", MLP(random_state=0), ">= 94%")):
         started = time.perf_counter()
         model.fit(X, y)
         row("sample ten digits", name, model, Xt, yt, "sklearn LogisticRegression", lr_ten, target,
@@ -95,9 +95,9 @@ def main() -> None:
                            random_state=1).fit(X, y)
     sk_accuracy = sk.score(Xt, yt)
     classic = MLP(hidden=(16,), activation="sigmoid", output="softmax", optimizer="adam", lr=0.1,
-                  batch_size=200, epochs=100, alpha=1e-4 / 200, rng=1)
+                  batch_size=200, epochs=100, alpha=1e-4 / 200, random_state=1)
     for name, model, target in (("64-16-10 sigmoid, sklearn's settings", classic, "about 96%"),
-                                ("digitlab best settings", MLP(rng=0, **BEST_DIGITS_MLP), ">= 97.5%")):
+                                ("digitlab best settings", MLP(random_state=0, **BEST_DIGITS_MLP), ">= 97.5%")):
         started = time.perf_counter()
         model.fit(X, y)
         row("8x8 digits 1000/500", name, model, Xt, yt, "sklearn MLPClassifier(16)", sk_accuracy,

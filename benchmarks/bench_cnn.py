@@ -151,12 +151,12 @@ def main() -> None:
     # digitlab is timed just before and just after the reference, and the two
     # are averaged, so a change in the machine's load during the run weighs on
     # both sides alike (same seed, so both fits give the same weights).
-    model = CNN(rng=args.seed)
+    model = CNN(random_state=args.seed)
     before = timed_fit(model, X, y)
     accuracy = model.score(X_test, y_test)
     ref_seconds, ref_accuracy = reference(X, y, X_test, y_test, epochs=2, seed=args.seed)
     print(f"  reference CNN, 2 epochs:      {ref_seconds:7.1f} s  test {ref_accuracy:.2%}", flush=True)
-    after = timed_fit(CNN(rng=args.seed), X, y)
+    after = timed_fit(CNN(random_state=args.seed), X, y)
     seconds = (before + after) / 2
     print(f"  digitlab CNN, defaults:       {seconds:7.1f} s  test {accuracy:.2%} "
           f"({model.n_iter_} epochs; {before:.1f} s before the reference, {after:.1f} s after)",
@@ -168,7 +168,7 @@ def main() -> None:
            met=ratio <= TARGET_RATIO and accuracy >= TARGET_ACCURACY,
            note=f"accuracy {accuracy:.2%} vs {ref_accuracy:.2%}")
     if not args.quick:
-        longer = CNN(rng=args.seed, **LONGER)
+        longer = CNN(random_state=args.seed, **LONGER)
         long_seconds = timed_fit(longer, X, y)
         long_accuracy = longer.score(X_test, y_test)
         print(f"  digitlab CNN, {LONGER}: {long_seconds:7.1f} s  test {long_accuracy:.2%}", flush=True)
@@ -184,7 +184,7 @@ def main() -> None:
     print(f"MNIST sample: {len(Xs):,} train / {len(Xs_test):,} test")
     sref_seconds, sref_accuracy = reference(Xs, ys, Xs_test, ys_test, epochs=14, seed=args.seed)
     print(f"  reference CNN, 14 epochs:     {sref_seconds:7.1f} s  test {sref_accuracy:.2%}", flush=True)
-    small = CNN(rng=args.seed)
+    small = CNN(random_state=args.seed)
     s_seconds = timed_fit(small, Xs, ys)
     s_accuracy = small.score(Xs_test, ys_test)
     print(f"  digitlab CNN, defaults:       {s_seconds:7.1f} s  test {s_accuracy:.2%} "

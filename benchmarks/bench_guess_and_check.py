@@ -113,10 +113,10 @@ def main() -> None:
         if args.plain32_candidates:
             plain32.append(plain_loop(X, positive, args.plain32_candidates, args.seed)[0])
         start = time.perf_counter()
-        model = GuessAndCheck(n_candidates=args.candidates, rng=args.seed).fit(X, y)
+        model = GuessAndCheck(n_candidates=args.candidates, random_state=args.seed).fit(X, y)
         fast.append(args.candidates / (time.perf_counter() - start))
 
-    same = GuessAndCheck(n_candidates=args.plain_candidates, rng=args.seed).fit(X, y)
+    same = GuessAndCheck(n_candidates=args.plain_candidates, random_state=args.seed).fit(X, y)
     agree = (
         int(same.best_candidate_) == plain_best
         and float(same.best_train_accuracy_) == plain_accuracy

@@ -125,7 +125,7 @@ def run(seed: int, X, y, X_val, y_val, X_test, y_test, *, epochs: int, max_iter:
                            accuracy=progress.logs["val_accuracy"])
             raise KeyboardInterrupt  # stop here, as Ctrl-C would
 
-    model = MLP(rng=seed, **settings)
+    model = MLP(random_state=seed, **settings)
     model.fit(X, y, eval_set=(X_val, y_val), callback=stop_at_target)
     stopped_accuracy = float(model.score(X_test, y_test))  # the test split, read once
     curve = " ".join(f"{a:.4f}" for a in model.history_["val_accuracy"])
@@ -140,7 +140,7 @@ def run(seed: int, X, y, X_val, y_val, X_test, y_test, *, epochs: int, max_iter:
 
     # -- 3. the same settings, a plain fit of every epoch
     start = time.perf_counter()
-    plain = MLP(rng=seed, **settings).fit(X, y)
+    plain = MLP(random_state=seed, **settings).fit(X, y)
     plain_seconds = time.perf_counter() - start
     plain_accuracy = float(plain.score(X_test, y_test))
     print(f"  plain fit, {plain.n_iter_} epochs: {plain_seconds:.2f} s, test accuracy {plain_accuracy:.4f}")

@@ -112,7 +112,7 @@ def main() -> None:
             )
             raise KeyboardInterrupt  # stop here, as Ctrl-C would
 
-    model = Softmax(rng=args.seed, **SETTINGS)
+    model = Softmax(random_state=args.seed, **SETTINGS)
     model.fit(X, y, eval_set=(X_val, y_val), callback=stop_at_target)
     stopped_accuracy = float(model.score(X_test, y_test))  # the test split, read once
     curve = " ".join(f"{a:.4f}" for a in model.history_["val_accuracy"])
@@ -129,7 +129,7 @@ def main() -> None:
 
     # -- 3. the same settings, a plain fit of every epoch
     start = time.perf_counter()
-    plain = Softmax(rng=args.seed, **SETTINGS).fit(X, y)
+    plain = Softmax(random_state=args.seed, **SETTINGS).fit(X, y)
     plain_seconds = time.perf_counter() - start
     plain_accuracy = float(plain.score(X_test, y_test))
     print(

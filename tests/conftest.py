@@ -49,8 +49,8 @@ def seeded_model():
 
     def make(kind: str) -> DigitClassifier:
         model = MODELS[kind](**QUICK_SETTINGS.get(kind, {}))
-        if "rng" in model.get_params():
-            model.set_params(rng=0)
+        if "random_state" in model.get_params():
+            model.set_params(random_state=0)
         return model
 
     return make
@@ -74,7 +74,7 @@ def served_model(sample: Dataset, tmp_path_factory: pytest.TempPathFactory):
     from digitlab.models import MLP
 
     out = tmp_path_factory.mktemp("served-run")
-    model = MLP(rng=0).fit(sample.features("train"), sample.train_labels)
+    model = MLP(random_state=0).fit(sample.features("train"), sample.train_labels)
     save_model(out / "model.safetensors", model, input_shape=sample.image_shape,
                class_names=sample.class_names, extra={"task": "all"})
     accuracy = model.score(sample.features("test"), sample.test_labels)

@@ -131,7 +131,7 @@ def calibrated(sample, tmp_path_factory):
     the train split as a run does), saved with its temperature; and 200 test digits."""
     X, y = sample.features("train")[:900], sample.train_labels[:900]
     X_fit, X_val, y_fit, y_val = train_test_split(X, y, test_size=300, stratify=y, random_state=0)
-    model = Softmax(rng=0).fit(X_fit, y_fit)
+    model = Softmax(random_state=0).fit(X_fit, y_fit)
     calibration = calibrate(model, X_val, y_val)
     path = tmp_path_factory.mktemp("calibrated") / "model.safetensors"
     save_model(path, model, input_shape=sample.image_shape, class_names=sample.class_names,

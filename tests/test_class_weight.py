@@ -57,7 +57,7 @@ def test_balanced_weights_raise_the_recall_of_a_rare_class(kind, few_sevens) -> 
     X_test, y_test = few_sevens.features("test"), few_sevens.test_labels
     figures = {}
     for class_weight in (None, "balanced"):
-        predicted = MODELS[kind](class_weight=class_weight, rng=0).fit(X, y).predict(X_test)
+        predicted = MODELS[kind](class_weight=class_weight, random_state=0).fit(X, y).predict(X_test)
         figures[class_weight] = (np.mean(predicted[y_test == 7] == 7), np.mean(predicted == y_test))
     (recall_before, accuracy_before), (recall_after, accuracy_after) = figures.values()
     assert recall_before < 0.5  # the problem is there to be fixed
@@ -70,8 +70,8 @@ def test_balanced_weights_raise_the_recall_of_a_rare_class(kind, few_sevens) -> 
 def test_equal_weights_give_the_weights_of_none(kind, equal, balanced_small) -> None:
     X, y = balanced_small.features("train"), balanced_small.train_labels
     settings = {"epochs": 2} if kind == "cnn" else {}
-    plain = MODELS[kind](rng=0, **settings).fit(X, y).state_dict()
-    weighted = MODELS[kind](rng=0, class_weight=equal, **settings).fit(X, y).state_dict()
+    plain = MODELS[kind](random_state=0, **settings).fit(X, y).state_dict()
+    weighted = MODELS[kind](random_state=0, class_weight=equal, **settings).fit(X, y).state_dict()
     assert plain.keys() == weighted.keys()
     for name, array in plain.items():
         assert array.dtype == weighted[name].dtype
@@ -94,7 +94,7 @@ def test_every_weighted_model_weighs_a_rare_class_up(kind, three_sevens) -> None
     X, y = three_sevens.features("train"), three_sevens.train_labels
     X_test, y_test = three_sevens.features("test"), three_sevens.test_labels
     settings = {"epochs": 6} if kind == "cnn" else {}
-    recall = [np.mean(MODELS[kind](rng=0, class_weight=weights, **settings)
+    recall = [np.mean(MODELS[kind](random_state=0, class_weight=weights, **settings)
                       .fit(X, y).predict(X_test[y_test == 7]) == 7)
               for weights in (None, "balanced")]
     assert recall[1] >= recall[0] + 0.1
@@ -135,7 +135,7 @@ def test_weighted_losses_weigh_each_sample(name) -> None:
     ],
 )
 def test_bad_class_weights_are_refused(kind, class_weight, message, balanced_small) -> None:
-    model = MODELS[kind](class_weight=class_weight, rng=0)
+    model = MODELS[kind](class_weight=class_weight, random_state=0)
     with pytest.raises(SettingsError) as raised:
         model.fit(balanced_small.features("train"), balanced_small.train_labels)
     assert message in str(raised.value)
@@ -145,7 +145,7 @@ def test_bad_class_weights_are_refused(kind, class_weight, message, balanced_sma
 def test_a_refused_class_weight_leaves_a_fitted_model_as_it_was(kind, balanced_small) -> None:
     X, y = balanced_small.features("train"), balanced_small.train_labels
     settings = {"epochs": 1} if kind == "cnn" else {}
-    model = MODELS[kind](rng=0, **settings).fit(X[y < 5], y[y < 5])
+    model = MODELS[kind](random_state=0, **settings).fit(X[y < 5], y[y < 5])
     before = model.state_dict()
     model.set_params(class_weight={11: 2.0})
     with pytest.raises(SettingsError, match="class_weight names labels"):

@@ -198,7 +198,7 @@ def test_a_model_its_file_could_not_hold_is_refused_before_saving(sample) -> Non
     from digitlab.models import Softmax
     from digitlab.run import check_saveable
 
-    model = Softmax(epochs=1, rng=0).fit(sample.features("train")[:200], sample.train_labels[:200])
+    model = Softmax(epochs=1, random_state=0).fit(sample.features("train")[:200], sample.train_labels[:200])
     check_saveable(model)
     name = next(n for n in model._state_names if n != "classes_")
     getattr(model, name).flat[0] = np.nan

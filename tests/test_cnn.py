@@ -28,7 +28,7 @@ from digitlab.models.training import Progress  # noqa: E402
 @pytest.fixture(scope="module")
 def fitted(sample) -> CNN:
     """A CNN trained briefly on the whole bundled sample."""
-    return CNN(epochs=4, rng=0).fit(sample.features("train"), sample.train_labels)
+    return CNN(epochs=4, random_state=0).fit(sample.features("train"), sample.train_labels)
 
 
 @pytest.fixture(scope="module")
@@ -61,19 +61,19 @@ def test_probabilities_and_predictions(fitted, sample) -> None:
 
 def test_same_seed_gives_identical_weights(small) -> None:
     X, y, _, _ = small
-    first = CNN(epochs=2, rng=3).fit(X, y).state_dict()
-    second = CNN(epochs=2, rng=3).fit(X, y).state_dict()
+    first = CNN(epochs=2, random_state=3).fit(X, y).state_dict()
+    second = CNN(epochs=2, random_state=3).fit(X, y).state_dict()
     assert first.keys() == second.keys()
     for name in first:
         np.testing.assert_array_equal(first[name], second[name], err_msg=name)
-    other = CNN(epochs=2, rng=4).fit(X, y).state_dict()
+    other = CNN(epochs=2, random_state=4).fit(X, y).state_dict()
     assert not np.array_equal(first["net.0.weight"], other["net.0.weight"])
 
 
 def test_fit_leaves_torch_global_generator_alone(small) -> None:
     X, y, _, _ = small
     before = torch.random.get_rng_state()
-    CNN(epochs=1, rng=0).fit(X[:100], y[:100])
+    CNN(epochs=1, random_state=0).fit(X[:100], y[:100])
     assert torch.equal(torch.random.get_rng_state(), before)
 
 
@@ -123,7 +123,7 @@ def test_summary_lists_layers_and_parameters(fitted) -> None:
 
 def test_binary_task(sample) -> None:
     data = sample.for_task("is-2").take("train", 0, 1500)
-    model = CNN(epochs=3, rng=0).fit(data.features("train"), data.train_labels)
+    model = CNN(epochs=3, random_state=0).fit(data.features("train"), data.train_labels)
     proba = model.predict_proba(data.features("test"))
     assert proba.shape == (len(data.test_labels), 2)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
@@ -133,7 +133,7 @@ def test_binary_task(sample) -> None:
 def test_8x8_digits() -> None:
     data = load("digits")
     assert data.image_shape == (8, 8)
-    model = CNN(epochs=8, rng=0).fit(data.features("train"), data.train_labels)
+    model = CNN(epochs=8, random_state=0).fit(data.features("train"), data.train_labels)
     assert model.score(data.features("test"), data.test_labels) > 0.9
     # the pooling stops at 2x2
     assert _conv_output_shape(model) == [2 * model.width, 2, 2]
@@ -144,7 +144,7 @@ def test_20x20_digits(sample) -> None:
         images = resize_images(sample.images(split), 20)
         return images.reshape(len(images), -1).astype(np.float32) / np.float32(255)
 
-    model = CNN(epochs=3, rng=0).fit(features("train"), sample.train_labels)
+    model = CNN(epochs=3, random_state=0).fit(features("train"), sample.train_labels)
     assert model.n_features_in_ == 400
     assert model.score(features("test"), sample.test_labels) > 0.95
 
@@ -158,7 +158,7 @@ def test_ctrl_c_after_first_epoch_leaves_a_usable_model(small) -> None:
         if progress.step == 1:
             raise KeyboardInterrupt
 
-    model = CNN(epochs=5, rng=0).fit(X, y, callback=stop_after_first)
+    model = CNN(epochs=5, random_state=0).fit(X, y, callback=stop_after_first)
     assert model.interrupted_
     assert not model.stopped_early_
     assert model.n_iter_ == 1
@@ -171,7 +171,7 @@ def test_ctrl_c_after_first_epoch_leaves_a_usable_model(small) -> None:
 def test_target_accuracy_stops_early(sample, small) -> None:
     X, y, _, _ = small
     X_val, y_val = sample.features("test")[:300], sample.test_labels[:300]
-    model = CNN(epochs=15, target_accuracy=0.8, rng=0).fit(X, y, eval_set=(X_val, y_val))
+    model = CNN(epochs=15, target_accuracy=0.8, random_state=0).fit(X, y, eval_set=(X_val, y_val))
     assert model.stopped_early_
     assert not model.interrupted_
     assert model.n_iter_ < 15
@@ -181,7 +181,7 @@ def test_target_accuracy_stops_early(sample, small) -> None:
 
 def test_eval_set_is_reported(small) -> None:
     X, y, X_test, y_test = small
-    model = CNN(epochs=2, rng=0).fit(X, y, eval_set=(X_test, y_test))
+    model = CNN(epochs=2, random_state=0).fit(X, y, eval_set=(X_test, y_test))
     assert len(model.history_["val_accuracy"]) == 2
     assert len(model.history_["val_loss"]) == 2
 
@@ -234,11 +234,11 @@ def test_automatic_settings_augment_only_long_runs(small) -> None:
     X, y, _, _ = small
 
     def first_epoch_accuracy(**settings) -> float:
-        return CNN(rng=0, **settings).fit(X, y, callback=_stop_after_one_epoch).history_["accuracy"][0]
+        return CNN(random_state=0, **settings).fit(X, y, callback=_stop_after_one_epoch).history_["accuracy"][0]
 
     # 600 images: epochs=None runs 30 epochs, so it augments; the first epoch of
     # a fit with augment=None is then the same as one with augment=True.
-    auto = CNN(rng=0).fit(X[::15], y[::15])  # 40 images, 1 step per epoch
+    auto = CNN(random_state=0).fit(X[::15], y[::15])  # 40 images, 1 step per epoch
     assert auto.n_iter_ == 30
     assert first_epoch_accuracy() == first_epoch_accuracy(augment=True)
     assert first_epoch_accuracy(epochs=3) == first_epoch_accuracy(epochs=3, augment=False)

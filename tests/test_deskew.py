@@ -88,7 +88,7 @@ def test_deskewing_lifts_linear_models_on_is_2(sample) -> None:
     """The classic fix: on raw pixels a linear "is it a 2" stops near 97.7%."""
     raw = sample.for_task("is-2")
     upright = raw.map_images(deskew_images, "deskewed")
-    for model in (Softmax(rng=0), Perceptron(rng=0)):
+    for model in (Softmax(random_state=0), Perceptron(random_state=0)):
         before = model.fit(raw.features("train"), raw.train_labels).score(
             raw.features("test"), raw.test_labels)
         after = model.fit(upright.features("train"), upright.train_labels).score(

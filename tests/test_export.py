@@ -37,20 +37,20 @@ CASES = {
     "majority": ("majority", {}, "all"),
     "template-dot": ("template", {}, "all"),
     "template-euclidean": ("template", {"metric": "euclidean"}, "all"),
-    "softmax": ("softmax", {"epochs": 3, "rng": 0}, "all"),
-    "softmax-binary": ("softmax", {"epochs": 3, "rng": 0}, "is-2"),
-    "mlp-relu-softmax": ("mlp", {"hidden": (16,), "epochs": 3, "rng": 0}, "all"),
+    "softmax": ("softmax", {"epochs": 3, "random_state": 0}, "all"),
+    "softmax-binary": ("softmax", {"epochs": 3, "random_state": 0}, "is-2"),
+    "mlp-relu-softmax": ("mlp", {"hidden": (16,), "epochs": 3, "random_state": 0}, "all"),
     "mlp-sigmoid-sigmoids": ("mlp", {"hidden": (16, 8), "activation": "sigmoid", "output": "sigmoid",
-                                     "loss": "squared-distance", "epochs": 3, "rng": 0}, "all"),
+                                     "loss": "squared-distance", "epochs": 3, "random_state": 0}, "all"),
     "mlp-tanh-one-sigmoid": ("mlp", {"hidden": (16,), "activation": "tanh", "output": "sigmoid",
-                                     "loss": "binary-cross-entropy", "epochs": 3, "rng": 0}, "is-2"),
-    "mlp-identity-none": ("mlp", {"hidden": (), "activation": "identity", "epochs": 3, "rng": 0},
+                                     "loss": "binary-cross-entropy", "epochs": 3, "random_state": 0}, "is-2"),
+    "mlp-identity-none": ("mlp", {"hidden": (), "activation": "identity", "epochs": 3, "random_state": 0},
                           "all"),
-    "perceptron": ("perceptron", {"epochs": 3, "rng": 0}, "all"),
-    "perceptron-binary": ("perceptron", {"epochs": 3, "rng": 0}, "is-2"),
-    "guess-and-check": ("guess-and-check", {"n_candidates": 200, "rng": 0}, "is-2"),
-    "cnn": ("cnn", {"epochs": 1, "width": 4, "dense": 16, "rng": 0}, "all"),
-    "cnn-tta": ("cnn", {"epochs": 1, "width": 4, "dense": 16, "tta": True, "rng": 0}, "all"),
+    "perceptron": ("perceptron", {"epochs": 3, "random_state": 0}, "all"),
+    "perceptron-binary": ("perceptron", {"epochs": 3, "random_state": 0}, "is-2"),
+    "guess-and-check": ("guess-and-check", {"n_candidates": 200, "random_state": 0}, "is-2"),
+    "cnn": ("cnn", {"epochs": 1, "width": 4, "dense": 16, "random_state": 0}, "all"),
+    "cnn-tta": ("cnn", {"epochs": 1, "width": 4, "dense": 16, "tta": True, "random_state": 0}, "all"),
 }
 
 
@@ -115,7 +115,7 @@ def test_onnxruntime_reads_digits_as_digitlab_does(name: str, splits, tmp_path: 
 def test_the_random_baseline_draws_scores_of_the_same_law(splits, tmp_path: Path) -> None:
     """Its scores come from NumPy's PCG64 seeded by a CRC-32 of the batch, which ONNX cannot
     compute: the graph draws k uniform scores per image instead, softmaxed as the model's."""
-    path = _saved(tmp_path, splits, "random", {"rng": 5}, "all")
+    path = _saved(tmp_path, splits, "random", {"random_state": 5}, "all")
     out = tmp_path / "random.onnx"
     export_onnx(path, out)
     X = np.zeros((3000, 784), dtype=np.float32)
@@ -159,7 +159,7 @@ def test_the_file_says_how_to_prepare_its_input(splits, tmp_path: Path) -> None:
 
 
 def test_cli_exports_a_model(splits, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = _saved(tmp_path, splits, "softmax", {"epochs": 2, "rng": 0}, "all")
+    path = _saved(tmp_path, splits, "softmax", {"epochs": 2, "random_state": 0}, "all")
     out = tmp_path / "deploy" / "digits.onnx"  # its folder is made
     assert main(["export", str(path), "--onnx", str(out)]) == 0
     printed = capsys.readouterr()
@@ -174,7 +174,7 @@ def test_cli_exports_a_model(splits, tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_cli_exports_a_cnn_without_noise(splits, tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     """torch's exporter logs and warns about its own internals: none of it reaches the user."""
-    path = _saved(tmp_path, splits, "cnn", {"epochs": 1, "width": 2, "dense": 4, "rng": 0}, "all")
+    path = _saved(tmp_path, splits, "cnn", {"epochs": 1, "width": 2, "dense": 4, "random_state": 0}, "all")
     assert main(["export", str(path), "--onnx", str(tmp_path / "cnn.onnx")]) == 0
     printed = capsys.readouterr()
     assert printed.out.startswith("wrote ")
@@ -239,7 +239,7 @@ def test_a_failed_export_leaves_nothing(splits, tmp_path: Path, monkeypatch,
 @pytest.mark.parametrize(("missing", "kind"), [("onnx", "majority"), ("onnxscript", "cnn")])
 def test_a_missing_extra_is_one_line(missing: str, kind: str, splits, tmp_path: Path,
                                      monkeypatch, capsys: pytest.CaptureFixture[str]) -> None:
-    settings = {"epochs": 1, "width": 2, "dense": 4, "rng": 0} if kind == "cnn" else {}
+    settings = {"epochs": 1, "width": 2, "dense": 4, "random_state": 0} if kind == "cnn" else {}
     path = _saved(tmp_path, splits, kind, settings, "all")
     monkeypatch.setitem(sys.modules, missing, None)  # import onnx(script) fails as if absent
     assert main(["export", str(path), "--onnx", str(tmp_path / "out.onnx")]) == 2
@@ -250,11 +250,11 @@ def test_a_missing_extra_is_one_line(missing: str, kind: str, splits, tmp_path: 
 
 
 @pytest.mark.parametrize(("kind", "settings", "tie_goes_to"), [
-    ("guess-and-check", {"n_candidates": 20, "rng": 0}, 1),  # w.x + b >= 0 is class 1
-    ("perceptron", {"epochs": 1, "rng": 0}, 1),
-    ("softmax", {"epochs": 1, "rng": 0}, 0),  # scores (0, z): argmax keeps class 0 at z = 0
+    ("guess-and-check", {"n_candidates": 20, "random_state": 0}, 1),  # w.x + b >= 0 is class 1
+    ("perceptron", {"epochs": 1, "random_state": 0}, 1),
+    ("softmax", {"epochs": 1, "random_state": 0}, 0),  # scores (0, z): argmax keeps class 0 at z = 0
     ("mlp", {"hidden": (4,), "output": "sigmoid", "loss": "binary-cross-entropy", "epochs": 1,
-             "rng": 0}, 0),
+             "random_state": 0}, 0),
 ])
 def test_a_score_of_exactly_zero_goes_the_models_way(kind: str, settings: dict, tie_goes_to: int,
                                                      splits, tmp_path: Path) -> None:

@@ -77,7 +77,7 @@ def test_the_check_can_fail(sample: Dataset) -> None:
     for version in (data, shuffled):
         as_validation = version.replace(validation_images=version.test_images,
                                         validation_labels=version.test_labels)
-        model = MODELS["cnn"](epochs=3, width=4, dense=16, target_accuracy=0.3, rng=1)
+        model = MODELS["cnn"](epochs=3, width=4, dense=16, target_accuracy=0.3, random_state=1)
         fit_model(model, as_validation)
         states.append(model.state_dict())
     assert any(not np.array_equal(states[0][k], states[1][k]) for k in states[0])
@@ -109,7 +109,7 @@ def test_early_stopping_watches_the_validation_data_it_is_given(kind: str, sampl
     """Keras's validation_data: with an eval_set nothing more is held out of X."""
     X, y = sample.features("train")[:400], sample.train_labels[:400]
     X_val, y_val = sample.features("train")[400:600], sample.train_labels[400:600]
-    settings = {"epochs": 3, "early_stopping": True, "rng": 0, **({"hidden": (8,)} if kind == "mlp" else {})}
+    settings = {"epochs": 3, "early_stopping": True, "random_state": 0, **({"hidden": (8,)} if kind == "mlp" else {})}
     with_val = MODELS[kind](**settings).fit(X, y, eval_set=(X_val, y_val))
     assert "holdout_loss" not in with_val.history_
     assert "val_loss" in with_val.history_

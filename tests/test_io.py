@@ -301,7 +301,7 @@ CLASS_CORRUPTIONS = {
 CLASS_FREE = {"random"}
 # Settings each kind refuses, and settings that give other shapes than the tensors'.
 BAD_SETTINGS = {
-    "random": {"rng": -1},
+    "random": {"random_state": -1},
     "template": {"metric": "cosine"},
     "guess-and-check": {"n_candidates": 0},
     "perceptron": {"epochs": 0},
@@ -516,3 +516,18 @@ def test_guess_and_check_files_from_before_the_engine_setting_load(saved_kinds, 
     assert loaded.get_params()["engine"] == "fast"
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
     np.testing.assert_array_equal(loaded.coef_, model.coef_)
+
+
+@pytest.mark.parametrize("kind", ["random", "softmax", "mlp", "cnn"])
+def test_files_from_before_random_state_load_with_their_rng_seed(kind, saved_kinds, tmp_path) -> None:
+    # The seed setting was called ``rng`` before it took scikit-learn's name.
+    path, model, X = saved_kinds[kind]
+    info, state = _read(path)
+    info["settings"]["rng"] = info["settings"].pop("random_state")
+    assert info["settings"]["rng"] == 0
+    older = tmp_path / "older.safetensors"
+    _sign(older, info, state)
+    loaded, _ = load_model(older)
+    assert loaded.get_params()["random_state"] == 0
+    assert "rng" not in loaded.get_params()
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))

@@ -142,7 +142,7 @@ def test_gradients_with_dropout(loss_name, output, k, activation) -> None:
 
 def test_dropout_is_off_when_predicting(digits) -> None:
     X, y, X_test, _ = digits
-    model = MLP(hidden=(32,), dropout=0.5, epochs=2, rng=0).fit(X, y)
+    model = MLP(hidden=(32,), dropout=0.5, epochs=2, random_state=0).fit(X, y)
     np.testing.assert_array_equal(model.predict_proba(X_test), model.predict_proba(X_test))
     network = Network(model.params_, "relu", dropout=0.5, rng=np.random.default_rng(0))
     np.testing.assert_allclose(network.forward(X_test), model.decision_function(X_test), rtol=1e-6)
@@ -246,19 +246,19 @@ def zero_vs_one(sample):
 
 def test_same_seed_gives_identical_weights(digits) -> None:
     X, y, _, _ = digits
-    settings = {"hidden": (16,), "epochs": 3, "rng": 7}
+    settings = {"hidden": (16,), "epochs": 3, "random_state": 7}
     first = MLP(**settings).fit(X, y).state_dict()
     second = MLP(**settings).fit(X, y).state_dict()
     assert first.keys() == second.keys()
     for name in first:
         np.testing.assert_array_equal(first[name], second[name])
-    other = MLP(**{**settings, "rng": 8}).fit(X, y).state_dict()
+    other = MLP(**{**settings, "random_state": 8}).fit(X, y).state_dict()
     assert not np.array_equal(first["W1"], other["W1"])
 
 
 def test_state_is_a_flat_dict_of_arrays(digits) -> None:
     X, y, X_test, _ = digits
-    model = MLP(hidden=(20, 12), epochs=2, rng=0).fit(X, y)
+    model = MLP(hidden=(20, 12), epochs=2, random_state=0).fit(X, y)
     state = model.state_dict()
     assert sorted(state) == ["W1", "W2", "W3", "b1", "b2", "b3", "classes_", "n_features_in_"]
     assert state["W1"].shape == (64, 20)
@@ -310,12 +310,12 @@ def test_bad_settings_are_refused_at_fit(settings, message) -> None:
 
 def test_hidden_may_be_empty_or_an_int(digits) -> None:
     X, y, X_test, y_test = digits
-    linear = MLP(hidden=(), epochs=20, lr=0.01, rng=0).fit(X, y)
+    linear = MLP(hidden=(), epochs=20, lr=0.01, random_state=0).fit(X, y)
     assert [w.shape for w in linear.coefs_] == [(64, 10)]
     assert linear.score(X_test, y_test) > 0.85  # softmax regression
     np.testing.assert_array_equal(linear.linear_weights(), linear.params_["W1"].T)
     assert linear.hidden_weights() is None
-    one = MLP(hidden=8, epochs=1, rng=0).fit(X, y)
+    one = MLP(hidden=8, epochs=1, random_state=0).fit(X, y)
     assert [w.shape for w in one.coefs_] == [(64, 8), (8, 10)]
     assert one.linear_weights() is None
     np.testing.assert_array_equal(one.hidden_weights(), one.params_["W1"].T)
@@ -323,7 +323,7 @@ def test_hidden_may_be_empty_or_an_int(digits) -> None:
 
 def test_identity_network_has_linear_weights(digits) -> None:
     X, y, X_test, _ = digits
-    model = MLP(hidden=(8,), activation="identity", epochs=2, rng=0).fit(X, y)
+    model = MLP(hidden=(8,), activation="identity", epochs=2, random_state=0).fit(X, y)
     weights = model.linear_weights()
     assert weights.shape == (10, 64)
     # scores minus their value at X = 0 are the pixels times the product of the weights
@@ -336,7 +336,7 @@ def test_digits_mlp_classic_random_weights(digits) -> None:
     """64-16-10 sigmoid with weights and biases from U[0, 1): the classic untrained network."""
     X, y, X_test, y_test = digits
     model = MLP(hidden=(16,), activation="sigmoid", output="sigmoid", loss="squared-distance",
-                init="uniform", epochs=0, rng=0).fit(X, y)
+                init="uniform", epochs=0, random_state=0).fit(X, y)
     assert model.n_iter_ == 0
     assert model.history_ == {}
     start = init_params((64, 16, 10), "uniform", "sigmoid", np.random.default_rng(0))
@@ -360,7 +360,7 @@ def test_digits_mlp_classic_random_weights(digits) -> None:
 def test_summary_counts_the_400_25_15_1_network(zero_vs_one) -> None:
     X, y, _, _ = zero_vs_one
     model = MLP(hidden=(25, 15), activation="sigmoid", output="sigmoid",
-                loss="binary-cross-entropy", epochs=1, rng=0).fit(X, y)
+                loss="binary-cross-entropy", epochs=1, random_state=0).fit(X, y)
     summary = model.summary()
     layers = summary["layers"]
     assert [(layer["inputs"], layer["units"]) for layer in layers] == [(400, 25), (25, 15), (15, 1)]
@@ -377,7 +377,7 @@ def test_zero_vs_one_recipe(zero_vs_one) -> None:
     X, y, X_test, y_test = zero_vs_one
     model = MLP(hidden=(25, 15), activation="sigmoid", output="sigmoid",
                 loss="binary-cross-entropy", optimizer="adam", lr=0.001, alpha=0.0,
-                epochs=20, tol=None, rng=0).fit(X, y)
+                epochs=20, tol=None, random_state=0).fit(X, y)
     assert model.n_iter_ == 20
     assert len(model.history_["loss"]) == 20
     assert model.history_["loss"][-1] < model.history_["loss"][0]
@@ -394,7 +394,7 @@ def test_relu_net_is_trained_by_plain_sgd(sample) -> None:
     settings = {"hidden": (500,), "activation": "relu", "output": "sigmoid",
                 "loss": "sigmoid-distance", "init": "normal", "optimizer": "sgd",
                 "momentum": 0.0, "lr": 50.0, "alpha": 0.0, "batch_size": 300, "epochs": 1,
-                "rng": 5}
+                "random_state": 5}
     model = MLP(**settings).fit(X, y)
     start = init_params((784, 500, 10), "normal", "relu", np.random.default_rng(5))
     assert start["W1"].std() == pytest.approx(1.0, rel=0.01)
@@ -411,7 +411,7 @@ def test_relu_net_is_trained_by_plain_sgd(sample) -> None:
 def test_diverging_training_keeps_a_usable_model(digits) -> None:
     X, y, X_test, _ = digits
     model = MLP(hidden=(32,), activation="relu", optimizer="sgd", momentum=0.9, lr=1e4,
-                init="normal", epochs=5, rng=0).fit(X, y)
+                init="normal", epochs=5, random_state=0).fit(X, y)
     assert all(np.all(np.isfinite(v)) for v in model.params_.values())
     assert np.all(np.isfinite(model.predict_proba(X_test)))
 
@@ -428,7 +428,7 @@ def test_keyboard_interrupt_leaves_a_fitted_model(digits) -> None:
         if progress.step == 2:
             raise KeyboardInterrupt
 
-    model = MLP(hidden=(32,), epochs=50, rng=0).fit(X, y, callback=callback)
+    model = MLP(hidden=(32,), epochs=50, random_state=0).fit(X, y, callback=callback)
     assert model.interrupted_
     assert seen == [1, 2]
     assert model.n_iter_ == 2
@@ -450,7 +450,7 @@ def test_bad_eval_set_is_refused_before_anything_changes(digits) -> None:
 def test_progress_reports_every_epoch_with_eval_set(digits) -> None:
     X, y, X_test, y_test = digits
     reports = []
-    model = MLP(hidden=(32,), epochs=4, tol=None, rng=0).fit(
+    model = MLP(hidden=(32,), epochs=4, tol=None, random_state=0).fit(
         X, y, callback=reports.append, eval_set=(X_test, y_test))
     assert [(r.stage, r.step, r.total) for r in reports] == [("epoch", i, 4) for i in range(1, 5)]
     assert set(reports[-1].logs) == {"loss", "accuracy", "val_loss", "val_accuracy"}
@@ -460,11 +460,11 @@ def test_progress_reports_every_epoch_with_eval_set(digits) -> None:
 
 def test_stops_when_training_loss_stalls_as_sklearn_does(digits) -> None:
     X, y, _, _ = digits
-    model = MLP(hidden=(16,), epochs=100, tol=10.0, n_iter_no_change=2, rng=0).fit(X, y)
+    model = MLP(hidden=(16,), epochs=100, tol=10.0, n_iter_no_change=2, random_state=0).fit(X, y)
     # epoch 1 improves on infinity; epochs 2 and 3 do not improve by more than tol
     assert model.n_iter_ == 3
     assert model.stopped_early_
-    never = MLP(hidden=(16,), epochs=5, tol=None, n_iter_no_change=1, rng=0).fit(X, y)
+    never = MLP(hidden=(16,), epochs=5, tol=None, n_iter_no_change=1, random_state=0).fit(X, y)
     assert never.n_iter_ == 5
     assert not never.stopped_early_
 
@@ -473,7 +473,7 @@ def test_early_stopping_restores_the_best_holdout_epoch(digits) -> None:
     X, y, _, _ = digits
     weights = []
     model = MLP(hidden=(32,), epochs=200, lr=0.01, early_stopping=True, validation_fraction=0.2,
-                n_iter_no_change=5, rng=0)
+                n_iter_no_change=5, random_state=0)
     model.fit(X, y, callback=lambda _: weights.append(model.params_["W1"].copy()))
     holdout = model.history_["holdout_accuracy"]
     assert model.stopped_early_
@@ -537,7 +537,7 @@ def test_contract_includes_mlp() -> None:
 
 @pytest.mark.slow
 def test_default_mlp_on_the_bundled_sample(sample) -> None:
-    model = MLP(rng=0).fit(sample.features("train"), sample.train_labels)
+    model = MLP(random_state=0).fit(sample.features("train"), sample.train_labels)
     assert model.score(sample.features("test"), sample.test_labels) >= 0.94
 
 
@@ -551,7 +551,7 @@ def test_digits_mlp_matches_sklearn_protocol(digits) -> None:
     fitted = _sklearn_mlp(X, y, hidden_layer_sizes=16, activation="logistic",
                           learning_rate_init=0.1, max_iter=100, random_state=1)
     reference = fitted.score(X_test, y_test)
-    settings = {**MLP.from_sklearn(fitted).get_params(), "rng": 0}
+    settings = {**MLP.from_sklearn(fitted).get_params(), "random_state": 0}
     assert settings["hidden"] == (16,)
     assert settings["lr"] == 0.1
     assert settings["batch_size"] == 200
@@ -572,4 +572,4 @@ DIGITS_BEST = {"hidden": (256, 128), "activation": "relu", "optimizer": "adam", 
 @pytest.mark.slow
 def test_digits_best_settings(digits) -> None:
     X, y, X_test, y_test = digits
-    assert MLP(rng=0, **DIGITS_BEST).fit(X, y).score(X_test, y_test) >= 0.975
+    assert MLP(random_state=0, **DIGITS_BEST).fit(X, y).score(X_test, y_test) >= 0.975

@@ -133,8 +133,8 @@ def test_a_refused_state_leaves_the_model_as_it_was(kind, small, small_binary,
 
 def test_random_scores_refuse_a_seed_numpy_refuses() -> None:
     # A negative seed used to be stored, then every predict raised numpy's ValueError.
-    with pytest.raises(SettingsError, match="rng must be None or an integer >= 0"):
-        RandomScores(rng=-1).fit(np.zeros((4, 3)), np.array([0, 1, 0, 1]))
+    with pytest.raises(SettingsError, match="random_state must be None or an integer >= 0"):
+        RandomScores(random_state=-1).fit(np.zeros((4, 3)), np.array([0, 1, 0, 1]))
 
 
 def test_bad_template_metric() -> None:
@@ -205,8 +205,10 @@ def test_two_classes_give_one_decision_score_per_sample(kind: str, sample) -> No
     from digitlab.models import MODELS
 
     data = sample.for_task("is-2").take("train", 0, 600).take("test", 0, 300)
-    settings = {"softmax": {"epochs": 3, "rng": 0}, "mlp": {"epochs": 3, "hidden": (8,), "rng": 0},
-                "perceptron": {"epochs": 3, "rng": 0}, "guess-and-check": {"n_candidates": 100, "rng": 0}}
+    settings = {"softmax": {"epochs": 3, "random_state": 0},
+                "mlp": {"epochs": 3, "hidden": (8,), "random_state": 0},
+                "perceptron": {"epochs": 3, "random_state": 0},
+                "guess-and-check": {"n_candidates": 100, "random_state": 0}}
     model = MODELS[kind](**settings.get(kind, {})).fit(data.features("train"), data.train_labels)
     scores = model.decision_function(data.features("test"))
     assert scores.shape == (300,)
@@ -224,7 +226,7 @@ def test_roc_auc_works_for_a_two_class_softmax(sample) -> None:
 
     data = sample.for_task("is-2")
     folds = StratifiedKFold(3, shuffle=True, random_state=0)
-    scores = cross_val_score(MODELS["softmax"](epochs=5, rng=0), data.features("train"),
+    scores = cross_val_score(MODELS["softmax"](epochs=5, random_state=0), data.features("train"),
                              data.train_labels, cv=folds, scoring="roc_auc")
     assert np.all(np.isfinite(scores))
     assert scores.min() > 0.9

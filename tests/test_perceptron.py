@@ -82,7 +82,7 @@ def test_guess_and_check_picks_exactly_what_the_plain_loop_picks(
     X, y = small_is2
     n_candidates = 400  # 97 does not divide it; 2048 is one (ramped) chunk sequence
     reference = plain_guess_and_check(X, y, n_candidates, seed)
-    model = GuessAndCheck(n_candidates=n_candidates, batch_size=batch_size, rng=seed).fit(X, y)
+    model = GuessAndCheck(n_candidates=n_candidates, batch_size=batch_size, random_state=seed).fit(X, y)
     assert int(model.best_candidate_) == reference["index"]
     assert float(model.best_train_accuracy_) == reference["count"] / len(y)
     # the very numbers the loop drew, bit for bit
@@ -112,7 +112,7 @@ def test_plain_engine_gives_the_fast_engines_model(small_is2) -> None:
     X, y = small_is2
     reports: dict[str, list[Progress]] = {"plain": [], "fast": []}
     models = {
-        engine: GuessAndCheck(n_candidates=300, engine=engine, rng=6).fit(
+        engine: GuessAndCheck(n_candidates=300, engine=engine, random_state=6).fit(
             X, y, callback=reports[engine].append
         )
         for engine in ("plain", "fast")
@@ -138,7 +138,7 @@ def test_plain_engine_ctrl_c_keeps_the_best_so_far(small_is2) -> None:
         if progress.stage == "candidates" and progress.step == 40:
             raise KeyboardInterrupt
 
-    model = GuessAndCheck(n_candidates=300, engine="plain", rng=1).fit(
+    model = GuessAndCheck(n_candidates=300, engine="plain", random_state=1).fit(
         X, y, callback=interrupt_at_40
     )
     assert model.interrupted_
@@ -152,7 +152,7 @@ def test_guess_and_check_other_ranges_match_the_plain_loop(small_is2) -> None:
     X, y = small_is2
     reference = plain_guess_and_check(X, y, 150, 3, weight_range=0.37, bias_range=2.5)
     model = GuessAndCheck(
-        n_candidates=150, weight_range=0.37, bias_range=2.5, batch_size=40, rng=3
+        n_candidates=150, weight_range=0.37, bias_range=2.5, batch_size=40, random_state=3
     ).fit(X, y)
     assert int(model.best_candidate_) == reference["index"]
     np.testing.assert_array_equal(model.coef_, reference["w"])
@@ -205,7 +205,7 @@ def test_float32_rounding_never_changes_a_count() -> None:
 def test_guess_and_check_on_the_edge_matches_the_float64_loop(batch_size) -> None:
     X, y, _, _ = _scores_on_the_edge()
     reference = plain_guess_and_check(X, y, 6, 5)
-    model = GuessAndCheck(n_candidates=6, batch_size=batch_size, rng=5).fit(X, y)
+    model = GuessAndCheck(n_candidates=6, batch_size=batch_size, random_state=5).fit(X, y)
     assert int(model.best_candidate_) == reference["index"]
     assert float(model.best_train_accuracy_) == reference["count"] / len(y)
 
@@ -216,7 +216,7 @@ def test_ties_go_to_the_first_candidate(batch_size) -> None:
     # so every candidate with b >= 0 ties, and so does every one with b < 0.
     X = np.zeros((10, 5), dtype=np.float32)
     y = np.array([1] * 7 + [0] * 3)
-    model = GuessAndCheck(n_candidates=50, batch_size=batch_size, rng=5).fit(X, y)
+    model = GuessAndCheck(n_candidates=50, batch_size=batch_size, random_state=5).fit(X, y)
     draws = np.random.default_rng(5)
     biases = [(draws.uniform(-1, 1, 5), draws.uniform(-20, 20))[1] for _ in range(50)]
     first_yes = next(i for i, b in enumerate(biases) if b >= 0)
@@ -227,7 +227,7 @@ def test_ties_go_to_the_first_candidate(batch_size) -> None:
 
 def test_predicts_yes_at_exactly_zero(small_is2) -> None:
     X, y = small_is2
-    model = GuessAndCheck(n_candidates=5, rng=0).fit(X, y)
+    model = GuessAndCheck(n_candidates=5, random_state=0).fit(X, y)
     state = model.state_dict()
     state["coef_"] = np.zeros_like(state["coef_"])
     state["intercept_"] = np.array(0.0)
@@ -239,7 +239,7 @@ def test_predicts_yes_at_exactly_zero(small_is2) -> None:
 def test_callback_reports_each_new_best_and_each_chunk(small_is2) -> None:
     X, y = small_is2
     reports: list[Progress] = []
-    model = GuessAndCheck(n_candidates=700, batch_size=100, rng=2).fit(
+    model = GuessAndCheck(n_candidates=700, batch_size=100, random_state=2).fit(
         X, y, callback=reports.append
     )
     bests = [p for p in reports if p.stage == "best"]
@@ -268,7 +268,7 @@ def test_ctrl_c_keeps_the_best_so_far(small_is2) -> None:
             if len(seen) == 2:
                 raise KeyboardInterrupt
 
-    model = GuessAndCheck(n_candidates=5000, batch_size=64, rng=0).fit(
+    model = GuessAndCheck(n_candidates=5000, batch_size=64, random_state=0).fit(
         X, y, callback=interrupt_after_two_chunks
     )
     assert model.n_tried_ == seen[-1] < 5000
@@ -294,7 +294,7 @@ def test_guess_and_check_refuses_more_than_two_classes() -> None:
         {"bias_range": float("inf")},
         {"batch_size": 0},
         {"engine": "turbo"},
-        {"rng": "seed"},
+        {"random_state": "seed"},
     ],
 )
 def test_guess_and_check_bad_settings(settings, small_is2) -> None:
@@ -306,9 +306,9 @@ def test_guess_and_check_bad_settings(settings, small_is2) -> None:
 
 def test_guess_and_check_same_seed_same_weights(small_is2) -> None:
     X, y = small_is2
-    first = GuessAndCheck(n_candidates=300, rng=4).fit(X, y)
-    again = GuessAndCheck(n_candidates=300, rng=4).fit(X, y)
-    other = GuessAndCheck(n_candidates=300, rng=5).fit(X, y)
+    first = GuessAndCheck(n_candidates=300, random_state=4).fit(X, y)
+    again = GuessAndCheck(n_candidates=300, random_state=4).fit(X, y)
+    other = GuessAndCheck(n_candidates=300, random_state=5).fit(X, y)
     for name in GuessAndCheck._state_names:
         np.testing.assert_array_equal(getattr(first, name), getattr(again, name))
     assert not np.array_equal(first.coef_, other.coef_)
@@ -317,7 +317,7 @@ def test_guess_and_check_same_seed_same_weights(small_is2) -> None:
 def test_guess_and_check_follows_the_binary_contract(is2) -> None:
     X, y, X_test, y_test = is2
     X, y = X[:600], y[:600]
-    model = GuessAndCheck(n_candidates=200, rng=0)
+    model = GuessAndCheck(n_candidates=200, random_state=0)
     with pytest.raises(NotFittedError):
         model.predict(X_test)
     assert model.fit(X, y) is model
@@ -335,7 +335,7 @@ def test_guess_and_check_follows_the_binary_contract(is2) -> None:
         np.dtype(np.int64),
     }
     assert not hasattr(clone(model), "classes_")
-    assert cross_val_score(GuessAndCheck(n_candidates=50, rng=0), X, y, cv=3).shape == (3,)
+    assert cross_val_score(GuessAndCheck(n_candidates=50, random_state=0), X, y, cv=3).shape == (3,)
     summary = model.summary()
     assert summary["kind"] == "guess-and-check"
     assert summary["n_parameters"] == 784 + 1 + 1 + 1
@@ -344,7 +344,7 @@ def test_guess_and_check_follows_the_binary_contract(is2) -> None:
 def test_guess_and_check_beats_the_majority_on_real_digits(is2) -> None:
     X, y, X_test, y_test = is2
     majority = Majority().fit(X, y).score(X_test, y_test)
-    model = GuessAndCheck(n_candidates=5000, rng=0).fit(X, y)
+    model = GuessAndCheck(n_candidates=5000, random_state=0).fit(X, y)
     assert majority == pytest.approx(0.90)
     assert float(model.best_train_accuracy_) > Majority().fit(X, y).score(X, y)
     assert majority < model.score(X_test, y_test) < 0.93  # "about 91%": barely better
@@ -366,7 +366,7 @@ def _separable(n=400, d=12, seed=0, margin=0.05):
 @pytest.mark.parametrize("averaged", [False, True])
 def test_perceptron_separates_separable_data(averaged) -> None:
     X, y = _separable()
-    model = Perceptron(averaged=averaged, epochs=200, rng=0).fit(X, y)
+    model = Perceptron(averaged=averaged, epochs=200, random_state=0).fit(X, y)
     assert model.score(X, y) == 1.0
     assert model.n_iter_ < 200  # stopped once it stopped improving
     if not averaged:
@@ -389,8 +389,8 @@ def test_perceptron_is_the_textbook_rule(averaged, n_classes) -> None:
 
 def test_learning_rate_only_scales_the_weights() -> None:
     X, y = _separable(seed=3, margin=0.0)
-    one = Perceptron(lr=1.0, averaged=False, rng=0).fit(X, y)
-    small = Perceptron(lr=0.125, averaged=False, rng=0).fit(X, y)
+    one = Perceptron(lr=1.0, averaged=False, random_state=0).fit(X, y)
+    small = Perceptron(lr=0.125, averaged=False, random_state=0).fit(X, y)
     np.testing.assert_allclose(small.coef_, one.coef_ * 0.125)
     np.testing.assert_array_equal(small.predict(X), one.predict(X))
 
@@ -405,8 +405,8 @@ def test_averaging_helps_on_noisy_held_out_data() -> None:
         flip = rng.random(1200) < 0.15  # label noise: no separating line exists
         y[flip] = 1 - y[flip]
         train, test = slice(0, 800), slice(800, None)
-        plain = Perceptron(averaged=False, epochs=10, tol=None, rng=seed).fit(X[train], y[train])
-        averaged = Perceptron(averaged=True, epochs=10, tol=None, rng=seed).fit(X[train], y[train])
+        plain = Perceptron(averaged=False, epochs=10, tol=None, random_state=seed).fit(X[train], y[train])
+        averaged = Perceptron(averaged=True, epochs=10, tol=None, random_state=seed).fit(X[train], y[train])
         assert not np.allclose(plain.coef_, averaged.coef_)
         plain_scores.append(plain.score(X[test], y[test]))
         averaged_scores.append(averaged.score(X[test], y[test]))
@@ -416,7 +416,7 @@ def test_averaging_helps_on_noisy_held_out_data() -> None:
 
 def test_perceptron_on_is_it_a_2(is2) -> None:
     X, y, X_test, y_test = is2
-    model = Perceptron(rng=0).fit(X, y)
+    model = Perceptron(random_state=0).fit(X, y)
     assert model.coef_.shape == (1, 784)
     assert model.intercept_.shape == (1,)
     assert model.score(X_test, y_test) >= 0.975  # about LogisticRegression's 0.977 here
@@ -428,7 +428,7 @@ def test_perceptron_on_is_it_a_2(is2) -> None:
 
 def test_perceptron_one_vs_rest_on_ten_digits(sample) -> None:
     X, y = sample.features("train"), sample.train_labels
-    model = Perceptron(rng=0).fit(X, y)
+    model = Perceptron(random_state=0).fit(X, y)
     assert model.coef_.shape == (10, 784)
     assert model.intercept_.shape == (10,)
     assert model.score(sample.features("test"), sample.test_labels) > 0.88
@@ -438,9 +438,9 @@ def test_perceptron_one_vs_rest_on_ten_digits(sample) -> None:
 
 def test_perceptron_same_seed_same_weights() -> None:
     X, y = _separable(seed=2, margin=0.0)
-    first = Perceptron(rng=7).fit(X, y)
-    again = Perceptron(rng=7).fit(X, y)
-    other = Perceptron(rng=8).fit(X, y)
+    first = Perceptron(random_state=7).fit(X, y)
+    again = Perceptron(random_state=7).fit(X, y)
+    other = Perceptron(random_state=8).fit(X, y)
     np.testing.assert_array_equal(first.coef_, again.coef_)
     np.testing.assert_array_equal(first.intercept_, again.intercept_)
     assert first.history_ == again.history_
@@ -450,7 +450,7 @@ def test_perceptron_same_seed_same_weights() -> None:
 def test_perceptron_reports_every_epoch() -> None:
     X, y = _separable(seed=4)
     reports: list[Progress] = []
-    model = Perceptron(epochs=30, rng=0).fit(X, y, callback=reports.append)
+    model = Perceptron(epochs=30, random_state=0).fit(X, y, callback=reports.append)
     assert [p.step for p in reports] == list(range(1, model.n_iter_ + 1))
     assert all(p.stage == "epoch" and p.total == 30 for p in reports)
     assert [p.logs["accuracy"] for p in reports] == model.history_["accuracy"]
@@ -467,7 +467,7 @@ def test_perceptron_reports_every_epoch() -> None:
         {"tol": -0.1},
         {"averaged": "yes"},
         {"shuffle": 1},
-        {"rng": 1.5},
+        {"random_state": 1.5},
     ],
 )
 def test_perceptron_bad_settings(settings) -> None:

@@ -78,7 +78,19 @@ def test_load_run_config_keeps_the_full_model_settings(mlp_run: Path) -> None:
     assert config.validation_fraction == 0.1
     assert config.settings["hidden"] == (16,)  # a tuple again, as the model takes it
     assert config.settings["lr"] == 0.002  # a default, pinned
-    assert "rng" not in config.settings  # follows --seed
+    assert "random_state" not in config.settings  # follows --seed
+
+
+def test_configs_from_before_random_state_replay_their_rng_seed(mlp_run: Path, tmp_path: Path) -> None:
+    # The seed setting was called ``rng`` before it took scikit-learn's name.
+    fields = json.loads((mlp_run / "config.json").read_text())
+    fields["model_settings"]["rng"] = fields["model_settings"].pop("random_state", None)
+    fields["settings"]["rng"] = 7
+    older = tmp_path / "config.json"
+    older.write_text(json.dumps(fields))
+    config = load_run_config(older)
+    assert config.settings["random_state"] == 7
+    assert "rng" not in config.settings
 
 
 @pytest.mark.parametrize(("content", "problem"), [

@@ -197,7 +197,7 @@ def test_minibatches_with_cosine_schedule_reach_the_optimum(optimizer: str, lr: 
     # 5 batches an epoch; the schedule takes the rate to 0, which removes the batch noise
     model = Softmax(
         optimizer=optimizer, lr=lr, batch_size=40, epochs=1000, lr_schedule="cosine",
-        alpha=1.0 / (C * len(X)), tol=None, rng=0,
+        alpha=1.0 / (C * len(X)), tol=None, random_state=0,
     ).fit(X, y)  # fmt: skip
     # measured 1e-4 (adam) and 1.5e-4 (sgd)
     np.testing.assert_allclose(model.predict_proba(X), reference.predict_proba(X), atol=1e-3)
@@ -209,21 +209,21 @@ def test_minibatches_with_cosine_schedule_reach_the_optimum(optimizer: str, lr: 
 def test_same_rng_int_gives_identical_weights() -> None:
     X, y = _blobs()
     settings = {"init": "normal", "batch_size": 16, "epochs": 3, "early_stopping": True}
-    first = Softmax(rng=5, **settings).fit(X, y)
-    second = Softmax(rng=5, **settings).fit(X, y)
+    first = Softmax(random_state=5, **settings).fit(X, y)
+    second = Softmax(random_state=5, **settings).fit(X, y)
     np.testing.assert_array_equal(first.coef_, second.coef_)
     np.testing.assert_array_equal(first.intercept_, second.intercept_)
     assert first.history_ == second.history_
     # the same model object refitted starts again from the same seed
     np.testing.assert_array_equal(first.fit(X, y).coef_, second.coef_)
-    other = Softmax(rng=6, **settings).fit(X, y)
+    other = Softmax(random_state=6, **settings).fit(X, y)
     assert not np.array_equal(other.coef_, first.coef_)
 
 
 def test_history_with_an_eval_set() -> None:
     X, y = _blobs(n=300)
     X_val, y_val = _blobs(n=100, seed=1)
-    model = Softmax(lr=0.01, epochs=6, tol=None, rng=0).fit(X, y, eval_set=(X_val, y_val))
+    model = Softmax(lr=0.01, epochs=6, tol=None, random_state=0).fit(X, y, eval_set=(X_val, y_val))
     assert set(model.history_) == {"loss", "accuracy", "val_loss", "val_accuracy"}
     assert all(len(values) == 6 for values in model.history_.values())
     assert model.n_iter_ == 6
@@ -272,7 +272,7 @@ def test_early_stopping_stops_and_restores_the_best_holdout_epoch(sample) -> Non
     X, y = sample.features("train")[:1500], sample.train_labels[:1500]
     # a far too high rate makes the held-out loss bounce, so its best epoch is not the last
     model = Softmax(
-        lr=0.1, batch_size=32, epochs=100, early_stopping=True, n_iter_no_change=3, rng=0
+        lr=0.1, batch_size=32, epochs=100, early_stopping=True, n_iter_no_change=3, random_state=0
     )
     weights = _fit_recording_weights(model, X, y)
     assert model.n_iter_ < 100
@@ -287,7 +287,7 @@ def test_early_stopping_stops_and_restores_the_best_holdout_epoch(sample) -> Non
 
 def test_without_early_stopping_the_last_weights_are_kept(sample) -> None:
     X, y = sample.features("train")[:1500], sample.train_labels[:1500]
-    model = Softmax(lr=0.1, batch_size=32, epochs=6, tol=None, rng=0)
+    model = Softmax(lr=0.1, batch_size=32, epochs=6, tol=None, random_state=0)
     weights = _fit_recording_weights(model, X, y)
     np.testing.assert_array_equal(model.coef_, weights[-1])
 
@@ -403,7 +403,7 @@ def test_bad_settings_raise_settings_error_at_fit(setting: str, value: object) -
 
 def test_is_it_a_two_on_the_sample(sample) -> None:
     task = sample.for_task("is-2")
-    model = Softmax(rng=0).fit(task.features("train"), task.train_labels)
+    model = Softmax(random_state=0).fit(task.features("train"), task.train_labels)
     accuracy = model.score(task.features("test"), task.test_labels)
     majority = max(np.mean(task.test_labels == c) for c in (0, 1))
     # measured 0.977-0.979 over seeds; scikit-learn's optimum for any C is <= 0.977
@@ -412,7 +412,7 @@ def test_is_it_a_two_on_the_sample(sample) -> None:
 
 
 def test_ten_digits_on_the_sample(sample) -> None:
-    model = Softmax(rng=0).fit(sample.features("train"), sample.train_labels)
+    model = Softmax(random_state=0).fit(sample.features("train"), sample.train_labels)
     # measured 0.916-0.918 over seeds; the target is 0.89
     assert model.score(sample.features("test"), sample.test_labels) >= 0.90
 
@@ -421,7 +421,7 @@ def test_diverging_training_keeps_a_usable_model() -> None:
     # The shared loop (training.MinibatchTrained) rolls overflowing weights back to
     # the last epoch whose loss was finite, for Softmax as for MLP.
     X, y = _blobs()
-    model = Softmax(optimizer="sgd", lr=1e36, epochs=5, tol=None, rng=0).fit(X, y)
+    model = Softmax(optimizer="sgd", lr=1e36, epochs=5, tol=None, random_state=0).fit(X, y)
     assert not np.isfinite(model.history_["loss"][0])
     assert model.stopped_early_ is True
     assert np.all(np.isfinite(model.coef_))

@@ -260,7 +260,7 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(handler=_cmd_serve)
 
 
-RUN_SETTINGS = ("rng", "validation_fraction")  # model settings the run sets itself
+RUN_SETTINGS = ("random_state", "validation_fraction")  # model settings the run sets itself
 
 
 def _add_model_settings(parser: argparse.ArgumentParser) -> None:
@@ -270,7 +270,7 @@ def _add_model_settings(parser: argparse.ArgumentParser) -> None:
     by_name: dict[str, list[tuple[str, Any]]] = {}
     for kind, cls in sorted(MODELS.items()):
         for param in inspect.signature(cls.__init__).parameters.values():
-            # rng is set by the run's --seed and validation_fraction by the run's own
+            # random_state is set by the run's --seed and validation_fraction by the run's own
             # --validation-fraction (the run carves the split); every other setting gets an option
             if param.kind is inspect.Parameter.KEYWORD_ONLY and param.name not in RUN_SETTINGS:
                 by_name.setdefault(param.name, []).append((kind, param.default))

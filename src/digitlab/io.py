@@ -149,8 +149,9 @@ def load_model(
     if info.kind not in MODELS:
         raise DataError(path, f"unknown model kind {info.kind!r}")
     cls = MODELS[info.kind]
-    _check_keywords(path, info.settings, cls, f"settings of a {info.kind!r} model")
-    model = cls(**python_settings(cls, info.settings))
+    settings = renamed_settings(info.settings)
+    _check_keywords(path, settings, cls, f"settings of a {info.kind!r} model")
+    model = cls(**python_settings(cls, settings))
     try:
         model.load_state_dict(state)  # checks the settings, then the arrays, then sets them
     except SettingsError as exc:
@@ -293,7 +294,7 @@ def _digest(text: str, state: dict[str, np.ndarray]) -> str:
 
 
 def json_settings(params: dict[str, Any]) -> dict[str, Any]:
-    """Settings as JSON values: tuples become lists, a Generator ``rng`` becomes None,
+    """Settings as JSON values: tuples become lists, a Generator ``random_state`` becomes None,
     NumPy scalars (also a dict's keys and values, as ``class_weight``'s) Python ones."""
     out: dict[str, Any] = {}
     for name, value in params.items():
@@ -312,6 +313,17 @@ def json_settings(params: dict[str, Any]) -> dict[str, Any]:
 
 def _python_scalar(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
+
+
+# Settings renamed since model files and run configurations were first written:
+# old name -> new name (the seed took scikit-learn's name, so its checks can set it).
+RENAMED_SETTINGS = {"rng": "random_state"}
+
+
+def renamed_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` under today's names (:data:`RENAMED_SETTINGS`), so older files still load."""
+    return {RENAMED_SETTINGS.get(name, name) if RENAMED_SETTINGS.get(name) not in settings
+            else name: value for name, value in settings.items()}
 
 
 def python_settings(cls: type[DigitClassifier], settings: dict[str, Any]) -> dict[str, Any]:

@@ -102,7 +102,7 @@ def two_detector(out: Path, report: Report) -> list[VariantResult]:
     shape = data.image_shape
 
     report("two-detector: guess-and-check, 5,000 candidates")
-    guess = GuessAndCheck(n_candidates=5000, weight_range=1.0, bias_range=20.0, rng=TWO_SEED)
+    guess = GuessAndCheck(n_candidates=5000, weight_range=1.0, bias_range=20.0, random_state=TWO_SEED)
     faithful = _measure("two-detector", "faithful", "Guess-and-check perceptron",
                         "MNIST sample as a PNG tree, is it a 2", "5,000 random w~U(-1,1), b~U(-20,20), seed 2024",
                         guess, X, y, X_test, y_test)
@@ -120,7 +120,7 @@ def two_detector(out: Path, report: Report) -> list[VariantResult]:
                                 baseline=metrics.majority_baseline(y, y))),
     ]
     report("two-detector: logistic regression")
-    logistic = Softmax(rng=TWO_SEED)
+    logistic = Softmax(random_state=TWO_SEED)
     fixed = _measure("two-detector", "fixed", "Logistic regression, read by balanced accuracy",
                      "MNIST sample as a PNG tree, is it a 2", "trained logistic model (Adam, L2)",
                      logistic, X, y, X_test, y_test)
@@ -154,7 +154,7 @@ def digits_mlp(out: Path, report: Report) -> list[VariantResult]:
 
     report("digits-mlp: random and template classifiers")
     for title, model_text, model in (
-        ("Random classifier", "ten random scores per image", RandomScores(rng=0)),
+        ("Random classifier", "ten random scores per image", RandomScores(random_state=0)),
         ("Template classifier", "dot product with each class's average image", Template()),
     ):
         result = _measure("digits-mlp", "faithful", title, text, model_text, model, X, y, X_test, y_test)
@@ -163,7 +163,7 @@ def digits_mlp(out: Path, report: Report) -> list[VariantResult]:
 
     report("digits-mlp: a random-weight 64-16-10 sigmoid network")
     untrained = MLP(hidden=(16,), activation="sigmoid", output="sigmoid", loss="squared-distance",
-                    init="uniform", rng=0)
+                    init="uniform", random_state=0)
     state = init_params((64, 16, 10), "uniform", "sigmoid", np.random.default_rng(0))
     untrained.load_state_dict({**state, "classes_": np.arange(10), "n_features_in_": np.array(64)})
     result = _measure("digits-mlp", "faithful", "Random-weight 64-16-10 sigmoid network", text,
@@ -190,7 +190,7 @@ def digits_mlp(out: Path, report: Report) -> list[VariantResult]:
     results.append(result)
 
     report("digits-mlp: digitlab's best settings")
-    best = MLP(rng=0, **BEST_DIGITS_MLP)
+    best = MLP(random_state=0, **BEST_DIGITS_MLP)
     result = _measure("digits-mlp", "fixed", "digitlab MLP, tuned", text,
                       ", ".join(f"{k}={v}" for k, v in BEST_DIGITS_MLP.items()), best, X, y, X_test, y_test)
     result.extra["squared_distance_cost"] = cost(best)
@@ -218,12 +218,12 @@ def softmax_recipe(out: Path, report: Report) -> list[VariantResult]:
     X, y, X_test, y_test = data.features("train"), data.train_labels, data.features("test"), data.test_labels
     text = "MNIST sample, ten digits"
     report("softmax: Adam(0.1), batch 64, 3 epochs")
-    faithful_model = Softmax(optimizer="adam", lr=0.1, batch_size=64, epochs=3, alpha=0.0, tol=None, rng=0)
+    faithful_model = Softmax(optimizer="adam", lr=0.1, batch_size=64, epochs=3, alpha=0.0, tol=None, random_state=0)
     faithful = _measure("softmax", "faithful", "784-10 softmax, Adam(0.1), 3 epochs", text,
                         "lr 0.1, batch 64, 3 epochs", faithful_model, X, y, X_test, y_test,
                         fit_options={"eval_set": (X_test, y_test)})
     report("softmax: tuned learning rate and enough epochs")
-    fixed_model = Softmax(rng=0)
+    fixed_model = Softmax(random_state=0)
     fixed = _measure("softmax", "fixed", "784-10 softmax, tuned", text,
                      "Adam lr 0.001, L2, up to 30 epochs with early stopping", fixed_model,
                      X, y, X_test, y_test, fit_options={"eval_set": (X_test, y_test)})
@@ -257,7 +257,7 @@ def zero_vs_one(out: Path, report: Report) -> list[VariantResult]:
     report("zero-vs-one: 400-25-15-1 sigmoid, binary cross-entropy, Adam(0.001), 20 epochs")
     network = MLP(hidden=(25, 15), activation="sigmoid", output="sigmoid", loss="binary-cross-entropy",
                   optimizer="adam", lr=0.001, batch_size=32, epochs=20, init="glorot", alpha=0.0,
-                  tol=None, rng=0)
+                  tol=None, random_state=0)
     faithful = _measure("zero-vs-one", "faithful", "400-25-15-1 sigmoid network", text,
                         "BCE, Adam(0.001), 20 epochs, batch 32", network, X, y, X_test, y_test,
                         fit_options={"eval_set": (X_test, y_test)})
@@ -272,7 +272,7 @@ def zero_vs_one(out: Path, report: Report) -> list[VariantResult]:
         ("learning_curves", "Loss and accuracy per epoch", plots.learning_curves(network.history_, val_label=TEST_CURVE)),
     ]
     report("zero-vs-one: logistic regression with 401 parameters")
-    logistic = Softmax(rng=0)
+    logistic = Softmax(random_state=0)
     fixed = _measure("zero-vs-one", "fixed", "Logistic regression (401 parameters)", text,
                      "one sigmoid unit on the pixels", logistic, X, y, X_test, y_test)
     fixed.extra["n_parameters"] = int(X.shape[1] + 1)
@@ -290,14 +290,14 @@ def relu_net(out: Path, report: Report) -> list[VariantResult]:
     report("relu-net: N(0,1) weights, sigmoid-then-distance loss, SGD lr 50, batch 1,000, 30 epochs")
     faithful_model = MLP(hidden=(500,), activation="relu", output="sigmoid", loss="sigmoid-distance",
                          optimizer="sgd", momentum=0.0, lr=50.0, batch_size=1000, epochs=30,
-                         init="normal", alpha=0.0, tol=None, rng=0)
+                         init="normal", alpha=0.0, tol=None, random_state=0)
     faithful = _measure("relu-net", "faithful", "784-500-10 ReLU, N(0,1), lr 50", text,
                         "sigmoid-distance loss, plain SGD lr 50, batch 1,000, 30 epochs",
                         faithful_model, X, y, X_test, y_test, fit_options={"eval_set": (X_test, y_test)})
     report("relu-net: He initialisation, cross-entropy, SGD lr 0.1 with momentum")
     fixed_model = MLP(hidden=(500,), activation="relu", output="softmax", loss="cross-entropy",
                       optimizer="sgd", momentum=0.9, lr=0.1, batch_size=128, epochs=15, init="he",
-                      alpha=1e-4, tol=None, rng=0)
+                      alpha=1e-4, tol=None, random_state=0)
     fixed = _measure("relu-net", "fixed", "784-500-10 ReLU, He init, cross-entropy", text,
                      "cross-entropy, SGD lr 0.1 momentum 0.9, batch 128, 15 epochs", fixed_model,
                      X, y, X_test, y_test, fit_options={"eval_set": (X_test, y_test)})

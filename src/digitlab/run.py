@@ -196,7 +196,7 @@ def validation_fraction_of(config: RunConfig) -> float:
 
 
 def build_model(config: RunConfig) -> DigitClassifier:
-    """The configured model; ``--seed`` seeds it unless an ``rng`` setting was given."""
+    """The configured model; ``--seed`` seeds it unless a ``random_state`` setting was given."""
     if config.model not in MODELS:
         raise SettingsError(f"unknown model {config.model!r}: choose from {', '.join(MODELS)}")
     cls = MODELS[config.model]
@@ -206,8 +206,8 @@ def build_model(config: RunConfig) -> DigitClassifier:
         options = ", ".join("--" + name.replace("_", "-") for name in foreign)
         raise SettingsError(f"model {config.model!r} has no setting {options}")
     settings = dict(config.settings)
-    if "rng" in accepted and settings.get("rng") is None:
-        settings["rng"] = config.seed
+    if "random_state" in accepted and settings.get("random_state") is None:
+        settings["random_state"] = config.seed
     return cls(**settings)
 
 
@@ -367,7 +367,7 @@ def load_run_config(path: str | os.PathLike[str]) -> RunConfig:
     """The :class:`RunConfig` of a run's ``config.json``, to replay it: the same settings,
     the model's full settings included, give the same model file."""
     from digitlab.data.files import read_file
-    from digitlab.io import python_settings
+    from digitlab.io import python_settings, renamed_settings
 
     text = read_file(path, limit=MAX_CONFIG_BYTES)
     try:
@@ -387,10 +387,11 @@ def load_run_config(path: str | os.PathLike[str]) -> RunConfig:
     if cls is None:
         raise DataError(path, f"unknown model {fields['model']!r}: choose from {', '.join(MODELS)}")
     # Every setting the run used, defaults included, so that a later digitlab with other
-    # defaults replays the same model; rng follows --seed unless the run set it.
-    settings = python_settings(cls, {**full, **fields.get("settings", {})})
-    if "rng" not in fields.get("settings", {}):
-        settings.pop("rng", None)
+    # defaults replays the same model; random_state follows --seed unless the run set it.
+    chosen = renamed_settings(fields.get("settings", {}))
+    settings = python_settings(cls, {**renamed_settings(full), **chosen})
+    if "random_state" not in chosen:
+        settings.pop("random_state", None)
     try:
         return RunConfig(**{**fields, "settings": settings})
     except TypeError as exc:

@@ -46,12 +46,12 @@ class RandomScores(DigitClassifier):
 
     Each image gets ``n_classes`` scores drawn uniformly from [0, 1); the largest
     wins, so accuracy is about 1 / n_classes. Scores are drawn from a generator
-    seeded by ``rng`` and the bytes of ``X``, so the same images always get the
+    seeded by ``random_state`` and the bytes of ``X``, so the same images always get the
     same answer (reproducible figures) while different images get different ones.
 
     Parameters
     ----------
-    rng : int, optional
+    random_state : int, optional
         Seed of the scores. (Only an int or None: the scores must not depend on
         how often ``predict`` was called.)
     """
@@ -60,21 +60,21 @@ class RandomScores(DigitClassifier):
     default_validation: ClassVar[float] = 0.0  # chooses nothing
     _state_names: ClassVar[tuple[str, ...]] = ("seed_",)
 
-    def __init__(self, *, rng: int | None = None) -> None:
-        self.rng = rng
+    def __init__(self, *, random_state: int | None = None) -> None:
+        self.random_state = random_state
 
     def _check_settings(self) -> None:
-        rng = self.rng
+        rng = self.random_state
         # The seed of every prediction: numpy takes non-negative integers only.
         if rng is not None and (not isinstance(rng, Integral) or isinstance(rng, bool) or rng < 0):
-            raise SettingsError(f"rng must be None or an integer >= 0, got {rng!r}")
+            raise SettingsError(f"random_state must be None or an integer >= 0, got {rng!r}")
 
     def _state_spec(self, n_features: int, n_classes: int) -> dict[str, ArraySpec]:
         return {"seed_": ArraySpec((), "int", values="non-negative")}
 
     def _fit(self, X: np.ndarray, y_index: np.ndarray) -> None:
         self._check_settings()
-        seed = self.rng if self.rng is not None else np.random.default_rng().integers(2**32)
+        seed = self.random_state if self.random_state is not None else np.random.default_rng().integers(2**32)
         self.seed_ = np.array(seed, dtype=np.int64)
 
     def _scores(self, X: np.ndarray) -> np.ndarray:

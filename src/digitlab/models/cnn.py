@@ -179,7 +179,7 @@ class CNN(DigitClassifier):
         (n_classes * count_c)``, as scikit-learn's ``class_weight``; a dict
         gives weights by label (1 for labels it leaves out). ``val_loss`` is
         not weighted.
-    rng : int, Generator or None
+    random_state : int, Generator or None
         Seeds initialisation, shuffling and augmentation; an int gives the same
         weights at every fit on the CPU.
 
@@ -228,7 +228,7 @@ class CNN(DigitClassifier):
         target_accuracy: float | None = None,
         device: str = "cpu",
         class_weight: str | dict[int, float] | None = None,
-        rng: int | np.random.Generator | None = None,
+        random_state: int | np.random.Generator | None = None,
     ) -> None:
         self.epochs = epochs
         self.batch_size = batch_size
@@ -242,7 +242,7 @@ class CNN(DigitClassifier):
         self.target_accuracy = target_accuracy
         self.device = device
         self.class_weight = class_weight
-        self.rng = rng
+        self.random_state = random_state
 
     # ------------------------------------------------------------ fit
 
@@ -292,7 +292,7 @@ class CNN(DigitClassifier):
             X_val, val_index = self._encode_eval_set(eval_set)
             val = (_to_images(X_val, side, device), torch.from_numpy(val_index).to(device))
 
-        seed = int(np.random.default_rng(self.rng).integers(2**63 - 1))
+        seed = int(np.random.default_rng(self.random_state).integers(2**63 - 1))
         generator = torch.Generator().manual_seed(seed)
         # Initialise from our own seed without touching torch's global generator.
         with torch.random.fork_rng(devices=[]):

@@ -118,7 +118,7 @@ class GuessAndCheck(DigitClassifier):
     engine : {"fast", "plain"}
         ``"plain"`` runs :func:`guess_and_check_plain`, one candidate at a time;
         ``"fast"`` runs the speed engine. Both give the same model.
-    rng : int, numpy.random.Generator or None
+    random_state : int, numpy.random.Generator or None
         The random numbers. An int gives the same candidates, and so the same
         weights, on every fit.
 
@@ -157,14 +157,14 @@ class GuessAndCheck(DigitClassifier):
         bias_range: float = 20.0,
         batch_size: int = 2048,
         engine: str = "fast",
-        rng: int | np.random.Generator | None = None,
+        random_state: int | np.random.Generator | None = None,
     ) -> None:
         self.n_candidates = n_candidates
         self.weight_range = weight_range
         self.bias_range = bias_range
         self.batch_size = batch_size
         self.engine = engine
-        self.rng = rng
+        self.random_state = random_state
 
     def fit(
         self, X: np.ndarray, y: np.ndarray, *, callback: Callback | None = None
@@ -193,7 +193,7 @@ class GuessAndCheck(DigitClassifier):
             )
         best = BestSoFar(len(X), X.shape[1], n_candidates, callback)
         search: dict[str, Any] = {"weight_range": weight_range, "bias_range": bias_range,
-                                  "rng": _make_rng(self.rng), "best": best}
+                                  "rng": _make_rng(self.random_state), "best": best}
         self.interrupted_ = False
         try:
             if self.engine == "plain":
@@ -215,7 +215,7 @@ class GuessAndCheck(DigitClassifier):
 
     def _check_settings(self) -> tuple[int, int, float, float]:
         """``(n_candidates, batch_size, weight_range, bias_range)``, checked; the rest too."""
-        _make_rng(self.rng)  # only checked: a Generator comes back as it is, nothing drawn
+        _make_rng(self.random_state)  # only checked: a Generator comes back as it is, nothing drawn
         if self.engine not in ENGINES:
             raise SettingsError(f"engine must be one of {ENGINES}, got {self.engine!r}")
         return (

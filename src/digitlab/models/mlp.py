@@ -132,7 +132,7 @@ class MLP(MinibatchTrained, DigitClassifier):
         ``n_samples / (n_classes * count_c)``; a dict gives weights by label
         (1 for labels it leaves out). The training and hold-out losses are
         weighted; ``val_loss`` is not.
-    rng : int, Generator or None
+    random_state : int, Generator or None
         Seeds initialisation, shuffling and the hold-out; an int gives the
         same weights at every fit.
 
@@ -193,7 +193,7 @@ class MLP(MinibatchTrained, DigitClassifier):
         early_stopping: bool = False,
         validation_fraction: float = 0.1,
         class_weight: str | dict[int, float] | None = None,
-        rng: int | np.random.Generator | None = None,
+        random_state: int | np.random.Generator | None = None,
     ) -> None:
         self.hidden = hidden
         self.activation = activation
@@ -213,7 +213,7 @@ class MLP(MinibatchTrained, DigitClassifier):
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.class_weight = class_weight
-        self.rng = rng
+        self.random_state = random_state
 
     # ------------------------------------------------------------ fit
 
@@ -505,7 +505,7 @@ class MLP(MinibatchTrained, DigitClassifier):
             n_iter_no_change=int(fitted.n_iter_no_change),
             early_stopping=bool(fitted.early_stopping),
             validation_fraction=float(fitted.validation_fraction),
-            rng=int(fitted.random_state) if isinstance(fitted.random_state, Integral) else None,
+            random_state=int(fitted.random_state) if isinstance(fitted.random_state, Integral) else None,
         )
         state: dict[str, np.ndarray] = {}
         for i, (W, b) in enumerate(zip(fitted.coefs_, fitted.intercepts_, strict=True), start=1):

@@ -64,7 +64,7 @@ class Perceptron(DigitClassifier):
         scikit-learn's ``class_weight``): ``"balanced"`` weighs class ``c`` by
         ``n_samples / (n_classes * count_c)``; a dict gives weights by label (1
         for labels it leaves out). Which samples are mistakes is unchanged.
-    rng : int, numpy.random.Generator or None
+    random_state : int, numpy.random.Generator or None
         The shuffling order. An int gives identical weights on every fit.
 
     Attributes
@@ -96,7 +96,7 @@ class Perceptron(DigitClassifier):
         tol: float | None = 1e-3,
         n_iter_no_change: int = 5,
         class_weight: str | dict[int, float] | None = None,
-        rng: int | np.random.Generator | None = None,
+        random_state: int | np.random.Generator | None = None,
     ) -> None:
         self.lr = lr
         self.epochs = epochs
@@ -105,7 +105,7 @@ class Perceptron(DigitClassifier):
         self.tol = tol
         self.n_iter_no_change = n_iter_no_change
         self.class_weight = class_weight
-        self.rng = rng
+        self.random_state = random_state
 
     def fit(self, X: np.ndarray, y: np.ndarray, *, callback: Callback | None = None) -> Perceptron:
         """Train on ``X`` (n_samples, n_features) and ``y`` (n_samples,).
@@ -126,7 +126,7 @@ class Perceptron(DigitClassifier):
         n_classes = len(self.classes_)
         if n_classes < 2:
             raise SettingsError(f"the perceptron needs at least two classes, got {n_classes}")
-        rng = _make_rng(self.rng)
+        rng = _make_rng(self.random_state)
 
         n = len(X)
         # Two classes: one output, +1 for classes_[1]. More: one output per class.
@@ -177,7 +177,7 @@ class Perceptron(DigitClassifier):
             if not isinstance(getattr(self, name), bool | np.bool_):
                 raise SettingsError(f"{name} must be True or False, got {getattr(self, name)!r}")
         check_class_weight(self.class_weight)
-        _make_rng(self.rng)  # only checked: a Generator comes back as it is, nothing drawn
+        _make_rng(self.random_state)  # only checked: a Generator comes back as it is, nothing drawn
         return (
             _check_real("lr", self.lr, positive=True),
             _check_int("epochs", self.epochs, 1),
@@ -344,4 +344,4 @@ def _make_rng(rng: object) -> np.random.Generator:
     try:
         return np.random.default_rng(rng)  # type: ignore[arg-type]
     except (TypeError, ValueError) as exc:
-        raise SettingsError(f"rng must be an int, a numpy Generator or None, got {rng!r}") from exc
+        raise SettingsError(f"random_state must be an int, a numpy Generator or None, got {rng!r}") from exc

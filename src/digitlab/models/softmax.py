@@ -153,7 +153,7 @@ class Softmax(MinibatchTrained, DigitClassifier):
         one; a dict gives weights by label (1 for labels it leaves out). The
         training loss and the loss early stopping watches are weighted; a
         ``val_loss`` only reported is not.
-    rng : int, numpy Generator or None
+    random_state : int, numpy Generator or None
         Seeds the shuffling, the hold-out and a ``"normal"`` start; an int
         gives identical weights on every fit.
 
@@ -212,7 +212,7 @@ class Softmax(MinibatchTrained, DigitClassifier):
         early_stopping: bool = False,
         validation_fraction: float = 0.1,
         class_weight: str | dict[int, float] | None = None,
-        rng: int | np.random.Generator | None = None,
+        random_state: int | np.random.Generator | None = None,
     ) -> None:
         self.optimizer = optimizer
         self.lr = lr
@@ -227,7 +227,7 @@ class Softmax(MinibatchTrained, DigitClassifier):
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.class_weight = class_weight
-        self.rng = rng
+        self.random_state = random_state
 
     # ------------------------------------------------------------------ fit
 

@@ -200,7 +200,7 @@ class MinibatchTrained:
     early_stopping: bool
     validation_fraction: float
     class_weight: str | dict[int, float] | None
-    rng: int | np.random.Generator | None
+    random_state: int | np.random.Generator | None
     classes_: np.ndarray
 
     def _train(
@@ -226,7 +226,7 @@ class MinibatchTrained:
         eval_set : (X_val, val_index), optional
             Checked features and class positions of the validation data.
         """
-        rng = np.random.default_rng(self.rng)
+        rng = np.random.default_rng(self.random_state)
         # Per-class weights from the whole training set (None: unweighted).
         weights = class_weights(self.class_weight, self.classes_, y_index)
 
