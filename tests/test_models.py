@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from sklearn.base import clone
@@ -12,6 +14,7 @@ from sklearn.preprocessing import FunctionTransformer
 
 from digitlab.errors import SettingsError
 from digitlab.models import MODELS, Majority, RandomScores, Template
+from digitlab.models.settings import Flag, Integer, LayerSizes, Number, OneOf, Seed
 
 
 def _arrays(data):
@@ -245,3 +248,47 @@ def test_one_class_is_refused_before_fitting_in_scikit_learns_words(kind: str) -
 def test_a_two_class_model_refuses_ten_as_a_setting() -> None:
     with pytest.raises(SettingsError, match="only binary classification is supported"):
         MODELS["guess-and-check"](n_candidates=3).fit(np.zeros((10, 4)), np.arange(10))
+
+
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_every_setting_is_declared_once_as_data(kind) -> None:
+    # settings_spec lists exactly the __init__ settings: none unchecked, none stale.
+    cls = MODELS[kind]
+    assert set(cls.settings_spec) == set(cls().get_params(deep=False))
+    for name, value in cls().get_params(deep=False).items():
+        assert cls.settings_spec[name].allows(value), f"the default of {name} is refused"
+
+
+@pytest.mark.parametrize(("setting", "good", "bad", "message"), [
+    (Integer(1), [1, 7, np.int64(3)], [0, 2.5, True, "1", None], "an integer >= 1"),
+    (Integer(0, none=True), [0, None], [-1, 1.0], "an integer >= 0 or None"),
+    (Number(0.0, closed="neither"), [1e-9, 5, 0.5], [0, -1, float("nan"), float("inf"), True, "1"],
+     "a number > 0"),
+    (Number(0.0, 1.0, closed="left"), [0.0, 0.99], [1.0, -0.1], "a number in [0, 1)"),
+    (Number(0.0, 1.0, closed="right", none=True), [1.0, None], [0.0], "a number in (0, 1] or None"),
+    (Flag(), [True, False, np.bool_(True)], [None, 1, "yes"], "True or False"),
+    (OneOf(("a", "b")), ["a", "b"], ["c", None, 1], "one of 'a', 'b'"),
+    (Seed(), [None, 0, 5, np.random.default_rng(0)], [-1, 1.5, "0"],
+     "None, an integer >= 0 or a numpy Generator"),
+    (Seed(generator=False), [None, 3], [np.random.default_rng(0)], "None or an integer >= 0"),
+    (LayerSizes(), [(), (16,), [25, 15], 8], [(0,), "16", (1.5,), None], "a tuple of positive"),
+])
+def test_settings_allow_what_they_say(setting, good, bad, message) -> None:
+    for value in good:
+        setting.check("x", value)
+    for value in bad:
+        with pytest.raises(SettingsError, match=f"^x must be {re.escape(message)}"):
+            setting.check("x", value)
+
+
+@pytest.mark.parametrize("kind", ["template", "perceptron", "softmax", "mlp", "guess-and-check"])
+def test_a_bad_setting_leaves_a_fitted_model_as_it_was(kind, sample, seeded_model) -> None:
+    data = sample.for_task("is-2") if MODELS[kind].binary_only else sample
+    X, y = data.features("train")[:300], data.train_labels[:300]
+    model = seeded_model(kind).fit(X, y)
+    before = model.state_dict()
+    name = next(iter(sorted(model.settings_spec)))
+    model.set_params(**{name: "not a setting"})
+    with pytest.raises(SettingsError, match=f"^{name} must be"):
+        model.fit(X[:100], y[:100])
+    assert all(np.array_equal(before[key], value) for key, value in model.state_dict().items())

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import math
-import numbers
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -32,6 +30,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
 
 from digitlab.errors import DataWarning, SettingsError
+from digitlab.models.settings import ClassWeight, Setting, check_settings
 
 # Floating arrays may be either: models fit in float32, MLP.from_sklearn keeps float64.
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -67,6 +66,8 @@ class DigitClassifier(ClassifierMixin, BaseEstimator):
     # Share of the train images a training run holds out as validation for what it
     # chooses (the kept epoch, early stopping, calibration); 0 for models that choose nothing.
     default_validation: ClassVar[float] = 0.1
+    # What each ``__init__`` setting may be (models/settings.py), checked before any fit.
+    settings_spec: ClassVar[Mapping[str, Setting]] = {}
     _state_names: ClassVar[tuple[str, ...]] = ()
 
     # ------------------------------------------------------------ fit / predict
@@ -76,11 +77,14 @@ class DigitClassifier(ClassifierMixin, BaseEstimator):
         return self._checked_fit(X, y)
 
     def _checked_fit(self, X: np.ndarray, y: np.ndarray, **fit_options: Any) -> DigitClassifier:
-        """Check ``X`` and ``y``, encode the labels, then ``_fit(X, y_index, **fit_options)``.
+        """Check the settings, ``X`` and ``y``, encode the labels, then ``_fit(X, y_index,
+        **fit_options)``; nothing changes before every check has passed.
 
         Subclasses whose ``fit`` takes options (``callback``, ``eval_set``) name
-        them in their own ``fit`` and pass them through here.
+        them in their own ``fit`` and pass them through here; an ``eval_set``
+        reaches ``_fit`` checked, its labels as positions in ``classes_``.
         """
+        self._check_settings()  # first: a bad setting leaves a fitted model as it was
         X, y = check_labels(X, y, self)
         X = self._check_features(X, fitting=True)
         classes, y_index = np.unique(y, return_inverse=True)
@@ -88,17 +92,23 @@ class DigitClassifier(ClassifierMixin, BaseEstimator):
         if "class_weight" in self.get_params(deep=False):
             # a dict's labels are checked against y's before any state changes
             class_weights(self.class_weight, classes, y_index)
+        if fit_options.get("eval_set") is not None:
+            fit_options["eval_set"] = self._encode_eval_set(fit_options["eval_set"], classes,
+                                                            X.shape[1])
         self.classes_ = classes
         self.n_features_in_ = X.shape[1]
         self._fit(X, y_index.astype(np.int64), **fit_options)
         return self
 
     def _encode_eval_set(
-        self, eval_set: tuple[np.ndarray, np.ndarray]
+        self, eval_set: tuple[np.ndarray, np.ndarray], classes: np.ndarray, n_features: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Checked features of ``eval_set`` and its labels' positions in ``classes_``."""
-        X_val = self._check_features(eval_set[0])
-        return X_val, label_positions(self.classes_, eval_set[1], len(X_val), what="eval_set labels")
+        """``eval_set`` checked as ``X`` is, and its labels' positions in ``classes``: done
+        before fitting changes anything, so a bad eval_set leaves a fitted model as it was."""
+        X_val = check_array(eval_set[0], dtype=np.float32, estimator=self)
+        if X_val.shape[1] != n_features:
+            raise ValueError(f"eval_set has {X_val.shape[1]} features, X has {n_features}")
+        return X_val, label_positions(classes, eval_set[1], len(X_val), what="eval_set labels")
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         """Scores as scikit-learn gives them: shape (n_samples, n_classes), the largest
@@ -212,10 +222,14 @@ class DigitClassifier(ClassifierMixin, BaseEstimator):
     def _fit(self, X: np.ndarray, y_index: np.ndarray) -> None:
         raise NotImplementedError
 
-    def _check_settings(self) -> object:
-        """Raise SettingsError for a setting this model cannot take (a model without
-        settings has nothing to check); subclasses may return the checked values."""
-        return None
+    def _check_settings(self) -> None:
+        """Raise SettingsError for a setting ``settings_spec`` does not allow, then for
+        settings that do not go together (:meth:`_check_combination`)."""
+        check_settings(self.settings_spec, self.get_params(deep=False), type(self).__name__)
+        self._check_combination()
+
+    def _check_combination(self) -> None:
+        """Raise SettingsError for settings each allowed but not together (none by default)."""
 
     def _state_spec(self, n_features: int, n_classes: int) -> dict[str, ArraySpec]:
         """The learned arrays besides ``classes_`` and ``n_features_in_``, by name, for
@@ -369,24 +383,6 @@ def label_positions(classes: np.ndarray, y: np.ndarray, n: int, *, what: str = "
     return index.astype(np.int64)
 
 
-def check_class_weight(class_weight: object) -> None:
-    """SettingsError unless ``class_weight`` is None, ``"balanced"`` or a dict of
-    label -> positive finite weight (scikit-learn's ``class_weight``); the dict's
-    labels are checked against the training labels at fit time."""
-    if class_weight is None or (isinstance(class_weight, str) and class_weight == "balanced"):
-        return
-    if not isinstance(class_weight, Mapping):
-        raise SettingsError(
-            f"class_weight must be None, 'balanced' or a dict of label -> weight, got {class_weight!r}"
-        )
-    for label, weight in class_weight.items():
-        if not (isinstance(weight, numbers.Real) and not isinstance(weight, bool)
-                and 0 < float(weight) < math.inf):
-            raise SettingsError(
-                f"class_weight of {label!r} must be a positive number, got {weight!r}"
-            )
-
-
 def class_weights(class_weight: object, classes: np.ndarray, y_index: np.ndarray) -> np.ndarray | None:
     """The weight of each class, shape (n_classes,), or None when every weight is 1.
 
@@ -395,7 +391,7 @@ def class_weights(class_weight: object, classes: np.ndarray, y_index: np.ndarray
     weigh 1. None for all-ones weights (as ``"balanced"`` gives on equal
     counts), so the models then run their unweighted computation, bit for bit.
     """
-    check_class_weight(class_weight)
+    ClassWeight().check("class_weight", class_weight)
     if class_weight is None:
         return None
     if isinstance(class_weight, Mapping):

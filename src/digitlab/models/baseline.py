@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import zlib
-from numbers import Integral
 from typing import ClassVar
 
 import numpy as np
 
-from digitlab.errors import SettingsError
 from digitlab.models.base import ArraySpec, DigitClassifier
+from digitlab.models.settings import Seed, SettingsSpec
 
 
 class Majority(DigitClassifier):
@@ -58,22 +57,17 @@ class RandomScores(DigitClassifier):
 
     kind: ClassVar[str] = "random"
     default_validation: ClassVar[float] = 0.0  # chooses nothing
+    # The seed of every prediction, so an int: a Generator's draws would change them.
+    settings_spec: ClassVar[SettingsSpec] = {"random_state": Seed(generator=False)}
     _state_names: ClassVar[tuple[str, ...]] = ("seed_",)
 
     def __init__(self, *, random_state: int | None = None) -> None:
         self.random_state = random_state
 
-    def _check_settings(self) -> None:
-        rng = self.random_state
-        # The seed of every prediction: numpy takes non-negative integers only.
-        if rng is not None and (not isinstance(rng, Integral) or isinstance(rng, bool) or rng < 0):
-            raise SettingsError(f"random_state must be None or an integer >= 0, got {rng!r}")
-
     def _state_spec(self, n_features: int, n_classes: int) -> dict[str, ArraySpec]:
         return {"seed_": ArraySpec((), "int", values="non-negative")}
 
     def _fit(self, X: np.ndarray, y_index: np.ndarray) -> None:
-        self._check_settings()
         seed = self.random_state if self.random_state is not None else np.random.default_rng().integers(2**32)
         self.seed_ = np.array(seed, dtype=np.int64)
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -38,7 +37,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from digitlab.errors import SettingsError
 from digitlab.lazy_import import lazy_import
-from digitlab.models.base import ArraySpec, DigitClassifier, check_class_weight, class_weights
+from digitlab.models.base import ArraySpec, DigitClassifier, class_weights
+from digitlab.models.settings import ClassWeight, Flag, Integer, Number, OneOf, Seed, SettingsSpec
 from digitlab.models.training import Callback, Progress, run_epochs
 
 if TYPE_CHECKING:
@@ -212,6 +212,21 @@ class CNN(DigitClassifier):
 
     kind: ClassVar[str] = "cnn"
     min_classes: ClassVar[int] = 2
+    settings_spec: ClassVar[SettingsSpec] = {
+        "epochs": Integer(1, none=True),
+        "batch_size": Integer(1),
+        "lr": Number(0.0, closed="neither"),
+        "weight_decay": Number(0.0),
+        "label_smoothing": Number(0.0, 1.0, closed="left"),
+        "augment": Flag(none=True),
+        "width": Integer(1),
+        "dense": Integer(1),
+        "tta": Flag(),
+        "target_accuracy": Number(0.0, 1.0, closed="right", none=True),
+        "device": OneOf(DEVICES),
+        "class_weight": ClassWeight(),
+        "random_state": Seed(),
+    }
 
     def __init__(
         self,
@@ -289,7 +304,7 @@ class CNN(DigitClassifier):
         device = self._torch_device()
         val: tuple[torch.Tensor, torch.Tensor] | None = None
         if eval_set is not None:
-            X_val, val_index = self._encode_eval_set(eval_set)
+            X_val, val_index = eval_set  # checked, labels as positions in classes_
             val = (_to_images(X_val, side, device), torch.from_numpy(val_index).to(device))
 
         seed = int(np.random.default_rng(self.random_state).integers(2**63 - 1))
@@ -392,36 +407,6 @@ class CNN(DigitClassifier):
         self.kept_epoch_ = result.kept_epoch
         self.interrupted_ = result.interrupted and not reached
         self.stopped_early_ = reached
-
-    def _check_settings(self) -> None:
-        for name, may_be_none in (("epochs", True), ("batch_size", False), ("width", False),
-                                  ("dense", False)):
-            value = getattr(self, name)
-            if value is None and may_be_none:
-                continue
-            if not isinstance(value, Integral) or isinstance(value, bool) or value < 1:
-                raise SettingsError(f"{name} must be an integer >= 1{' or None' * may_be_none}, "
-                                    f"got {value!r}")
-        for name, low, high in (("lr", 0.0, math.inf), ("weight_decay", 0.0, math.inf),
-                                ("label_smoothing", 0.0, 1.0)):
-            value = getattr(self, name)
-            if not isinstance(value, Real) or isinstance(value, bool) or not low <= float(value) < high:
-                raise SettingsError(f"{name} must be a number in [{low}, {high}), got {value!r}")
-        if self.lr == 0:
-            raise SettingsError("lr must be positive")
-        for name, may_be_none in (("augment", True), ("tta", False)):
-            value = getattr(self, name)
-            if not (isinstance(value, bool | np.bool_) or (value is None and may_be_none)):
-                raise SettingsError(f"{name} must be True or False{' or None' * may_be_none}, "
-                                    f"got {value!r}")
-        target = self.target_accuracy
-        if target is not None and (
-            not isinstance(target, Real) or isinstance(target, bool) or not 0 < target <= 1
-        ):
-            raise SettingsError(f"target_accuracy must be None or in (0, 1], got {target!r}")
-        check_class_weight(self.class_weight)
-        if self.device not in DEVICES:
-            raise SettingsError(f"device must be one of {', '.join(DEVICES)}; got {self.device!r}")
 
     def _torch_device(self) -> torch.device:
         if self.device == "auto":

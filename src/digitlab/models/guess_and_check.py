@@ -15,17 +15,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from digitlab.errors import SettingsError
 from digitlab.models import guess_and_check_engine
 from digitlab.models.base import ArraySpec, DigitClassifier
-from digitlab.models.perceptron import (
-    _check_int,
-    _check_real,
-    _class_index,
-    _linear_scores,
-    _make_rng,
-    _two_column,
-)
+from digitlab.models.perceptron import _class_index, _linear_scores, _two_column
+from digitlab.models.settings import Integer, Number, OneOf, Seed, SettingsSpec
 from digitlab.models.training import Callback, Progress
 
 if TYPE_CHECKING:
@@ -142,6 +135,14 @@ class GuessAndCheck(DigitClassifier):
     kind: ClassVar[str] = "guess-and-check"
     binary_only: ClassVar[bool] = True
     min_classes: ClassVar[int] = 2
+    settings_spec: ClassVar[SettingsSpec] = {
+        "n_candidates": Integer(1),
+        "weight_range": Number(0.0, closed="neither"),
+        "bias_range": Number(0.0),
+        "batch_size": Integer(1),
+        "engine": OneOf(ENGINES),
+        "random_state": Seed(),
+    }
     _state_names: ClassVar[tuple[str, ...]] = (
         "coef_",
         "intercept_",
@@ -185,22 +186,18 @@ class GuessAndCheck(DigitClassifier):
     def _fit(
         self, X: np.ndarray, y_index: np.ndarray, *, callback: Callback | None = None
     ) -> None:
-        n_candidates, batch_size, weight_range, bias_range = self._check_settings()
-        if len(self.classes_) != 2:
-            raise SettingsError(
-                f"guess-and-check is a two-class model and the labels hold "
-                f"{len(self.classes_)} classes; pick a binary task such as 'is-2' or '0-vs-1'"
-            )
+        n_candidates = int(self.n_candidates)
         best = BestSoFar(len(X), X.shape[1], n_candidates, callback)
-        search: dict[str, Any] = {"weight_range": weight_range, "bias_range": bias_range,
-                                  "rng": _make_rng(self.random_state), "best": best}
+        search: dict[str, Any] = {"weight_range": float(self.weight_range),
+                                  "bias_range": float(self.bias_range),
+                                  "rng": np.random.default_rng(self.random_state), "best": best}
         self.interrupted_ = False
         try:
             if self.engine == "plain":
                 guess_and_check_plain(X, y_index == 1, n_candidates, **search)
             else:
                 guess_and_check_engine.search(
-                    X, y_index == 1, n_candidates, batch_size=batch_size, **search
+                    X, y_index == 1, n_candidates, batch_size=int(self.batch_size), **search
                 )
         except KeyboardInterrupt:
             if best.index < 0:  # Ctrl-C before any candidate: nothing to keep
@@ -212,18 +209,6 @@ class GuessAndCheck(DigitClassifier):
         self.best_train_accuracy_ = np.array(best.count / len(X), dtype=np.float64)
         self.history_ = best.history
         self.n_tried_ = best.tried
-
-    def _check_settings(self) -> tuple[int, int, float, float]:
-        """``(n_candidates, batch_size, weight_range, bias_range)``, checked; the rest too."""
-        _make_rng(self.random_state)  # only checked: a Generator comes back as it is, nothing drawn
-        if self.engine not in ENGINES:
-            raise SettingsError(f"engine must be one of {ENGINES}, got {self.engine!r}")
-        return (
-            _check_int("n_candidates", self.n_candidates, 1),
-            _check_int("batch_size", self.batch_size, 1),
-            _check_real("weight_range", self.weight_range, positive=True),
-            _check_real("bias_range", self.bias_range, positive=False),
-        )
 
     def _state_spec(self, n_features: int, n_classes: int) -> dict[str, ArraySpec]:
         return {

@@ -26,9 +26,8 @@ The classic exercises, exactly (``alpha=0.0``: they use no weight decay)::
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from itertools import pairwise
-from numbers import Integral, Real
+from numbers import Integral
 from typing import Any, ClassVar
 
 import numpy as np
@@ -36,34 +35,14 @@ from scipy.special import expit, log_expit
 from sklearn.utils.validation import check_is_fitted
 
 from digitlab.errors import SettingsError
-from digitlab.models.base import (
-    ArraySpec,
-    DigitClassifier,
-    check_class_count,
-    check_class_weight,
-    check_labels,
-    class_weights,
-    label_positions,
-    softmax,
-)
+from digitlab.models.base import ArraySpec, DigitClassifier, softmax
 from digitlab.models.layers import ACTIVATIONS, Network, n_layers
 from digitlab.models.losses import LOSSES, OUTPUTS
-from digitlab.models.optim import OPTIMIZERS
-from digitlab.models.training import Callback, LossAndGrads, MinibatchTrained
+from digitlab.models.settings import Integer, LayerSizes, Number, OneOf, SettingsSpec
+from digitlab.models.training import MINIBATCH_SETTINGS, Callback, LossAndGrads, MinibatchTrained
 
 INITS = ("auto", "uniform", "normal", "he", "glorot")
-LR_SCHEDULES = ("constant", "cosine")
 
-
-@dataclass(frozen=True)
-class _Settings:
-    """The settings after validation, with ``hidden`` as a tuple of ints."""
-
-    hidden: tuple[int, ...]
-    activation: str
-    output: str
-    loss: str
-    init: str
 
 
 class MLP(MinibatchTrained, DigitClassifier):
@@ -170,6 +149,16 @@ class MLP(MinibatchTrained, DigitClassifier):
 
     kind: ClassVar[str] = "mlp"
     min_classes: ClassVar[int] = 2
+    settings_spec: ClassVar[SettingsSpec] = {
+        **MINIBATCH_SETTINGS,
+        "epochs": Integer(0),  # 0: the untrained network, as the exercises start
+        "hidden": LayerSizes(),
+        "activation": OneOf(tuple(ACTIVATIONS)),
+        "output": OneOf(OUTPUTS),
+        "loss": OneOf(tuple(LOSSES)),
+        "init": OneOf(INITS),
+        "dropout": Number(0.0, 1.0, closed="left"),
+    }
     _state_names: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
@@ -236,30 +225,26 @@ class MLP(MinibatchTrained, DigitClassifier):
             Validation data to report ``val_loss`` and ``val_accuracy`` on after
             each epoch; with ``early_stopping`` its accuracy is watched.
         """
-        settings = self._check_settings()
-        X, y = check_labels(X, y, self)
-        X = self._check_features(X, fitting=True)
-        classes, y_index = np.unique(y, return_inverse=True)
-        check_class_count(self, classes)
-        y_index = y_index.astype(np.int64)
-        n_out = self._n_outputs(settings.output, len(classes))
-        class_weights(self.class_weight, classes, y_index)  # a dict's labels, checked now
-        val: tuple[np.ndarray, np.ndarray] | None = None
-        if eval_set is not None:
-            X_val = self._check_features(eval_set[0], fitting=True)
-            if X_val.shape[1] != X.shape[1]:
-                raise ValueError(f"eval_set has {X_val.shape[1]} features, X has {X.shape[1]}")
-            val = X_val, label_positions(classes, eval_set[1], len(X_val), what="eval_set labels")
-        # Checks are done: from here on the model changes.
-        self.classes_ = classes
-        self.n_features_in_ = X.shape[1]
-        loss = LOSSES[settings.loss](settings.output)
+        self._checked_fit(X, y, callback=callback, eval_set=eval_set)
+        return self
+
+    def _fit(
+        self,
+        X: np.ndarray,
+        y_index: np.ndarray,
+        *,
+        callback: Callback | None = None,
+        eval_set: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
+        hidden = self._hidden_sizes()
+        n_out = self._n_outputs(self.output, len(self.classes_))
+        loss = LOSSES[self.loss](self.output)
         alpha = float(self.alpha)
 
         def build(n_features: int, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], LossAndGrads]:
-            sizes = (n_features, *settings.hidden, n_out)
-            self.params_ = init_params(sizes, settings.init, settings.activation, rng)
-            network = Network(self.params_, settings.activation, dropout=float(self.dropout), rng=rng)
+            sizes = (n_features, *hidden, n_out)
+            self.params_ = init_params(sizes, self.init, self.activation, rng)
+            network = Network(self.params_, self.activation, dropout=float(self.dropout), rng=rng)
 
             def step(X: np.ndarray, Y: np.ndarray, sample_weight: np.ndarray | None,
                      backward: bool) -> tuple[float, dict[str, np.ndarray] | None, np.ndarray]:
@@ -271,53 +256,21 @@ class MLP(MinibatchTrained, DigitClassifier):
             return self.params_, step
 
         # With early stopping the accuracy is watched, as scikit-learn's MLP does.
-        self._train(X, y_index, n_out=n_out, build=build, watch="accuracy", eval_set=val,
+        self._train(X, y_index, n_out=n_out, build=build, watch="accuracy", eval_set=eval_set,
                     callback=callback)
-        return self
 
-    def _check_settings(self) -> _Settings:
-        """Validate every setting (raising SettingsError); return the normalised ones."""
-        hidden: object = self.hidden
-        if isinstance(hidden, Integral) and not isinstance(hidden, bool):
-            hidden = (int(hidden),)
-        if isinstance(hidden, str) or not isinstance(hidden, Sequence) or not all(
-            isinstance(h, Integral) and not isinstance(h, bool) and int(h) >= 1 for h in hidden
-        ):
-            raise SettingsError(f"hidden must be a tuple of positive layer sizes, got {self.hidden!r}")
-        choices = {
-            "activation": (self.activation, tuple(ACTIVATIONS)),
-            "output": (self.output, OUTPUTS),
-            "loss": (self.loss, tuple(LOSSES)),
-            "optimizer": (self.optimizer, OPTIMIZERS),
-            "init": (self.init, INITS),
-            "lr_schedule": (self.lr_schedule, LR_SCHEDULES),
-        }
-        for name, (value, allowed) in choices.items():
-            if value not in allowed:
-                raise SettingsError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+    def _check_combination(self) -> None:
         if self.output not in LOSSES[self.loss].outputs:
             fits = [name for name, cls in LOSSES.items() if self.output in cls.outputs]
             raise SettingsError(
                 f"loss {self.loss!r} does not go with output {self.output!r}; "
                 f"with a {self.output} output use one of {', '.join(fits)}"
             )
-        _check_number("lr", self.lr, low=0.0, low_open=True)
-        _check_number("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
-        _check_number("alpha", self.alpha, low=0.0)
-        _check_number("dropout", self.dropout, low=0.0, high=1.0, high_open=True)
-        _check_number("validation_fraction", self.validation_fraction, low=0.0, high=1.0,
-                      low_open=True, high_open=True)
-        if self.tol is not None:
-            _check_number("tol", self.tol, low=0.0)
-        for name, least in (("batch_size", 1), ("epochs", 0), ("n_iter_no_change", 1)):
-            value = getattr(self, name)
-            if not isinstance(value, Integral) or isinstance(value, bool) or value < least:
-                raise SettingsError(f"{name} must be an integer >= {least}, got {value!r}")
-        if not isinstance(self.early_stopping, bool | np.bool_):
-            raise SettingsError(f"early_stopping must be True or False, got {self.early_stopping!r}")
-        check_class_weight(self.class_weight)
-        return _Settings(tuple(int(h) for h in hidden), self.activation, self.output,
-                         self.loss, self.init)
+
+    def _hidden_sizes(self) -> tuple[int, ...]:
+        """``hidden`` as a tuple of ints (one int is one layer); checked before."""
+        hidden = self.hidden
+        return (int(hidden),) if isinstance(hidden, Integral) else tuple(int(h) for h in hidden)
 
     @staticmethod
     def _n_outputs(output: str, n_classes: int) -> int:
@@ -418,8 +371,8 @@ class MLP(MinibatchTrained, DigitClassifier):
 
     def _layer_sizes(self, n_features: int, n_classes: int) -> tuple[int, ...]:
         """(n_features, h1, ..., n_out): the units of every layer, from the settings."""
-        settings = self._check_settings()
-        return (n_features, *settings.hidden, self._n_outputs(settings.output, n_classes))
+        self._check_settings()
+        return (n_features, *self._hidden_sizes(), self._n_outputs(self.output, n_classes))
 
     def _state_spec(self, n_features: int, n_classes: int) -> dict[str, ArraySpec]:
         spec: dict[str, ArraySpec] = {}
@@ -548,19 +501,3 @@ def init_params(
             raise SettingsError(f"init must be one of {', '.join(INITS)}; got {init!r}")
         params[f"W{i}"], params[f"b{i}"] = W.astype(np.float32), b.astype(np.float32)
     return params
-
-
-def _check_number(
-    name: str, value: object, *, low: float | None = None, high: float | None = None,
-    low_open: bool = False, high_open: bool = False,
-) -> None:
-    if not isinstance(value, Real) or isinstance(value, bool) or not np.isfinite(float(value)):
-        raise SettingsError(f"{name} must be a number, got {value!r}")
-    v = float(value)
-    too_low = low is not None and (v <= low if low_open else v < low)
-    too_high = high is not None and (v >= high if high_open else v > high)
-    if too_low or too_high:
-        left = "(" if low_open else "["
-        right = ")" if high_open else "]"
-        span = f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
-        raise SettingsError(f"{name} must be in {span}, got {value!r}")

@@ -9,20 +9,18 @@ the weights over every step. The perceptron found by random search is in
 
 from __future__ import annotations
 
-import numbers
 from typing import ClassVar
 
 import numpy as np
 
-from digitlab.errors import SettingsError
 from digitlab.models.base import (
     ArraySpec,
     DigitClassifier,
-    check_class_weight,
     class_weights,
     fit_temperature,
     softmax,
 )
+from digitlab.models.settings import ClassWeight, Flag, Integer, Number, Seed, SettingsSpec
 from digitlab.models.training import Callback, run_epochs
 
 # Samples gathered per stretch of a perceptron epoch, and the most scored at once.
@@ -84,6 +82,16 @@ class Perceptron(DigitClassifier):
 
     kind: ClassVar[str] = "perceptron"
     min_classes: ClassVar[int] = 2
+    settings_spec: ClassVar[SettingsSpec] = {
+        "lr": Number(0.0, closed="neither"),
+        "epochs": Integer(1),
+        "averaged": Flag(),
+        "shuffle": Flag(),
+        "tol": Number(0.0, none=True),
+        "n_iter_no_change": Integer(1),
+        "class_weight": ClassWeight(),
+        "random_state": Seed(),
+    }
     _state_names: ClassVar[tuple[str, ...]] = ("coef_", "intercept_", "temperature_")
 
     def __init__(
@@ -122,11 +130,10 @@ class Perceptron(DigitClassifier):
     def _fit(
         self, X: np.ndarray, y_index: np.ndarray, *, callback: Callback | None = None
     ) -> None:
-        lr, epochs, patience, tol = self._check_settings()
+        lr, epochs, patience = float(self.lr), int(self.epochs), int(self.n_iter_no_change)
+        tol = None if self.tol is None else float(self.tol)
         n_classes = len(self.classes_)
-        if n_classes < 2:
-            raise SettingsError(f"the perceptron needs at least two classes, got {n_classes}")
-        rng = _make_rng(self.random_state)
+        rng = np.random.default_rng(self.random_state)
 
         n = len(X)
         # Two classes: one output, +1 for classes_[1]. More: one output per class.
@@ -170,20 +177,6 @@ class Perceptron(DigitClassifier):
         self.n_iter_ = result.epochs_run
         self.kept_epoch_ = result.kept_epoch
         self.interrupted_ = result.interrupted
-
-    def _check_settings(self) -> tuple[float, int, int, float | None]:
-        """``(lr, epochs, n_iter_no_change, tol)``, checked; the other settings checked too."""
-        for name in ("averaged", "shuffle"):
-            if not isinstance(getattr(self, name), bool | np.bool_):
-                raise SettingsError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        check_class_weight(self.class_weight)
-        _make_rng(self.random_state)  # only checked: a Generator comes back as it is, nothing drawn
-        return (
-            _check_real("lr", self.lr, positive=True),
-            _check_int("epochs", self.epochs, 1),
-            _check_int("n_iter_no_change", self.n_iter_no_change, 1),
-            None if self.tol is None else _check_real("tol", self.tol, positive=False),
-        )
 
     def _state_spec(self, n_features: int, n_classes: int) -> dict[str, ArraySpec]:
         n_out = 1 if n_classes == 2 else n_classes  # one weight vector for two classes
@@ -321,27 +314,3 @@ def _two_column(score: np.ndarray) -> np.ndarray:
     """(n,) score -> (n, 2) scores ``[-s/2, s/2]``: their softmax is ``sigmoid(s)``."""
     half = 0.5 * score
     return np.column_stack([-half, half])
-
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise SettingsError(f"{name} must be an integer of at least {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_real(name: str, value: object, *, positive: bool) -> float:
-    number = (
-        float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else np.nan
-    )
-    if not np.isfinite(number) or (number <= 0 if positive else number < 0):
-        need = "a positive" if positive else "a non-negative"
-        raise SettingsError(f"{name} must be {need} finite number, got {value!r}")
-    return number
-
-
-def _make_rng(rng: object) -> np.random.Generator:
-    try:
-        return np.random.default_rng(rng)  # type: ignore[arg-type]
-    except (TypeError, ValueError) as exc:
-        raise SettingsError(f"random_state must be an int, a numpy Generator or None, got {rng!r}") from exc

@@ -24,21 +24,17 @@ uses, from :mod:`digitlab.models.losses`.
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import ClassVar
 
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from digitlab.errors import SettingsError
-from digitlab.models.base import ArraySpec, DigitClassifier, check_class_weight
+from digitlab.models.base import ArraySpec, DigitClassifier
 from digitlab.models.losses import sigmoid_cross_entropy, softmax_cross_entropy
-from digitlab.models.optim import OPTIMIZERS
-from digitlab.models.training import Callback, LossAndGrads, MinibatchTrained
+from digitlab.models.settings import OneOf, SettingsSpec
+from digitlab.models.training import MINIBATCH_SETTINGS, Callback, LossAndGrads, MinibatchTrained
 
 INITS = ("zeros", "normal")
-LR_SCHEDULES = ("constant", "cosine")
 
 
 # ---------------------------------------------------------------------------- the layer
@@ -194,6 +190,7 @@ class Softmax(MinibatchTrained, DigitClassifier):
 
     kind: ClassVar[str] = "softmax"
     min_classes: ClassVar[int] = 2
+    settings_spec: ClassVar[SettingsSpec] = {**MINIBATCH_SETTINGS, "init": OneOf(INITS)}
     _state_names: ClassVar[tuple[str, ...]] = ("coef_", "intercept_")
 
     def __init__(
@@ -249,9 +246,7 @@ class Softmax(MinibatchTrained, DigitClassifier):
             Validation data, evaluated after every epoch into ``val_loss`` /
             ``val_accuracy``; with ``early_stopping`` its loss is watched.
         """
-        # Settings first, so a bad one leaves a fitted model as it was.
-        self._check_settings()
-        # The base class checks X and y and encodes the labels, then calls _fit.
+        # The base class checks the settings, X and y, encodes the labels, then calls _fit.
         self._checked_fit(X, y, callback=callback, eval_set=eval_set)
         return self
 
@@ -264,8 +259,6 @@ class Softmax(MinibatchTrained, DigitClassifier):
         eval_set: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         n_classes = len(self.classes_)
-        if n_classes < 2:
-            raise ValueError(f"softmax needs at least two classes, got {n_classes}")
         n_out = 1 if n_classes == 2 else n_classes
         alpha = float(self.alpha)
 
@@ -287,7 +280,7 @@ class Softmax(MinibatchTrained, DigitClassifier):
             return params, step
 
         self._train(X, y_index, n_out=n_out, build=build, watch="loss", callback=callback,
-                    eval_set=None if eval_set is None else self._encode_eval_set(eval_set))
+                    eval_set=eval_set)
 
     def _scores(self, X: np.ndarray) -> np.ndarray:
         Z = forward({"coef_": self.coef_, "intercept_": self.intercept_}, X).astype(np.float64)
@@ -308,47 +301,3 @@ class Softmax(MinibatchTrained, DigitClassifier):
         """
         check_is_fitted(self, "coef_")
         return np.asarray(self.coef_).T
-
-    # ------------------------------------------------------------------ helpers
-
-    def _check_settings(self) -> None:
-        def is_int(value: object) -> bool:
-            return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-        def is_real(value: object) -> bool:
-            return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-        if self.optimizer not in OPTIMIZERS:
-            raise SettingsError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if not (is_real(self.lr) and 0 < self.lr < math.inf):
-            raise SettingsError(f"lr must be a positive number, got {self.lr!r}")
-        if not (is_int(self.batch_size) and self.batch_size >= 1):
-            raise SettingsError(f"batch_size must be a positive integer, got {self.batch_size!r}")
-        if not (is_int(self.epochs) and self.epochs >= 1):
-            raise SettingsError(f"epochs must be a positive integer, got {self.epochs!r}")
-        if not (is_real(self.momentum) and 0 <= self.momentum < 1):
-            raise SettingsError(f"momentum must be in [0, 1), got {self.momentum!r}")
-        if not (is_real(self.alpha) and 0 <= self.alpha < math.inf):
-            raise SettingsError(f"alpha must be a number >= 0, got {self.alpha!r}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise SettingsError(
-                f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}"
-            )
-        if self.init not in INITS:
-            raise SettingsError(f"init must be one of {INITS}, got {self.init!r}")
-        if self.tol is not None and not (is_real(self.tol) and 0 <= self.tol < math.inf):
-            raise SettingsError(f"tol must be a number >= 0 or None, got {self.tol!r}")
-        if not (is_int(self.n_iter_no_change) and self.n_iter_no_change >= 1):
-            raise SettingsError(
-                f"n_iter_no_change must be a positive integer, got {self.n_iter_no_change!r}"
-            )
-        check_class_weight(self.class_weight)
-        if not isinstance(self.early_stopping, (bool, np.bool_)):
-            raise SettingsError(
-                f"early_stopping must be True or False, got {self.early_stopping!r}"
-            )
-        if not (is_real(self.validation_fraction) and 0 < self.validation_fraction < 1):
-            raise SettingsError(
-                f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}"
-            )
-

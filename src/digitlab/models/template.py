@@ -18,9 +18,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from digitlab.errors import SettingsError
 from digitlab.models.base import ArraySpec, DigitClassifier, fit_temperature, softmax
 from digitlab.models.losses import one_hot
+from digitlab.models.settings import OneOf, SettingsSpec
 
 
 class Template(DigitClassifier):
@@ -41,14 +41,11 @@ class Template(DigitClassifier):
     """
 
     kind: ClassVar[str] = "template"
+    settings_spec: ClassVar[SettingsSpec] = {"metric": OneOf(("dot", "euclidean"))}
     _state_names: ClassVar[tuple[str, ...]] = ("templates_", "temperature_")
 
     def __init__(self, *, metric: str = "dot") -> None:
         self.metric = metric
-
-    def _check_settings(self) -> None:
-        if self.metric not in ("dot", "euclidean"):
-            raise SettingsError(f"metric must be 'dot' or 'euclidean', got {self.metric!r}")
 
     def _state_spec(self, n_features: int, n_classes: int) -> dict[str, ArraySpec]:
         return {
@@ -57,7 +54,6 @@ class Template(DigitClassifier):
         }
 
     def _fit(self, X: np.ndarray, y_index: np.ndarray) -> None:
-        self._check_settings()
         n_classes = len(self.classes_)
         # One-hot (n_classes, n) @ X (n, n_features) sums each class in one BLAS call.
         members = np.ascontiguousarray(one_hot(y_index, n_classes, np.float32).T)

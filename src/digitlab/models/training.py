@@ -24,8 +24,27 @@ from threadpoolctl import threadpool_limits
 from digitlab.errors import SettingsError
 from digitlab.models.base import class_weights
 from digitlab.models.losses import target_matrix
-from digitlab.models.optim import make_optimizer
+from digitlab.models.optim import OPTIMIZERS, make_optimizer
+from digitlab.models.settings import ClassWeight, Flag, Integer, Number, OneOf, Seed, Setting
 from digitlab.splits import stratified_holdout
+
+LR_SCHEDULES = ("constant", "cosine")
+# The settings of the loop both models have, under the same names (their settings_spec).
+MINIBATCH_SETTINGS: dict[str, Setting] = {
+    "optimizer": OneOf(OPTIMIZERS),
+    "lr": Number(0.0, closed="neither"),
+    "momentum": Number(0.0, 1.0, closed="left"),
+    "batch_size": Integer(1),
+    "epochs": Integer(1),
+    "alpha": Number(0.0),
+    "lr_schedule": OneOf(LR_SCHEDULES),
+    "tol": Number(0.0, none=True),
+    "n_iter_no_change": Integer(1),
+    "early_stopping": Flag(),
+    "validation_fraction": Number(0.0, 1.0, closed="neither"),
+    "class_weight": ClassWeight(),
+    "random_state": Seed(),
+}
 
 
 @dataclass(frozen=True)
