@@ -11,19 +11,8 @@ The network, for square images of side ``s``, ``w = width`` channels and
 A pooling step is left out when it would shrink the map below 2x2, so 8x8
 digits keep a 2x2 map (28 -> 14 -> 7, 20 -> 10 -> 5, 8 -> 4 -> 2).
 
-Where the speed comes from (each measured on 2 cores before keeping it, see
-``benchmarks/bench_cnn.py``): two narrow convolutions that pool at once, so
-a training image costs about 2.5 million multiply-adds, and a dense layer,
-which is cheap on a CPU, to combine them (on Fashion-MNIST, 3 epochs: 92.1%
-in 28 s, where a third 3x3 convolution instead of the dense layer gave 91.6%
-in 46 s); the whole training set is one tensor and batches are index slices
-(no DataLoader); channels-last memory format (oneDNN's fast convolution
-path); batch normalisation and a one-cycle schedule (``OneCycleLR``) with
-Nesterov SGD and label smoothing, which reach a good minimum in few epochs.
-Augmentation shifts every image by up to a pixel or two once per epoch with
-one sliced copy per offset (no per-sample Python); it pays off only when the
-same images are seen many times, so by default it is on for small training
-sets only.
+Why it is fast on a CPU, with the measurements behind each choice:
+``docs/design-notes.md``, "CNN".
 """
 
 from __future__ import annotations

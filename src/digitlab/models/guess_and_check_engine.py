@@ -13,25 +13,9 @@ with three changes that only touch the speed:
   threads, each from a copy of the PCG64 generator advanced past the parts
   before it, so they are the plain loop's numbers in its order.
 
-**Same draws as the plain loop.** The plain loop draws, per candidate,
-``w = rng.uniform(-1, 1, d)`` then ``b = rng.uniform(-20, 20)``. NumPy's
-``uniform`` is ``low + (high - low) * rng.random()`` in float64, so one
-``rng.random((k, d + 1))`` per chunk, scaled by the same formula, gives the
-same numbers bit for bit, in the same order, for any chunk size.
-
-**Same pick as the plain loop.** Scores are computed in float32, which can
-put a score that lies very close to 0 on the wrong side. For every training
-row a bound ``tol`` on the float32 error is known in advance (``|w·x + b|`` in
-float32 is off by at most about ``(d + 3) * 2**-24 * (weight_range * |x|_1 +
-bias_range)``, whatever the summation order; ``tol`` is twice that). A float32
-score further than ``tol`` from 0 has the sign the float64 score has; only the
-few rows within ``tol`` of 0 are unsure. Candidates are dropped when even
-counting every unsure row as correct cannot beat the best so far, and every
-candidate that still could is counted exactly: its unsure rows are scored
-again in float64, the way the plain loop scores them. So the chosen candidate
-and its accuracy are the float64 loop's. The one case left is a float64 score
-within float64 rounding (about 1e-13) of 0, where the plain loop's own answer
-depends on its BLAS's summation order.
+Why the draws and the pick are the plain loop's, bit for bit (the float32
+error bound that decides which rows are rescored in float64):
+``docs/design-notes.md``, "Guess-and-check engine".
 """
 
 from __future__ import annotations
