@@ -9,9 +9,15 @@ from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
+from sklearn.utils.estimator_checks import (
+    check_classifiers_train,
+    check_methods_sample_order_invariance,
+    check_methods_subset_invariance,
+)
 
 from digitlab.errors import SettingsError
 from digitlab.models import MODELS, Majority, RandomScores, Template
+from digitlab.models.base import features_outside_unit_range
 
 
 def _arrays(data):
@@ -135,6 +141,64 @@ def test_random_scores_refuse_a_seed_numpy_refuses() -> None:
     # A negative seed used to be stored, then every predict raised numpy's ValueError.
     with pytest.raises(SettingsError, match="random_state must be None or an integer >= 0"):
         RandomScores(random_state=-1).fit(np.zeros((4, 3)), np.array([0, 1, 0, 1]))
+
+
+def test_random_scores_are_a_function_of_each_image_alone() -> None:
+    rng = np.random.default_rng(1)
+    X = rng.random((300, 64), dtype=np.float32)
+    model = RandomScores(random_state=7).fit(X[:20], np.arange(20) % 10)
+    scores = model.decision_function(X)
+    assert scores.shape == (300, 10)
+    assert np.all((scores >= 0) & (scores < 1))
+    order = rng.permutation(300)
+    np.testing.assert_array_equal(model.decision_function(X[order]), scores[order])
+    np.testing.assert_array_equal(model.decision_function(X[17:18]), scores[17:18])
+    other = np.vstack([rng.random((5, 64), dtype=np.float32), X[:3]])
+    np.testing.assert_array_equal(model.decision_function(other)[5:], scores[:3])
+    # one pixel changed, or another seed: other scores
+    changed = X[:1].copy()
+    changed[0, 40] += 1e-3
+    assert not np.any(model.decision_function(changed) == scores[:1])
+    reseeded = RandomScores(random_state=8).fit(X[:20], np.arange(20) % 10)
+    assert np.mean(reseeded.decision_function(X) == scores) < 0.01
+
+
+def test_random_scores_draw_every_class_alike_at_chance(sample) -> None:
+    X, y = sample.features("train"), sample.train_labels
+    model = RandomScores(random_state=0).fit(X, y)
+    # 4,000 images: 0.1 +- 0.005 (one sigma), about 400 +- 19 of each class
+    assert abs(model.score(X, y) - 0.1) < 0.02
+    counts = np.bincount(model.predict(X), minlength=10)
+    assert counts.min() > 400 - 5 * 19
+    assert counts.max() < 400 + 5 * 19
+    test = model.score(sample.features("test"), sample.test_labels)  # 0.1 +- 0.0095
+    assert abs(test - 0.1) < 0.04
+
+
+def test_random_scores_of_a_model_file_of_a_seed_alone() -> None:
+    # A state written before per-image hashing (seed_ only) still loads and predicts.
+    state = {"seed_": np.array(12345, dtype=np.int64), "classes_": np.arange(10),
+             "n_features_in_": np.array(4, dtype=np.int64)}
+    X = np.random.default_rng(2).random((50, 4), dtype=np.float32)
+    model = RandomScores().load_state_dict(state)
+    np.testing.assert_array_equal(model.predict(X), RandomScores().load_state_dict(state).predict(X))
+
+
+@pytest.mark.parametrize("check", [check_methods_sample_order_invariance,
+                                   check_methods_subset_invariance])
+def test_random_scores_pass_scikit_learns_invariance_checks(check) -> None:
+    with features_outside_unit_range():  # its data are not pixels
+        check("RandomScores", RandomScores(random_state=0))
+
+
+@pytest.mark.parametrize("kind", ["majority", "random"])
+def test_baselines_declare_a_poor_score(kind) -> None:
+    # scikit-learn's check_classifiers_train asks for 83% on its toy data unless the
+    # classifier says, as DummyClassifier does, that a poor score is what it is for.
+    assert MODELS[kind]().__sklearn_tags__().classifier_tags.poor_score
+    with features_outside_unit_range():  # its data are not pixels
+        check_classifiers_train(kind, MODELS[kind]())
+    assert not MODELS["softmax"]().__sklearn_tags__().classifier_tags.poor_score
 
 
 def test_bad_template_metric() -> None:

@@ -15,8 +15,8 @@ graph: it is written into the file's metadata (``metadata_props``) instead,
 with the classes, their names, the task and the digitlab version.
 
 One model is exported as an equivalent rather than the same arithmetic: the
-random baseline draws its scores from NumPy's PCG64 seeded by a CRC-32 of the
-batch's bytes, which no ONNX operator computes. Its graph draws the scores
+random baseline hashes each image's float32 bits with 64-bit integer arithmetic
+(splitmix64), which no ONNX operator computes. Its graph draws the scores
 with ONNX's ``RandomUniformLike`` instead: the same law (softmax of k uniform
 numbers in [0, 1) per image), not the same numbers.
 """
