@@ -10,6 +10,7 @@ from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 from sklearn.utils.estimator_checks import (
+    check_classifier_not_supporting_multiclass,
     check_classifiers_train,
     check_methods_sample_order_invariance,
     check_methods_subset_invariance,
@@ -307,5 +308,15 @@ def test_one_class_is_refused_before_fitting_in_scikit_learns_words(kind: str) -
 
 
 def test_a_two_class_model_refuses_ten_as_a_setting() -> None:
-    with pytest.raises(SettingsError, match="only binary classification is supported"):
+    with pytest.raises(SettingsError, match=r"y holds 10 classes\. Only binary classification is "
+                       r"supported\. The type of the target is multiclass\. .*--task is-2"):
         MODELS["guess-and-check"](n_candidates=3).fit(np.zeros((10, 4)), np.arange(10))
+
+
+def test_a_two_class_model_refuses_three_in_scikit_learns_words() -> None:
+    # Its data are not pixels: refused before X is looked at, so no DataWarning either.
+    check_classifier_not_supporting_multiclass("GuessAndCheck", MODELS["guess-and-check"](n_candidates=3))
+    model = MODELS["guess-and-check"](n_candidates=3)
+    with pytest.raises(SettingsError):
+        model.fit(np.full((6, 4), 0.9), np.arange(6) % 3)  # a light background, not said
+    assert not hasattr(model, "light_background_")

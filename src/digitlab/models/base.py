@@ -82,9 +82,10 @@ class DigitClassifier(ClassifierMixin, BaseEstimator):
         them in their own ``fit`` and pass them through here.
         """
         X, y = check_labels(X, y, self)
-        X = self._check_features(X, fitting=True)
         classes, y_index = np.unique(y, return_inverse=True)
+        # Labels it cannot take are refused first: no warning about X, no light_background_ set.
         check_class_count(self, classes)
+        X = self._check_features(X, fitting=True)
         if "class_weight" in self.get_params(deep=False):
             # a dict's labels are checked against y's before any state changes
             class_weights(self.class_weight, classes, y_index)
@@ -264,8 +265,11 @@ def check_class_count(model: DigitClassifier, classes: np.ndarray) -> None:
         raise ValueError(f"y holds {n} class ({classes.tolist()}); a {model.kind!r} model needs "
                          f"{_number_word(model.min_classes)} classes or more")
     if model.binary_only and n != 2:  # a setting of the run (--task), so a SettingsError
-        raise SettingsError(f"{model.kind!r} is a two-class model and y holds {n} classes: only "
-                            "binary classification is supported (e.g. --task is-2)")
+        # The middle sentences are scikit-learn's, word for word: its estimator checks match them.
+        target = "multiclass" if n > 2 else "unary"
+        raise SettingsError(f"{model.kind!r} is a two-class model and y holds {n} classes. Only "
+                            f"binary classification is supported. The type of the target is "
+                            f"{target}. Pick a two-class task (e.g. --task is-2)")
 
 
 def _number_word(n: int) -> str:
