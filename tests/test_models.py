@@ -192,6 +192,20 @@ def test_random_scores_pass_scikit_learns_invariance_checks(check) -> None:
         check("RandomScores", RandomScores(random_state=0))
 
 
+@pytest.mark.parametrize("kind", ["template", "mlp"])
+def test_scores_of_an_image_do_not_depend_on_its_batch(kind, small, seeded_model) -> None:
+    # float32 products rounded differently as BLAS blocked a batch and its subset (1e-7)
+    X, y, X_test, _ = small
+    model = seeded_model(kind).fit(X, y)
+    scores = model.decision_function(X_test)
+    assert scores.dtype == np.float64
+    for part in (X_test[1::3], X_test[::-1], X_test[7:8]):
+        rows = [int(np.flatnonzero((X_test == row).all(axis=1))[0]) for row in part]
+        np.testing.assert_allclose(model.decision_function(part), scores[rows], rtol=1e-12, atol=1e-12)
+    with features_outside_unit_range():  # its data are not pixels
+        check_methods_subset_invariance(kind, seeded_model(kind))
+
+
 @pytest.mark.parametrize("kind", ["majority", "random"])
 def test_baselines_declare_a_poor_score(kind) -> None:
     # scikit-learn's check_classifiers_train asks for 83% on its toy data unless the
