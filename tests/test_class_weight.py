@@ -234,3 +234,16 @@ def test_a_dict_of_weights_from_python_reaches_the_run_folder(few_sevens, tmp_pa
         "7": 5.0}
     model, _info = load_model(tmp_path / "run" / "model.safetensors")
     assert model.class_weight == {7: 5.0}
+
+
+def test_a_weighted_perceptron_stops_on_the_weighted_accuracy(few_sevens) -> None:
+    # Early stopping watches what the weights ask for: the plain accuracy may stall
+    # while the rare class, weighed up, is still being learned.
+    X, y = few_sevens.features("train"), few_sevens.train_labels
+    model = MODELS["perceptron"](class_weight="balanced", epochs=4, tol=None, random_state=0).fit(X, y)
+    weight = (len(y) / (10 * np.bincount(y)))[y]
+    right = model.predict(X) == y
+    assert model.history_["weighted_accuracy"][-1] == pytest.approx(weight[right].sum() / weight.sum())
+    assert model.history_["weighted_accuracy"][-1] != pytest.approx(model.history_["accuracy"][-1])
+    plain = MODELS["perceptron"](epochs=2, tol=None, random_state=0).fit(X, y)
+    assert "weighted_accuracy" not in plain.history_

@@ -113,12 +113,13 @@ def test_onnxruntime_reads_digits_as_digitlab_does(name: str, splits, tmp_path: 
 
 
 def test_the_random_baseline_draws_scores_of_the_same_law(splits, tmp_path: Path) -> None:
-    """Its scores come from NumPy's PCG64 seeded by a CRC-32 of the batch, which ONNX cannot
-    compute: the graph draws k uniform scores per image instead, softmaxed as the model's."""
+    """Its scores are a 64-bit hash of each image, which ONNX cannot compute: the graph
+    draws k uniform scores per image instead, softmaxed as the model's."""
     path = _saved(tmp_path, splits, "random", {"random_state": 5}, "all")
     out = tmp_path / "random.onnx"
     export_onnx(path, out)
-    X = np.zeros((3000, 784), dtype=np.float32)
+    # Distinct images: the model gives equal images equal scores.
+    X = np.random.default_rng(0).random((3000, 784), dtype=np.float32)
     probabilities, label = _run(out, X)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-6)
     # softmax of numbers in [0, 1): no probability is e times another one of its row

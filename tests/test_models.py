@@ -11,9 +11,16 @@ from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
+from sklearn.utils.estimator_checks import (
+    check_classifier_not_supporting_multiclass,
+    check_classifiers_train,
+    check_methods_sample_order_invariance,
+    check_methods_subset_invariance,
+)
 
 from digitlab.errors import SettingsError
 from digitlab.models import MODELS, Majority, RandomScores, Template
+from digitlab.models.base import features_outside_unit_range
 from digitlab.models.settings import Flag, Integer, LayerSizes, Number, OneOf, Seed
 
 
@@ -140,6 +147,78 @@ def test_random_scores_refuse_a_seed_numpy_refuses() -> None:
         RandomScores(random_state=-1).fit(np.zeros((4, 3)), np.array([0, 1, 0, 1]))
 
 
+def test_random_scores_are_a_function_of_each_image_alone() -> None:
+    rng = np.random.default_rng(1)
+    X = rng.random((300, 64), dtype=np.float32)
+    model = RandomScores(random_state=7).fit(X[:20], np.arange(20) % 10)
+    scores = model.decision_function(X)
+    assert scores.shape == (300, 10)
+    assert np.all((scores >= 0) & (scores < 1))
+    order = rng.permutation(300)
+    np.testing.assert_array_equal(model.decision_function(X[order]), scores[order])
+    np.testing.assert_array_equal(model.decision_function(X[17:18]), scores[17:18])
+    other = np.vstack([rng.random((5, 64), dtype=np.float32), X[:3]])
+    np.testing.assert_array_equal(model.decision_function(other)[5:], scores[:3])
+    # one pixel changed, or another seed: other scores
+    changed = X[:1].copy()
+    changed[0, 40] += 1e-3
+    assert not np.any(model.decision_function(changed) == scores[:1])
+    reseeded = RandomScores(random_state=8).fit(X[:20], np.arange(20) % 10)
+    assert np.mean(reseeded.decision_function(X) == scores) < 0.01
+
+
+def test_random_scores_draw_every_class_alike_at_chance(sample) -> None:
+    X, y = sample.features("train"), sample.train_labels
+    model = RandomScores(random_state=0).fit(X, y)
+    # 4,000 images: 0.1 +- 0.005 (one sigma), about 400 +- 19 of each class
+    assert abs(model.score(X, y) - 0.1) < 0.02
+    counts = np.bincount(model.predict(X), minlength=10)
+    assert counts.min() > 400 - 5 * 19
+    assert counts.max() < 400 + 5 * 19
+    test = model.score(sample.features("test"), sample.test_labels)  # 0.1 +- 0.0095
+    assert abs(test - 0.1) < 0.04
+
+
+def test_random_scores_of_a_model_file_of_a_seed_alone() -> None:
+    # A state written before per-image hashing (seed_ only) still loads and predicts.
+    state = {"seed_": np.array(12345, dtype=np.int64), "classes_": np.arange(10),
+             "n_features_in_": np.array(4, dtype=np.int64)}
+    X = np.random.default_rng(2).random((50, 4), dtype=np.float32)
+    model = RandomScores().load_state_dict(state)
+    np.testing.assert_array_equal(model.predict(X), RandomScores().load_state_dict(state).predict(X))
+
+
+@pytest.mark.parametrize("check", [check_methods_sample_order_invariance,
+                                   check_methods_subset_invariance])
+def test_random_scores_pass_scikit_learns_invariance_checks(check) -> None:
+    with features_outside_unit_range():  # its data are not pixels
+        check("RandomScores", RandomScores(random_state=0))
+
+
+@pytest.mark.parametrize("kind", ["template", "mlp"])
+def test_scores_of_an_image_do_not_depend_on_its_batch(kind, small, seeded_model) -> None:
+    # float32 products rounded differently as BLAS blocked a batch and its subset (1e-7)
+    X, y, X_test, _ = small
+    model = seeded_model(kind).fit(X, y)
+    scores = model.decision_function(X_test)
+    assert scores.dtype == np.float64
+    for part in (X_test[1::3], X_test[::-1], X_test[7:8]):
+        rows = [int(np.flatnonzero((X_test == row).all(axis=1))[0]) for row in part]
+        np.testing.assert_allclose(model.decision_function(part), scores[rows], rtol=1e-12, atol=1e-12)
+    with features_outside_unit_range():  # its data are not pixels
+        check_methods_subset_invariance(kind, seeded_model(kind))
+
+
+@pytest.mark.parametrize("kind", ["majority", "random"])
+def test_baselines_declare_a_poor_score(kind) -> None:
+    # scikit-learn's check_classifiers_train asks for 83% on its toy data unless the
+    # classifier says, as DummyClassifier does, that a poor score is what it is for.
+    assert MODELS[kind]().__sklearn_tags__().classifier_tags.poor_score
+    with features_outside_unit_range():  # its data are not pixels
+        check_classifiers_train(kind, MODELS[kind]())
+    assert not MODELS["softmax"]().__sklearn_tags__().classifier_tags.poor_score
+
+
 def test_bad_template_metric() -> None:
     with pytest.raises(SettingsError, match="metric"):
         Template(metric="cosine").fit(np.zeros((4, 3)), np.array([0, 1, 0, 1]))
@@ -246,7 +325,8 @@ def test_one_class_is_refused_before_fitting_in_scikit_learns_words(kind: str) -
 
 
 def test_a_two_class_model_refuses_ten_as_a_setting() -> None:
-    with pytest.raises(SettingsError, match="only binary classification is supported"):
+    with pytest.raises(SettingsError, match=r"y holds 10 classes\. Only binary classification is "
+                       r"supported\. The type of the target is multiclass\. .*--task is-2"):
         MODELS["guess-and-check"](n_candidates=3).fit(np.zeros((10, 4)), np.arange(10))
 
 
@@ -292,3 +372,12 @@ def test_a_bad_setting_leaves_a_fitted_model_as_it_was(kind, sample, seeded_mode
     with pytest.raises(SettingsError, match=f"^{name} must be"):
         model.fit(X[:100], y[:100])
     assert all(np.array_equal(before[key], value) for key, value in model.state_dict().items())
+
+
+def test_a_two_class_model_refuses_three_in_scikit_learns_words() -> None:
+    # Its data are not pixels: refused before X is looked at, so no DataWarning either.
+    check_classifier_not_supporting_multiclass("GuessAndCheck", MODELS["guess-and-check"](n_candidates=3))
+    model = MODELS["guess-and-check"](n_candidates=3)
+    with pytest.raises(SettingsError):
+        model.fit(np.full((6, 4), 0.9), np.arange(6) % 3)  # a light background, not said
+    assert not hasattr(model, "light_background_")

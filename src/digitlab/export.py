@@ -15,8 +15,8 @@ graph: it is written into the file's metadata (``metadata_props``) instead,
 with the classes, their names, the task and the digitlab version.
 
 One model is exported as an equivalent rather than the same arithmetic: the
-random baseline draws its scores from NumPy's PCG64 seeded by a CRC-32 of the
-batch's bytes, which no ONNX operator computes. Its graph draws the scores
+random baseline hashes each image's float32 bits with 64-bit integer arithmetic
+(splitmix64), which no ONNX operator computes. Its graph draws the scores
 with ONNX's ``RandomUniformLike`` instead: the same law (softmax of k uniform
 numbers in [0, 1) per image), not the same numbers.
 """
@@ -258,15 +258,14 @@ def _random(g: _Graph, model: Any) -> tuple[str, str]:
 
 
 def _template(g: _Graph, model: Any) -> tuple[str, str]:
-    templates = np.asarray(model.templates_)
-    x = g.pixels(templates.dtype)
-    scores = g.op("MatMul", x, g.const(templates.T, templates.dtype))  # (n, k), as x @ t.T
+    templates = np.asarray(model.templates_, np.float64)  # the model scores in float64
+    x = g.pixels(np.dtype(np.float64))
     if model.metric == "euclidean":
-        # -||x - t||^2 ranked as 2 x.t - ||t||^2, in the templates' dtype as the model does.
+        # -||x - t||^2 ranked as x.(2t) - ||t||^2, as the model does.
         norms = np.einsum("kd,kd->k", templates, templates)
-        scores = g.op("Sub", g.op("Mul", scores, g.const(2.0, templates.dtype)),
-                      g.const(norms, templates.dtype))
-    scores = g.double(scores)
+        scores = g.dense(x, 2.0 * templates.T, -norms)
+    else:
+        scores = g.op("MatMul", x, g.const(templates.T))  # (n, k), as x @ t.T
     return _softmax(g, scores, float(model.temperature_)), g.argmax(scores)
 
 
@@ -281,14 +280,13 @@ def _softmax_regression(g: _Graph, model: Any) -> tuple[str, str]:
 
 def _mlp(g: _Graph, model: Any) -> tuple[str, str]:
     count = len(model.coefs_)
-    weights = model.coefs_[0]
-    a = g.pixels(weights.dtype)
+    a = g.pixels(np.dtype(np.float64))  # the model predicts in float64 whatever its weights
     hidden = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "identity": None}[model.activation]
     for i, (W, b) in enumerate(zip(model.coefs_, model.intercepts_, strict=True), start=1):
-        a = g.dense(a, np.asarray(W), np.asarray(b))
+        a = g.dense(a, np.asarray(W, np.float64), np.asarray(b, np.float64))
         if i < count and hidden is not None:
             a = g.op(hidden, a)
-    z = g.double(a)  # the model's scores are float64 from here on
+    z = a
     if model.output == "softmax":
         return _softmax(g, z), g.argmax(z)
     if len(model.classes_) == 2:  # one sigmoid unit: (1 - s, s); scores (0, z)

@@ -86,8 +86,8 @@ class DigitClassifier(ClassifierMixin, BaseEstimator):
         """
         self._check_settings()  # first: a bad setting leaves a fitted model as it was
         X, y = check_labels(X, y, self)
-        X = self._check_features(X, fitting=True)
         classes, y_index = np.unique(y, return_inverse=True)
+        # Labels it cannot take are refused first: no warning about X, no light_background_ set.
         check_class_count(self, classes)
         if "class_weight" in self.get_params(deep=False):
             # a dict's labels are checked against y's before any state changes
@@ -95,6 +95,7 @@ class DigitClassifier(ClassifierMixin, BaseEstimator):
         if fit_options.get("eval_set") is not None:
             fit_options["eval_set"] = self._encode_eval_set(fit_options["eval_set"], classes,
                                                             X.shape[1])
+        X = self._check_features(X, fitting=True)  # the last check: it sets light_background_
         self.classes_ = classes
         self.n_features_in_ = X.shape[1]
         self._fit(X, y_index.astype(np.int64), **fit_options)
@@ -278,8 +279,11 @@ def check_class_count(model: DigitClassifier, classes: np.ndarray) -> None:
         raise ValueError(f"y holds {n} class ({classes.tolist()}); a {model.kind!r} model needs "
                          f"{_number_word(model.min_classes)} classes or more")
     if model.binary_only and n != 2:  # a setting of the run (--task), so a SettingsError
-        raise SettingsError(f"{model.kind!r} is a two-class model and y holds {n} classes: only "
-                            "binary classification is supported (e.g. --task is-2)")
+        # The middle sentences are scikit-learn's, word for word: its estimator checks match them.
+        target = "multiclass" if n > 2 else "unary"
+        raise SettingsError(f"{model.kind!r} is a two-class model and y holds {n} classes. Only "
+                            f"binary classification is supported. The type of the target is "
+                            f"{target}. Pick a two-class task (e.g. --task is-2)")
 
 
 def _number_word(n: int) -> str:
@@ -404,6 +408,22 @@ def class_weights(class_weight: object, classes: np.ndarray, y_index: np.ndarray
     else:
         weights = compute_class_weight("balanced", classes=np.arange(len(classes)), y=y_index)
     return None if np.all(weights == 1.0) else weights
+
+
+def linear_scores(X: np.ndarray, coef: np.ndarray, intercept: np.ndarray) -> np.ndarray:
+    """``X @ coef.T + intercept`` in float64, shape (n_samples, K), a block of rows at a time.
+
+    Float64 so that an image's scores do not depend on the batch it comes in
+    (float32 BLAS sums a row differently as the number of rows changes, by
+    1e-7: scikit-learn's subset-invariance check); blocks bound the copies.
+    """
+    coef = np.asarray(coef, dtype=np.float64)
+    out = np.empty((len(X), coef.shape[0]))
+    for start in range(0, len(X), 4096):
+        block = X[start : start + 4096].astype(np.float64)
+        np.matmul(block, coef.T, out=out[start : start + 4096])
+    out += intercept
+    return out
 
 
 def softmax(scores: np.ndarray) -> np.ndarray:

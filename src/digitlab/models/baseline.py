@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import zlib
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from digitlab.models.base import ArraySpec, DigitClassifier
 from digitlab.models.settings import Seed, SettingsSpec
+
+if TYPE_CHECKING:
+    from sklearn.utils import Tags
 
 
 class Majority(DigitClassifier):
@@ -39,14 +41,21 @@ class Majority(DigitClassifier):
         self._class_scores(X)  # checks fitted state and X
         return np.tile(self.class_prior_, (len(X), 1))
 
+    def __sklearn_tags__(self) -> Tags:
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.poor_score = True  # one constant answer by design, as DummyClassifier
+        return tags
+
 
 class RandomScores(DigitClassifier):
     """The "random classifier" of the classic exercise: random scores per image.
 
-    Each image gets ``n_classes`` scores drawn uniformly from [0, 1); the largest
-    wins, so accuracy is about 1 / n_classes. Scores are drawn from a generator
-    seeded by ``random_state`` and the bytes of ``X``, so the same images always get the
-    same answer (reproducible figures) while different images get different ones.
+    Each image gets ``n_classes`` scores uniform in [0, 1); the largest wins, so
+    accuracy is about 1 / n_classes. Each image's scores are a hash of
+    ``random_state`` and that image's pixels alone (:func:`row_uniforms`), so
+    an image gets the same answer in any batch, order or subset (scikit-learn's
+    invariance checks; reproducible figures) while different images get
+    different ones.
 
     Parameters
     ----------
@@ -72,6 +81,52 @@ class RandomScores(DigitClassifier):
         self.seed_ = np.array(seed, dtype=np.int64)
 
     def _scores(self, X: np.ndarray) -> np.ndarray:
-        digest = zlib.crc32(np.ascontiguousarray(X).tobytes())
-        generator = np.random.default_rng([int(self.seed_), digest])
-        return generator.random((len(X), len(self.classes_)))
+        # Model files written before this hash (scores drawn from a generator seeded by
+        # the seed and a CRC of the whole batch) hold the same seed_ and still load;
+        # their scores, hence predictions, differ from what they gave then.
+        return row_uniforms(X, int(self.seed_), len(self.classes_))
+
+    def __sklearn_tags__(self) -> Tags:
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.poor_score = True  # chance accuracy by design: the bar to beat
+        return tags
+
+
+# ---------------------------------------------------------------- per-image hashing
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # 2^64 / golden ratio: splitmix64's increment
+_ROWS_PER_BLOCK = 1024  # bounds the (rows, n_features) uint64 temporaries to a few MB
+
+
+def splitmix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's output function of ``x + golden``, element-wise on uint64 (wrapping):
+    each input bit flips about half the output bits, so nearby inputs give unrelated outputs."""
+    z = x + _GOLDEN
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def row_hashes(X: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each row's float32 bits, shape (n_samples,) uint64.
+
+    Each pixel's bits are mixed with its column index, then the row's mixed
+    words are XORed together: a function of that row alone (so of no other row,
+    nor of its place in the batch), vectorised a block of rows at a time.
+    """
+    # + 0.0 makes -0.0 into 0.0: the same picture, the same bits.
+    bits = np.ascontiguousarray(np.asarray(X, dtype=np.float32) + np.float32(0.0)).view(np.uint32)
+    columns = np.arange(bits.shape[1], dtype=np.uint64) << np.uint64(32)  # (d,): index in the high half
+    hashes = np.empty(len(bits), dtype=np.uint64)
+    for start in range(0, len(bits), _ROWS_PER_BLOCK):
+        block = bits[start : start + _ROWS_PER_BLOCK].astype(np.uint64) | columns  # (b, d)
+        hashes[start : start + _ROWS_PER_BLOCK] = np.bitwise_xor.reduce(splitmix64(block), axis=1)
+    return hashes
+
+
+def row_uniforms(X: np.ndarray, seed: int, k: int) -> np.ndarray:
+    """``k`` numbers uniform in [0, 1) per row of ``X``, shape (n_samples, k) float64: a
+    function of (``seed``, the row's bits, the column 0..k-1) only."""
+    key = splitmix64(np.uint64(seed) ^ splitmix64(np.arange(k, dtype=np.uint64)))  # (k,)
+    words = splitmix64(row_hashes(X)[:, None] ^ key)  # (n, k)
+    return (words >> np.uint64(11)).astype(np.float64) * 2.0**-53  # the top 53 bits: exact floats

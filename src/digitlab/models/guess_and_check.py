@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from digitlab.models import guess_and_check_engine
-from digitlab.models.base import ArraySpec, DigitClassifier
-from digitlab.models.perceptron import _class_index, _linear_scores, _two_column
+from digitlab.models.base import ArraySpec, DigitClassifier, linear_scores
+from digitlab.models.perceptron import _class_index, _two_column
 from digitlab.models.settings import Integer, Number, OneOf, Seed, SettingsSpec
 from digitlab.models.training import Callback, Progress
 
@@ -225,7 +225,7 @@ class GuessAndCheck(DigitClassifier):
         return self._class_scores(X)[:, 1] * 2.0  # the scores are -s/2, s/2: exact
 
     def _scores(self, X: np.ndarray) -> np.ndarray:
-        return _two_column(_linear_scores(X, self.coef_[None, :], self.intercept_[None])[:, 0])
+        return _two_column(linear_scores(X, self.coef_[None, :], self.intercept_[None])[:, 0])
 
     def linear_weights(self) -> np.ndarray:
         return np.asarray(self.coef_)[None, :]

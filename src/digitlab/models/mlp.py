@@ -42,6 +42,7 @@ from digitlab.models.settings import Integer, LayerSizes, Number, OneOf, Setting
 from digitlab.models.training import MINIBATCH_SETTINGS, Callback, LossAndGrads, MinibatchTrained
 
 INITS = ("auto", "uniform", "normal", "he", "glorot")
+_PREDICT_ROWS = 4096  # rows scored at once: bounds the float64 copies to a few tens of MB
 
 
 
@@ -280,19 +281,29 @@ class MLP(MinibatchTrained, DigitClassifier):
     # ------------------------------------------------------------ predict
 
     def _logits(self, X: np.ndarray) -> np.ndarray:
-        """Raw output z (n, n_out) of the network, in the parameters' dtype."""
-        W1 = self.params_["W1"]
-        a = X.astype(W1.dtype, copy=False)
+        """Raw output z (n, n_out) of the network, in float64, a block of rows at a time.
+
+        float64 whatever the parameters' dtype: float32 products round differently as
+        BLAS blocks a batch or its subset (1e-7), and an image's scores must not depend
+        on its batch. About twice the float32 time (10,000 images, 100 hidden units:
+        14 -> 29 ms); no prediction on the bundled sample changed. Training keeps float32.
+        """
         count = n_layers(self.params_)
+        layers = [(self.params_[f"W{i}"].astype(np.float64), self.params_[f"b{i}"].astype(np.float64))
+                  for i in range(1, count + 1)]
         activation = ACTIVATIONS[self.activation]()
-        for i in range(1, count + 1):
-            z = a @ self.params_[f"W{i}"]
-            z += self.params_[f"b{i}"]
-            a = activation.forward(z) if i < count else z
-        return a
+        out = np.empty((len(X), layers[-1][0].shape[1]))
+        for start in range(0, len(X), _PREDICT_ROWS):
+            a = X[start : start + _PREDICT_ROWS].astype(np.float64)
+            for i, (W, b) in enumerate(layers, start=1):
+                z = a @ W
+                z += b
+                a = activation.forward(z) if i < count else z
+            out[start : start + _PREDICT_ROWS] = a
+        return out
 
     def _scores(self, X: np.ndarray) -> np.ndarray:
-        z = self._logits(X).astype(np.float64)
+        z = self._logits(X)
         if z.shape[1] == 1:
             # One sigmoid unit: scores (0, z) so that softmax(scores) = (1 - s, s).
             return np.column_stack([np.zeros(len(z)), z[:, 0]])

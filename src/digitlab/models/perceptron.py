@@ -18,6 +18,7 @@ from digitlab.models.base import (
     DigitClassifier,
     class_weights,
     fit_temperature,
+    linear_scores,
     softmax,
 )
 from digitlab.models.settings import ClassWeight, Flag, Integer, Number, Seed, SettingsSpec
@@ -151,19 +152,24 @@ class Perceptron(DigitClassifier):
             rule.epoch(order)
             self.coef_, self.intercept_ = rule.weights()
 
+        sample_weight = None if weights is None else weights[y_index]
+
         def evaluate() -> dict[str, float]:
-            errors = int(np.count_nonzero(_class_index(self._scores(X)) != y_index))
-            return {
-                "mistakes": float(rule.last_mistakes),
-                "errors": float(errors),
-                "accuracy": 1 - errors / n,
-            }
+            right = _class_index(self._scores(X)) == y_index
+            errors = n - int(np.count_nonzero(right))
+            logs = {"mistakes": float(rule.last_mistakes), "errors": float(errors),
+                    "accuracy": 1 - errors / n}
+            if sample_weight is not None:  # what the class weights ask for
+                logs["weighted_accuracy"] = float(sample_weight[right].sum() / sample_weight.sum())
+            return logs
 
         result = run_epochs(
             epochs=epochs,
             train_epoch=train_epoch,
             evaluate=evaluate,
-            monitor="accuracy",
+            # With class weights, stop when the weighted accuracy stops rising: the plain
+            # one may stall while the rare class (weighed up) is still being learned.
+            monitor="accuracy" if sample_weight is None else "weighted_accuracy",
             mode="max",
             tol=0.0 if tol is None else tol,
             n_iter_no_change=patience,
@@ -187,7 +193,7 @@ class Perceptron(DigitClassifier):
         }
 
     def _scores(self, X: np.ndarray) -> np.ndarray:
-        scores = _linear_scores(X, self.coef_, self.intercept_)
+        scores = linear_scores(X, self.coef_, self.intercept_)
         return _two_column(scores[:, 0]) if len(self.classes_) == 2 else scores
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
@@ -290,17 +296,6 @@ class _PerceptronRule:
 
 
 # ---------------------------------------------------------------- shared helpers
-
-
-def _linear_scores(X: np.ndarray, coef: np.ndarray, intercept: np.ndarray) -> np.ndarray:
-    """``X @ coef.T + intercept`` in float64, shape (n_samples, K), a block of rows at a time."""
-    coef = np.asarray(coef, dtype=np.float64)
-    out = np.empty((len(X), coef.shape[0]))
-    for start in range(0, len(X), 4096):
-        block = X[start : start + 4096].astype(np.float64)
-        np.matmul(block, coef.T, out=out[start : start + 4096])
-    out += intercept
-    return out
 
 
 def _class_index(scores: np.ndarray) -> np.ndarray:

@@ -29,7 +29,7 @@ from typing import ClassVar
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from digitlab.models.base import ArraySpec, DigitClassifier
+from digitlab.models.base import ArraySpec, DigitClassifier, linear_scores
 from digitlab.models.losses import sigmoid_cross_entropy, softmax_cross_entropy
 from digitlab.models.settings import OneOf, SettingsSpec
 from digitlab.models.training import MINIBATCH_SETTINGS, Callback, LossAndGrads, MinibatchTrained
@@ -283,7 +283,7 @@ class Softmax(MinibatchTrained, DigitClassifier):
                     eval_set=eval_set)
 
     def _scores(self, X: np.ndarray) -> np.ndarray:
-        Z = forward({"coef_": self.coef_, "intercept_": self.intercept_}, X).astype(np.float64)
+        Z = linear_scores(X, self.coef_.T, self.intercept_)  # float64: batch-independent
         if Z.shape[1] == 1:
             # softmax([0, z]) = [1 - s(z), s(z)]: the base class's predict_proba
             # then gives exactly the sigmoid probabilities.

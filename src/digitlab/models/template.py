@@ -18,7 +18,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from digitlab.models.base import ArraySpec, DigitClassifier, fit_temperature, softmax
+from digitlab.models.base import ArraySpec, DigitClassifier, fit_temperature, linear_scores, softmax
 from digitlab.models.losses import one_hot
 from digitlab.models.settings import OneOf, SettingsSpec
 
@@ -62,11 +62,14 @@ class Template(DigitClassifier):
         self.temperature_ = np.array(fit_temperature(self._raw_scores(X), y_index))
 
     def _raw_scores(self, X: np.ndarray) -> np.ndarray:
-        scores = X @ self.templates_.T  # (n, n_classes)
-        if self.metric == "euclidean":
-            # -||x - t||^2 = 2 x·t - ||t||^2 - ||x||^2; the last term is the same for every class.
-            scores = 2.0 * scores - np.einsum("kd,kd->k", self.templates_, self.templates_)
-        return scores.astype(np.float64)
+        # In float64: float32 products round differently as BLAS blocks a batch or its
+        # subset (1e-7), and an image's scores must not depend on its batch. predict on
+        # 10,000 x 784 took 6 ms, now 15; no prediction on the bundled sample changed.
+        templates = self.templates_.astype(np.float64)
+        if self.metric == "dot":
+            return linear_scores(X, templates, np.zeros(len(templates)))  # (n, n_classes)
+        # -||x - t||^2 = 2 x·t - ||t||^2 - ||x||^2; the last term is the same for every class.
+        return linear_scores(X, 2.0 * templates, -np.einsum("kd,kd->k", templates, templates))
 
     def _scores(self, X: np.ndarray) -> np.ndarray:
         return self._raw_scores(X)
