@@ -7,10 +7,13 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
+import scipy.sparse
 from PIL import Image
+from sklearn.utils.estimator_checks import check_estimator
 
 # Skipped where PyTorch is not installed, but never in CI, which installs the torch extra.
 torch = pytest.importorskip("torch") if not os.environ.get("CI") else importlib.import_module("torch")
@@ -18,7 +21,7 @@ torch = pytest.importorskip("torch") if not os.environ.get("CI") else importlib.
 from digitlab.cli import main  # noqa: E402
 from digitlab.data.preprocess import resize_images  # noqa: E402
 from digitlab.data.sources import load  # noqa: E402
-from digitlab.errors import SettingsError  # noqa: E402
+from digitlab.errors import DataWarning, SettingsError  # noqa: E402
 from digitlab.io import load_model, save_model  # noqa: E402
 from digitlab.models import MODELS  # noqa: E402
 from digitlab.models.cnn import CNN, auto_epochs, build_network, image_side  # noqa: E402
@@ -195,10 +198,7 @@ def test_test_time_augmentation(fitted, sample) -> None:
 
 
 def test_input_shape_and_settings_are_checked(fitted) -> None:
-    X = np.zeros((4, 30), dtype=np.float32)
     y = np.array([0, 1, 0, 1])
-    with pytest.raises(ValueError, match="square"):
-        CNN(epochs=1).fit(X, y)
     with pytest.raises(ValueError, match="features"):
         fitted.predict(np.zeros((2, 400), dtype=np.float32))
     for bad in ({"epochs": 0}, {"lr": -1.0}, {"label_smoothing": 1.0}, {"device": "tpu"},
@@ -211,6 +211,15 @@ def test_input_shape_and_settings_are_checked(fitted) -> None:
 def test_network_sizes() -> None:
     assert image_side(784) == 28
     assert image_side(64) == 8
+    # the smallest square holding the features: 3 -> 2x2, 5 and 9 -> 3x3, 10 -> 4x4
+    assert [image_side(n) for n in (1, 2, 3, 4, 5, 9, 10, 783)] == [1, 2, 2, 2, 3, 3, 4, 28]
+    with pytest.raises(ValueError, match="at least 1"):
+        image_side(0)
+    for side in (1, 2, 3):  # too small to pool: the maps keep the image's size
+        network = build_network(side, 3, 2, 4)
+        assert not any(isinstance(layer, torch.nn.MaxPool2d) for layer in network)
+        assert network[:-4](torch.zeros(2, 1, side, side)).shape[1:] == (4, side, side)
+        assert network(torch.zeros(2, 1, side, side)).shape == (2, 3)
     for side, final in ((28, 7), (20, 5), (8, 2)):
         network = build_network(side, 10, 4, 16)
         out = network[:-4](torch.zeros(2, 1, side, side))  # up to the flatten
@@ -295,3 +304,97 @@ def test_the_command_line_starts_without_importing_torch() -> None:
     printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              check=True).stdout.split()
     assert printed == ["True", "_LazyModule"]
+
+
+def _blobs(n_features: int, n: int = 90) -> tuple[np.ndarray, np.ndarray]:
+    """Three classes of pixel-like features in [0, 1], each class brighter in its own place."""
+    rng = np.random.default_rng(0)
+    y = np.arange(n) % 3
+    X = rng.random((n, n_features)).astype(np.float32) * 0.3
+    X[np.arange(n), y % n_features] += 0.7
+    return X, y
+
+
+def test_features_that_are_not_a_square_image_are_padded_with_zeros(tmp_path) -> None:
+    X, y = _blobs(3)
+    with pytest.warns(DataWarning) as caught:
+        model = CNN(epochs=10, width=2, dense=8, batch_size=16, lr=0.05, random_state=0).fit(X, y)
+    assert [str(w.message) for w in caught] == [
+        "X has 3 features, not a square image: laid out in a 2x2 image padded with zeros"]
+    assert model.n_features_in_ == 3
+    assert model.score(X, y) > 0.9
+    proba = model.predict_proba(X)
+    assert proba.shape == (90, 3)
+    # The very network a 2x2 image with a zero last pixel trains (augment=None: off for
+    # padded features, so given here for the square one).
+    square = np.hstack([X, np.zeros((90, 1), np.float32)])
+    same = CNN(epochs=10, width=2, dense=8, batch_size=16, lr=0.05, augment=False,
+               random_state=0).fit(square, y)
+    for name, value in same.state_dict().items():
+        if name != "n_features_in_":
+            np.testing.assert_array_equal(model.state_dict()[name], value, err_msg=name)
+    np.testing.assert_array_equal(model.predict_proba(X), same.predict_proba(square))
+    with pytest.raises(ValueError, match="expecting 3 features"):
+        model.predict(square)
+
+    summary = model.summary()
+    assert summary["layers"][-5]["output_shape"] == [4, 2, 2]  # before the flatten
+    path = tmp_path / "padded.safetensors"
+    save_model(path, model, input_shape=(1, 3))
+    loaded, info = load_model(path)
+    assert info.input_shape == [1, 3]
+    np.testing.assert_array_equal(loaded.predict_proba(X), proba)
+    assert CNN(width=2, dense=8).load_state_dict(model.state_dict()).n_features_in_ == 3
+
+
+def test_one_feature_trains_even_with_a_lone_last_image() -> None:
+    # 1x1 maps: batch norm cannot normalise a batch of one, so the 17th image joins the
+    # 16 before it instead of forming a batch of its own.
+    X = np.random.default_rng(0).random((17, 1)).astype(np.float32)
+    y = (X[:, 0] > 0.5).astype(np.int64)
+    model = CNN(epochs=2, width=2, dense=4, batch_size=16, random_state=0).fit(X, y)  # 1x1: square
+    assert model.predict(X).shape == (17,)
+
+
+def test_input_is_checked_before_the_shape_and_leaves_a_fitted_model_unchanged(small) -> None:
+    X, y, _, _ = small
+    model = CNN(epochs=1, width=2, dense=4, random_state=0).fit(X[:64], y[:64])
+    before = model.state_dict()
+    # 10 features, not a square image: the input checks come before anything about shape.
+    nan = X[:64, :10].copy()
+    nan[3, 5] = np.nan
+    cases = [  # scikit-learn's own words, which its estimator checks look for
+        (scipy.sparse.csr_matrix(X[:64, :10]), TypeError, "Sparse data was passed"),
+        (nan, ValueError, "Input X contains NaN"),
+        (X[:64, :10] + 1j, ValueError, "Complex data not supported"),
+        (np.zeros((0, 10), np.float32), ValueError, "0 sample"),
+        (X[:1, :10], ValueError, "1 class"),
+    ]
+    for bad, error, message in cases:
+        with pytest.raises(error, match=message):
+            model.fit(bad, y[: bad.shape[0]])
+    with pytest.raises(ValueError, match="Unknown label type"):
+        model.fit(X[:64, :10], np.linspace(0, 1, 64))
+    with pytest.raises(ValueError, match="1 class"):
+        model.fit(X[:64, :10], np.zeros(64, np.int64))
+    with pytest.raises(SettingsError):  # a setting before anything about X
+        model.set_params(width=0).fit(np.zeros((4, 3)), [0, 1, 0, 1])
+    model.set_params(width=2)
+    after = model.state_dict()
+    assert after.keys() == before.keys()
+    for name in before:
+        np.testing.assert_array_equal(after[name], before[name], err_msg=name)
+
+
+def test_scikit_learns_estimator_checks_pass() -> None:
+    # 5 epochs of 32: the checks that fit and score (check_classifiers_train, above 83% on
+    # 2-feature blobs; check_class_weight_classifiers) need a net that learns; seeds 0-4
+    # all pass. Their toy data lie outside [0, 1] and are not square: DataWarnings,
+    # which these checks are not about.
+    estimator = CNN(epochs=5, batch_size=32, width=2, dense=4, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        results = check_estimator(estimator, on_fail=None, on_skip=None)
+    failed = {r["check_name"]: repr(r["exception"]) for r in results if r["status"] == "failed"}
+    assert failed == {}
+    assert sum(r["status"] == "passed" for r in results) >= 50

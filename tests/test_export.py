@@ -20,6 +20,7 @@ else:
     onnx = pytest.importorskip("onnx")
 
 from digitlab.cli import main
+from digitlab.errors import DataWarning
 from digitlab.export import INPUT, OUTPUTS, export_onnx
 from digitlab.io import load_model, save_model
 from digitlab.models import MODELS
@@ -170,6 +171,22 @@ def test_cli_exports_a_model(splits, tmp_path: Path, capsys: pytest.CaptureFixtu
     probabilities, _ = _run(out, splits[2][:5])
     np.testing.assert_allclose(probabilities, model.predict_proba(splits[2][:5]), atol=1e-5)
     assert sorted(p.name for p in out.parent.iterdir()) == ["digits.onnx"]  # no temporary left
+
+
+def test_a_cnn_on_features_that_are_not_a_square_image_exports(splits, tmp_path: Path) -> None:
+    """The graph pads the features to the network's square image as CNN does (10 -> 4x4)."""
+    if "cnn" not in MODELS:
+        pytest.skip("cnn needs an extra that is not installed")
+    X, y, X_test, _ = splits
+    with pytest.warns(DataWarning, match="laid out in a 4x4 image"):
+        model = MODELS["cnn"](epochs=1, width=2, dense=4, random_state=0).fit(X[:, 300:310], y)
+    path = tmp_path / "cnn.safetensors"
+    save_model(path, model, input_shape=(2, 5))
+    export_onnx(path, tmp_path / "cnn.onnx")
+    probabilities, label = _run(tmp_path / "cnn.onnx", X_test[:, 300:310])
+    np.testing.assert_allclose(probabilities, model.predict_proba(X_test[:, 300:310]), rtol=0,
+                               atol=ATOL["cnn"])
+    np.testing.assert_array_equal(label, model.predict(X_test[:, 300:310]))
 
 
 def test_cli_exports_a_cnn_without_noise(splits, tmp_path: Path,

@@ -348,7 +348,7 @@ def _cnn_graph(model: Any) -> Any:
         raise DigitlabError("ONNX export of a CNN needs onnxscript (in the onnx extra): "
                             "pip install 'digitlab[onnx]'") from None
 
-    from digitlab.models.cnn import TTA_SHIFTS, _shift_fixed, image_side
+    from digitlab.models.cnn import TTA_SHIFTS, _shift_fixed, image_side, pixels_to_images
 
     side = image_side(model.n_features_in_)
     network = model.network_.cpu().eval()
@@ -359,7 +359,7 @@ def _cnn_graph(model: Any) -> Any:
         ``CNN.predict_proba`` and ``CNN.predict`` compute them."""
 
         def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            images = pixels.reshape(-1, 1, side, side)
+            images = pixels_to_images(pixels, side)  # zeros after features that are not square
             if not model.tta:
                 logits = network(images).double()
                 return torch.softmax(logits, dim=1).float(), classes[logits.argmax(dim=1)]
