@@ -7,13 +7,11 @@ import json
 import os
 import subprocess
 import sys
-import warnings
 
 import numpy as np
 import pytest
 import scipy.sparse
 from PIL import Image
-from sklearn.utils.estimator_checks import check_estimator
 
 # Skipped where PyTorch is not installed, but never in CI, which installs the torch extra.
 torch = pytest.importorskip("torch") if not os.environ.get("CI") else importlib.import_module("torch")
@@ -385,16 +383,3 @@ def test_input_is_checked_before_the_shape_and_leaves_a_fitted_model_unchanged(s
     for name in before:
         np.testing.assert_array_equal(after[name], before[name], err_msg=name)
 
-
-def test_scikit_learns_estimator_checks_pass() -> None:
-    # 5 epochs of 32: the checks that fit and score (check_classifiers_train, above 83% on
-    # 2-feature blobs; check_class_weight_classifiers) need a net that learns; seeds 0-4
-    # all pass. Their toy data lie outside [0, 1] and are not square: DataWarnings,
-    # which these checks are not about.
-    estimator = CNN(epochs=5, batch_size=32, width=2, dense=4, random_state=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DataWarning)
-        results = check_estimator(estimator, on_fail=None, on_skip=None)
-    failed = {r["check_name"]: repr(r["exception"]) for r in results if r["status"] == "failed"}
-    assert failed == {}
-    assert sum(r["status"] == "passed" for r in results) >= 50

@@ -18,7 +18,7 @@ from digitlab.models import MODELS
 # allowances under digitlab's names (the defaults are tuned for thousands of images,
 # where 30 epochs are thousands of steps, not 30). Small networks keep the checks quick.
 CHECK_SETTINGS: dict[str, dict[str, object]] = {
-    "cnn": {"epochs": 2, "width": 2, "dense": 8},
+    "cnn": {"epochs": 5, "batch_size": 32, "width": 2, "dense": 8},
     "mlp": {"hidden": (16,), "lr": 0.01},
     "softmax": {"epochs": 300, "lr": 0.05},
     "perceptron": {"epochs": 1000, "tol": None},

@@ -286,9 +286,8 @@ class CNN(DigitClassifier):
             on after each epoch; training ends with the weights of its best
             epoch, and ``target_accuracy`` watches it.
         """
-        # Settings first, so a bad one leaves a fitted model as it was; X and y are
-        # then checked by the base class (scikit-learn's own checks and messages).
-        self._check_settings()
+        # The base class checks the settings, then X and y (scikit-learn's own checks
+        # and messages), before anything changes.
         self._checked_fit(X, y, callback=callback, eval_set=eval_set)
         return self
 
@@ -301,8 +300,6 @@ class CNN(DigitClassifier):
         eval_set: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         classes = self.classes_
-        if len(classes) < 2:
-            raise ValueError(f"y holds a single class ({classes.tolist()}); a CNN needs two or more")
         side = image_side(X.shape[1])
         padded = side * side != X.shape[1]
         if padded:
