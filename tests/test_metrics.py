@@ -97,7 +97,8 @@ def test_wilson_interval_by_the_formula_and_edge_cases() -> None:
     expected = ((centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n))
     assert metrics.wilson_interval(k, n) == pytest.approx(expected, abs=1e-12)
     low, high = metrics.wilson_interval(10, 10)
-    assert high == 1.0 and low < 1.0
+    assert high == 1.0
+    assert low < 1.0
     assert all(math.isnan(v) for v in metrics.wilson_interval(0, 0))
     assert metrics.format_interval((0.9568, 0.9949)) == "95.7-99.5%"
     assert metrics.format_interval((math.nan, math.nan)) == ""

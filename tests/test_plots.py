@@ -107,7 +107,8 @@ def test_learning_curve_epochs_are_whole_numbers() -> None:
     fig = plots.learning_curves({"loss": [1.0, 0.7, 0.5, 0.4, 0.35], "accuracy": [0.5, 0.6, 0.7, 0.8, 0.85]})
     for ax in fig.axes:
         ticks = [t for t in ax.get_xticks() if 1 <= t <= 5]
-        assert ticks and all(float(t).is_integer() for t in ticks)
+        assert ticks
+        assert all(float(t).is_integer() for t in ticks)
 
 
 def test_weight_image_numbers_rows_and_labels_marked_pixels() -> None:
@@ -125,7 +126,9 @@ def test_pixel_arrows_name_the_pixels(digits) -> None:
     images, _ = digits
     fig = plots.pixel_arrows(images[:2], (20, 22), (7, 18), suptitle="is it a 2")
     text = fig.get_suptitle()
-    assert "(20, 22)" in text and "(7, 18)" in text and text.startswith("is it a 2")
+    assert "(20, 22)" in text
+    assert "(7, 18)" in text
+    assert text.startswith("is it a 2")
 
 
 def test_similarity_bars_show_the_target_share_apart() -> None:

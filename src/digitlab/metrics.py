@@ -59,6 +59,11 @@ def format_interval(interval: tuple[float, float] | list[float] | None) -> str:
     return f"{100 * low:.1f}-{100 * high:.1f}%"
 
 
+def format_cost(value: float | None) -> str:
+    """A cost or loss to three significant figures ("0.908", "8.99", "0.0123"); "" if unknown."""
+    return "" if value is None or value != value else f"{value:.3g}"
+
+
 def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """Mean recall over the classes present in ``y_true``."""
     return float(balanced_accuracy_score(y_true, y_pred))
