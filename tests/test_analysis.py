@@ -42,10 +42,37 @@ def test_average_images() -> None:
 def test_mistaken_for_ranks_true_digits_by_share() -> None:
     y_true = np.array([3, 3, 3, 3, 8, 8, 5, 5])
     y_pred = np.array([5, 5, 3, 3, 5, 8, 5, 5])
-    ranking = analysis.mistaken_for(y_true, y_pred, 5, np.array([3, 5, 8]))
+    ranking = analysis.mistaken_for(y_true, y_pred, 5, np.array([3, 5, 8]), include_target=False)
     assert [entry["label"] for entry in ranking] == [3, 8]  # 5 itself is left out; ties by label
     assert ranking[0] == {"label": 3, "count": 2, "total": 4, "percent": 50.0}
     assert ranking[1]["percent"] == 50.0
+
+
+def test_mistaken_for_starts_with_the_targets_own_share() -> None:
+    # the classic ranking: the share of true 7s read as 7 first, then the others by share
+    y_true = np.array([7, 7, 7, 7, 1, 1, 2, 2, 2, 2])
+    y_pred = np.array([7, 7, 7, 1, 7, 7, 7, 2, 2, 2])
+    ranking = analysis.mistaken_for(y_true, y_pred, 7, np.array([1, 2, 7]))
+    assert [entry["label"] for entry in ranking] == [7, 1, 2]
+    assert ranking[0] == {"label": 7, "count": 3, "total": 4, "percent": 75.0}
+    assert [entry["percent"] for entry in ranking[1:]] == [100.0, 25.0]
+
+
+def test_sample_per_class_balances_and_follows_the_seed() -> None:
+    labels = np.array([0] * 50 + [1] * 5 + [2] * 45)  # class-sorted, like a Kaggle tree
+    picked = analysis.sample_per_class(labels, 9, rng=0)
+    assert [int((labels[picked] == c).sum()) for c in (0, 1, 2)] == [3, 3, 3]
+    assert list(labels[picked]) == sorted(labels[picked])  # grouped by class
+    assert len(set(picked.tolist())) == 9
+    np.testing.assert_array_equal(picked, analysis.sample_per_class(labels, 9, rng=0))
+    assert not np.array_equal(picked, analysis.sample_per_class(labels, 9, rng=1))
+    assert list(picked[:3]) != [0, 1, 2]  # drawn at random, not the first images
+    # a class with too few images gives its share to the others
+    few = analysis.sample_per_class(labels, 30, rng=0)
+    assert [int((labels[few] == c).sum()) for c in (0, 1, 2)] == [13, 5, 12]
+    assert len(analysis.sample_per_class(labels, 500, rng=0)) == 100
+    only = analysis.sample_per_class(labels, 4, rng=0, classes=np.array([1]))
+    assert set(labels[only].tolist()) == {1}
 
 
 def test_most_confused_pairs() -> None:

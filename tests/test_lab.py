@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -37,10 +38,15 @@ def test_every_recipe_has_a_faithful_and_a_fixed_row(lab) -> None:
     for row in summary["rows"]:
         for key in ("data", "model", "test_accuracy", "majority_baseline", "seconds"):
             assert key in row
+        low, high = row["test_accuracy_ci"]  # the 95% Wilson interval beside each accuracy
+        assert low <= row["test_accuracy"] <= high
     page = (out / "report.html").read_text(encoding="utf-8")
     for recipe in RECIPES:
         assert f"id='{recipe}'" in page
     assert page.count("data:image/png;base64,") >= 10
+    assert "95% interval" in page
+    assert re.search(r"squared_distance_cost: \d\.\d{1,3}[,;)<]", page)  # costs rounded:
+    assert not re.search(r": \d+\.\d{5,}", page)  # 0.908, never 0.9080430403514952
 
 
 def test_two_detector_shows_how_far_91_percent_was_from_useful(lab) -> None:
@@ -77,7 +83,10 @@ def test_digits_mlp_replays_the_classic_numbers(lab) -> None:
 def test_softmax_zero_vs_one_and_relu_net(lab) -> None:
     _, _, rows = lab
     assert _row(rows, "softmax", "fixed")["test_accuracy"] > 0.89
-    assert _row(rows, "softmax", "fixed")["mistaken_for_5"]
+    ranking = _row(rows, "softmax", "fixed")["mistaken_for_5"]
+    assert ranking[0]["label"] == 5
+    assert ranking[0]["percent"] > 80
+    assert len(ranking) == 4
     zero_one = _row(rows, "zero-vs-one", "faithful")
     assert zero_one["n_parameters"] == 10431
     assert zero_one["test_accuracy"] > 0.97

@@ -73,3 +73,42 @@ def test_labels_the_model_never_saw_count_as_wrong_without_crashing() -> None:
     )
     assert result["accuracy"] == 0.5
     assert result["confusion"]["labels"] == [0, 1, 5]
+
+
+@pytest.mark.parametrize(
+    ("correct", "total", "low", "high"),
+    [  # Newcombe (1998), Statistics in Medicine 17:857, table I, Wilson score method
+        (81, 263, 0.2553, 0.3662),
+        (15, 148, 0.0624, 0.1605),
+        (0, 20, 0.0, 0.1611),
+        (1, 29, 0.0061, 0.1718),
+    ],
+)
+def test_wilson_interval_matches_published_values(correct, total, low, high) -> None:
+    found = metrics.wilson_interval(correct, total)
+    assert found == pytest.approx((low, high), abs=5e-5)
+
+
+def test_wilson_interval_by_the_formula_and_edge_cases() -> None:
+    # the score interval by hand: (p + z²/2n ± z sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n)
+    k, n, z = 197, 200, 1.959963984540054
+    p = k / n
+    centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    expected = ((centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n))
+    assert metrics.wilson_interval(k, n) == pytest.approx(expected, abs=1e-12)
+    low, high = metrics.wilson_interval(10, 10)
+    assert high == 1.0
+    assert low < 1.0
+    assert all(math.isnan(v) for v in metrics.wilson_interval(0, 0))
+    assert metrics.format_interval((0.9568, 0.9949)) == "95.7-99.5%"
+    assert metrics.format_interval((math.nan, math.nan)) == ""
+
+
+def test_evaluate_predictions_gives_the_accuracy_interval() -> None:
+    y = np.array([0, 1] * 50)
+    predicted = y.copy()
+    predicted[:3] = 1 - predicted[:3]
+    proba = np.eye(2)[predicted]
+    result = metrics.evaluate_predictions(y, predicted, proba, np.array([0, 1]))
+    assert result["accuracy_ci"] == pytest.approx(list(metrics.wilson_interval(97, 100)))
+    assert result["accuracy_ci"][0] < result["accuracy"] < result["accuracy_ci"][1]

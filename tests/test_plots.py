@@ -88,3 +88,53 @@ def test_weight_image_is_centred_on_zero() -> None:
     fig = plots.weight_image(np.array([0.0, 0.5, -2.0, 1.0]), (2, 2))
     image = fig.axes[0].images[0]
     assert image.get_clim() == (-2.0, 2.0)
+
+
+def test_readable_probability_tells_small_probabilities_apart() -> None:
+    shown = [plots.readable_probability(p) for p in (3e-05, 4.4e-05, 0.0023, 0.002, 0.05, 0.873, 0.9996, 1.0, 0.0)]
+    assert shown == ["3.0e-05", "4.4e-05", "0.23%", "0.20%", "5.0%", "87%", "100.0%", "100%", "0"]
+
+
+def test_worst_written_captions_read_each_probability(digits) -> None:
+    images, _ = digits
+    fig = plots.worst_written(images[:3], np.array([3e-05, 0.002, 0.4]), ["1", "2", "3"], ["7", "2", "5"])
+    titles = [ax.get_title() for ax in fig.axes[:3]]
+    assert titles == ["1,7\n3.0e-05", "2,2\n0.20%", "3,5\n40%"]
+    assert len(set(titles)) == 3  # never all "0.00"
+
+
+def test_learning_curve_epochs_are_whole_numbers() -> None:
+    fig = plots.learning_curves({"loss": [1.0, 0.7, 0.5, 0.4, 0.35], "accuracy": [0.5, 0.6, 0.7, 0.8, 0.85]})
+    for ax in fig.axes:
+        ticks = [t for t in ax.get_xticks() if 1 <= t <= 5]
+        assert ticks
+        assert all(float(t).is_integer() for t in ticks)
+
+
+def test_weight_image_numbers_rows_and_labels_marked_pixels() -> None:
+    fig = plots.weight_image(np.linspace(-1, 1, 784), (28, 28),
+                             marked={"most positive": (20, 22), "most negative": (0, 0)})
+    ax = fig.axes[0]
+    assert list(ax.get_xticks()) == [0, 4, 8, 12, 16, 20, 24]
+    assert list(ax.get_yticks()) == [0, 4, 8, 12, 16, 20, 24]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("column", "row")
+    legend = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert legend == ["most positive (20, 22)", "most negative (0, 0)"]
+
+
+def test_pixel_arrows_name_the_pixels(digits) -> None:
+    images, _ = digits
+    fig = plots.pixel_arrows(images[:2], (20, 22), (7, 18), suptitle="is it a 2")
+    text = fig.get_suptitle()
+    assert "(20, 22)" in text
+    assert "(7, 18)" in text
+    assert text.startswith("is it a 2")
+
+
+def test_similarity_bars_show_the_target_share_apart() -> None:
+    ranking = [{"label": 5, "count": 8, "total": 10, "percent": 80.0},
+               {"label": 3, "count": 1, "total": 10, "percent": 10.0}]
+    fig = plots.similarity_bars(ranking, "5", [str(i) for i in range(10)])
+    bars = fig.axes[0].patches
+    assert [round(b.get_height()) for b in bars] == [80, 10]
+    assert bars[0].get_facecolor() != bars[1].get_facecolor()

@@ -7,13 +7,16 @@ import io
 import json
 from html.parser import HTMLParser
 
+import numpy as np
 import pytest
 from PIL import Image
 
+from digitlab import metrics
 from digitlab.cli import main
+from digitlab.errors import SettingsError
 from digitlab.inspection import inspect_model
-from digitlab.models import Template
-from digitlab.report import render_html, write_report
+from digitlab.models import GuessAndCheck, RandomScores, Template
+from digitlab.report import describe_parameters, render_html, write_report
 
 
 class _Collector(HTMLParser):
@@ -121,3 +124,111 @@ def test_evaluate_on_a_range_and_inspect(tmp_path, capsys) -> None:
     assert (tmp_path / "look" / "report.html").is_file()
     assert (tmp_path / "look" / "figures" / "similarity.png").is_file()
     assert main(["evaluate", str(tmp_path / "missing.safetensors")]) == 2
+
+
+def _sorted_by_class(data):
+    """The test split reordered class by class, as a Kaggle tree or an .npz lists it."""
+    order = np.argsort(data.test_labels, kind="stable")
+    return data.replace(test_images=data.test_images[order], test_labels=data.test_labels[order])
+
+
+def _figure(inspection, name):
+    return next(figure for figure_name, _, figure in inspection.figures.items if figure_name == name)
+
+
+def _titles(figure):
+    return [ax.get_title() for ax in figure.axes if ax.get_title()]
+
+
+def test_binary_examples_show_both_classes_on_class_sorted_data(binary_run) -> None:
+    model, data, _ = binary_run
+    inspection = inspect_model(model, _sorted_by_class(data), seed=3)
+    arrows = _titles(_figure(inspection, "pixel_arrows"))
+    assert sorted(arrows) == ["2", "2", "2", "not 2", "not 2", "not 2"]
+    examples = [title.split(",")[0] for title in _titles(_figure(inspection, "examples"))]
+    assert examples.count("2") == examples.count("not 2") == 10
+    again = inspect_model(model, _sorted_by_class(data), seed=4, splits=("test",))
+    assert _titles(_figure(again, "examples")) != _titles(_figure(inspection, "examples"))
+    weights = _figure(inspection, "weights").axes[0]
+    legend = [text.get_text() for text in weights.get_legend().get_texts()]
+    row, col = inspection.analysis["most_positive_pixel"]
+    assert legend[0] == f"most positive ({row}, {col})"
+
+
+@pytest.fixture(scope="module")
+def ten_digit_run(sample):
+    data = sample.take("train", 0, 1000).take("test", 0, 300)
+    return Template().fit(data.features("train"), data.train_labels), data
+
+
+def test_target_digit_ranks_its_own_share_first(ten_digit_run) -> None:
+    model, data = ten_digit_run
+    default = inspect_model(model, data, splits=("test",), figures=False)
+    assert default.analysis["mistaken_for"]["target"] == 5
+    aimed = inspect_model(model, data, splits=("test",), figures=False, target_digit=3)
+    ranking = aimed.analysis["mistaken_for"]["ranking"]
+    assert ranking[0]["label"] == 3
+    assert len(ranking) == 10
+    threes = data.test_labels == 3
+    read_as_3 = model.predict(data.features("test")) == 3
+    assert ranking[0]["count"] == int(np.sum(read_as_3 & threes))
+    assert ranking[0]["total"] == int(threes.sum())
+    assert any("were read as 3" in text for text in aimed.readings)
+
+
+def test_worst_digit_shows_only_that_digit(ten_digit_run) -> None:
+    model, data = ten_digit_run
+    inspection = inspect_model(model, data, splits=("test",), worst_digit=8)
+    worst = inspection.analysis["worst_written"]
+    assert len(worst) == 10
+    assert {entry["label"] for entry in worst} == {8}
+    p_true = [entry["p_true"] for entry in worst]
+    assert p_true == sorted(p_true)
+    titles = _titles(_figure(inspection, "worst_written"))
+    assert len(titles) == 10
+    assert all(title.startswith("8,") for title in titles)
+    with pytest.raises(SettingsError, match="--worst-digit 12 is not a class"):
+        inspect_model(model, data, splits=("test",), figures=False, worst_digit=12)
+
+
+def test_report_shows_the_interval_and_what_the_parameters_are(binary_run) -> None:
+    model, data, inspection = binary_run
+    test = inspection.evaluation["test"]
+    low, high = test["accuracy_ci"]
+    assert low < test["accuracy"] < high
+    page = render_html(title="t", data_summary=data.summary(), model_summary=model.summary(),
+                       inspection=inspection)
+    assert "95% interval" in page
+    assert metrics.format_interval(test["accuracy_ci"]) in page
+    assert f"{test['costs']['cross_entropy']:.3g}" in page
+
+
+def test_describe_parameters_says_what_is_counted(sample) -> None:
+    data = sample.for_task("is-2").take("train", 0, 300)
+    guess = GuessAndCheck(n_candidates=20, random_state=0).fit(data.features("train"), data.train_labels)
+    text = describe_parameters(guess.summary())
+    assert text.startswith("785 learned parameters (coef_ 784, intercept_ 1)")
+    assert "not learned: best_candidate_, best_train_accuracy_" in text
+    random = RandomScores(random_state=1).fit(data.features("train"), data.train_labels)
+    assert describe_parameters(random.summary()) == "No learned parameters (a seed: 1)."
+
+
+def test_cli_aims_the_analysis_and_refuses_a_digit_not_in_the_task(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert main(["train", "--data", "digits", "--out", str(out), "--quiet",
+                 "--target-digit", "3", "--worst-digit", "8"]) == 0
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["analysis"]["mistaken_for"]["ranking"][0]["label"] == 3
+    assert {entry["label"] for entry in saved["analysis"]["worst_written"]} == {8}
+    assert len(saved["test"]["accuracy_ci"]) == 2
+    model = str(out / "model.safetensors")
+    assert main(["evaluate", model, "--data", "digits", "--json", "--target-digit", "7"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["analysis"]["mistaken_for"]["ranking"][0]["label"] == 7
+    assert main(["evaluate", model, "--data", "digits"]) == 0
+    assert "95% interval" in capsys.readouterr().out
+    bad = tmp_path / "bad"
+    assert main(["train", "--data", "digits", "--task", "is-2", "--out", str(bad), "--quiet",
+                 "--target-digit", "2"]) == 2
+    assert "--target-digit 2 is not a class of this task (classes: 0, 1)" in capsys.readouterr().err
+    assert not bad.exists()  # refused before training, nothing written

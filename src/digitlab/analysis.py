@@ -80,23 +80,51 @@ def average_images(images: np.ndarray, labels: np.ndarray, classes: np.ndarray) 
 
 
 def mistaken_for(
-    y_true: np.ndarray, y_pred: np.ndarray, target: int, labels: np.ndarray
+    y_true: np.ndarray, y_pred: np.ndarray, target: int, labels: np.ndarray,
+    *, include_target: bool = True,
 ) -> list[dict[str, Any]]:
-    """For each other true digit, the share of its images predicted as ``target``.
+    """The share of each true digit's images predicted as ``target``.
 
-    "Which digit is most often mistaken for a 5": ranked, largest share first
-    (ties by label). Each entry: ``{"label", "count", "total", "percent"}``.
+    "Which digit is most often mistaken for a 5": the target's own share first (the
+    share of true 5s read as 5, as the classic exercise's ranking starts), then every
+    other digit, largest share first (ties by label). ``include_target=False`` leaves
+    the target's own entry out. Each entry: ``{"label", "count", "total", "percent"}``.
     """
     ranking = []
     for label in labels:
-        if label == target:
+        if label == target and not include_target:
             continue
         members = y_true == label
         total = int(members.sum())
         count = int(np.sum(y_pred[members] == target))
         ranking.append({"label": int(label), "count": count, "total": total,
                         "percent": 100.0 * count / total if total else 0.0})
-    return sorted(ranking, key=lambda entry: (-entry["percent"], entry["label"]))
+    return sorted(ranking, key=lambda entry: (entry["label"] != target, -entry["percent"], entry["label"]))
+
+
+def sample_per_class(
+    labels: np.ndarray, n: int, rng: int | np.random.Generator | None = 0,
+    *, classes: np.ndarray | None = None,
+) -> np.ndarray:
+    """Indices of ``n`` images drawn at random, as evenly over ``classes`` as they allow.
+
+    Example grids show these rather than the first ``n`` images: a class-sorted source
+    (a Kaggle PNG tree, an .npz) starts with all its zeros, and on "is it a 2" the first
+    images are all "not 2". Each class gets ``n // k`` images (the first ``n % k``
+    classes one more); a class with too few gives its share to the others. Returned
+    grouped by class, in the order of ``classes`` (default: the labels present).
+    """
+    labels = np.asarray(labels)
+    generator = np.random.default_rng(rng)
+    classes = np.unique(labels) if classes is None else np.asarray(classes)
+    pools = [generator.permutation(np.flatnonzero(labels == c)) for c in classes]
+    n = min(n, sum(len(pool) for pool in pools))
+    taken = [0] * len(pools)
+    while sum(taken) < n:  # round robin: one more from each class that still has images
+        for i, pool in enumerate(pools):
+            if taken[i] < len(pool) and sum(taken) < n:
+                taken[i] += 1
+    return np.concatenate([pool[:k] for pool, k in zip(pools, taken, strict=True)] or [np.array([], int)]).astype(np.int64)
 
 
 def most_confused_pairs(matrix: np.ndarray, labels: list[int], top: int = 5) -> list[dict[str, Any]]:

@@ -122,9 +122,19 @@ def _add_train(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         "given here override it); the same settings give the same model file")
     parser.add_argument("--quiet", action="store_true", help="print only errors")
     parser.add_argument("--verbose", action="store_true", help="also print each new best")
+    _add_analysis_options(parser)
     _add_model_settings(parser)
     _defaults_from_run_config(parser)
     parser.set_defaults(handler=_cmd_train)
+
+
+def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--target-digit", type=int, default=None, metavar="N",
+                        help="rank which digits are mistaken for N, starting with the share of "
+                        "N read as N (default: 5 when the task has more than two classes)")
+    parser.add_argument("--worst-digit", type=int, default=None, metavar="N",
+                        help="show the worst-written images of N only: the lowest probability "
+                        "of their true label (default: the worst of every digit)")
 
 
 def _defaults_from_run_config(parser: argparse.ArgumentParser) -> None:
@@ -157,6 +167,7 @@ def _add_evaluate(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     parser.add_argument("--start", type=int, default=0, help="first image of the range")
     parser.add_argument("--count", type=int, default=None, help="images in the range (default: all)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_analysis_options(parser)
     _add_data_options(parser)
     parser.set_defaults(handler=_cmd_evaluate)
 
@@ -170,6 +181,7 @@ def _add_inspect(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     _add_model_path(parser)
     parser.add_argument("--data", default="mnist-sample", help=DATA_HELP)
     parser.add_argument("--out", type=Path, required=True, help="folder to write into")
+    _add_analysis_options(parser)
     _add_data_options(parser)
     parser.set_defaults(handler=_cmd_inspect)
 
@@ -385,7 +397,8 @@ def _cmd_train(args: argparse.Namespace, out: Console, err: Console) -> int:
         base = dataclasses.replace(base, settings={})
     config = dataclasses.replace(base, **given, settings={**base.settings, **settings})
     with _TrainingDisplay(err, enabled=not args.quiet, verbose=args.verbose) as display:
-        result = train(config, args.out, on_stage=display.stage, callback=display.report)
+        result = train(config, args.out, on_stage=display.stage, callback=display.report,
+                       target_digit=args.target_digit, worst_digit=args.worst_digit)
     if args.quiet:
         return EXIT_OK
     if result.metrics.get("interrupted"):
@@ -402,17 +415,21 @@ def _cmd_train(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 
 def _metrics_table(title: str, evaluation: dict[str, dict[str, Any]]) -> Table:
-    """Accuracy always beside the majority baseline and the balanced accuracy."""
+    """Accuracy always beside its 95% interval, the majority baseline and the balanced accuracy."""
+    from digitlab.metrics import format_cost, format_interval
+
     table = Table(title=title)
     table.add_column("split")
-    for column in ("images", "accuracy", "balanced accuracy", "majority baseline", "cross-entropy"):
+    for column in ("images", "accuracy", "95% interval", "balanced accuracy", "majority baseline",
+                   "cross-entropy"):
         table.add_column(column, justify="right")
     for split, figures in evaluation.items():
         baseline = figures.get("majority_baseline")
         table.add_row(split, str(figures["count"]), f"{figures['accuracy']:.2%}",
+                      format_interval(figures.get("accuracy_ci")),
                       f"{figures['balanced_accuracy']:.2%}",
                       "" if baseline is None else f"{baseline:.2%}",
-                      f"{figures['costs']['cross_entropy']:.4f}")
+                      format_cost(figures["costs"]["cross_entropy"]))
     return table
 
 
@@ -436,7 +453,8 @@ def _cmd_evaluate(args: argparse.Namespace, out: Console, err: Console) -> int:
         dataset = dataset.take(args.split, args.start, args.count)
     check_known_labels(dataset, info, args.split)
     inspection = inspect_model(model, dataset, splits=(args.split,), figures=False,
-                               calibration=calibration_of(info))
+                               calibration=calibration_of(info), target_digit=args.target_digit,
+                               worst_digit=args.worst_digit, seed=args.seed)
     if args.json:
         print(json.dumps({"evaluation": inspection.evaluation, "analysis": inspection.analysis},
                          indent=2))
@@ -459,7 +477,9 @@ def _cmd_inspect(args: argparse.Namespace, out: Console, err: Console) -> int:
     model, info, dataset = _load_model_and_data(args)
     for split in ("train", "test"):
         check_known_labels(dataset, info, split)
-    inspection = inspect_model(model, dataset, calibration=calibration_of(info))
+    inspection = inspect_model(model, dataset, calibration=calibration_of(info),
+                               target_digit=args.target_digit, worst_digit=args.worst_digit,
+                               seed=args.seed)
     with atomic_dir(args.out, merge=True) as folder:
         write_json(folder / "metrics.json", {**inspection.evaluation, "analysis": inspection.analysis,
                                              "model": info.kind, "data": dataset.summary()})
@@ -573,6 +593,7 @@ def _cmd_export(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 def _cmd_lab(args: argparse.Namespace, out: Console, err: Console) -> int:
     from digitlab.lab import run_lab
+    from digitlab.metrics import format_interval
 
     def report(text: str) -> None:
         if not args.quiet:
@@ -585,11 +606,12 @@ def _cmd_lab(args: argparse.Namespace, out: Console, err: Console) -> int:
     table.add_column("recipe", no_wrap=True)
     table.add_column("variant", no_wrap=True)
     table.add_column("model", overflow="fold")
-    for column in ("test acc.", "baseline", "balanced", "s"):
+    for column in ("test acc.", "95% interval", "baseline", "balanced", "s"):
         table.add_column(column, justify="right", no_wrap=True)
     for r in results:
         table.add_row(r.recipe, r.variant, r.title, f"{r.test_accuracy:.1%}",
-                      f"{r.majority_baseline:.1%}", f"{r.balanced_accuracy:.1%}", f"{r.seconds:.1f}")
+                      format_interval(r.test_accuracy_ci), f"{r.majority_baseline:.1%}",
+                      f"{r.balanced_accuracy:.1%}", f"{r.seconds:.1f}")
     out.print(table)
     out.print(f"report: {args.out / 'report.html'}", highlight=False, soft_wrap=True)
     return EXIT_OK

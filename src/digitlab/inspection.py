@@ -24,6 +24,7 @@ from digitlab.calibration import (
     temperature_of,
 )
 from digitlab.data.dataset import Dataset
+from digitlab.errors import SettingsError
 from digitlab.models import DigitClassifier
 
 N_EXAMPLES = 20
@@ -62,14 +63,23 @@ def inspect_model(
     splits: tuple[str, ...] = ("train", "test"),
     figures: bool = True,
     calibration: Calibration | None = None,
+    target_digit: int | None = None,
+    worst_digit: int | None = None,
+    seed: int = 0,
 ) -> Inspection:
     """Evaluate ``model`` on ``splits`` of ``dataset`` and analyse what it learned.
 
     The analysis and figures use the last of ``splits`` (the test split by default).
     Probabilities are scaled by the ``calibration``'s temperature, as served; each
     split's ``calibration`` entry gives the calibration error before and after it.
+
+    ``target_digit``: the label whose "most mistaken for" ranking is made (default 5
+    when the model knows it and has more than two classes). ``worst_digit``: show the
+    worst-written images of that label only (default: the worst of every label).
+    ``seed`` draws the example digits shown, at random per class.
     """
     classes = np.asarray(model.classes_)
+    check_analysis_digits(classes, target_digit=target_digit, worst_digit=worst_digit)
     names = list(dataset.class_names)
     evaluation: dict[str, Any] = {}
     outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -114,13 +124,18 @@ def inspect_model(
             positive = name_of(int(classes[-1]))
             readings.append(analysis.describe_pixel_ranking(ranking, positive))
             if figures:
-                shown.add("weights", f"Pixel weights towards “{positive}” (red raises the score, "
-                          "blue lowers it)", plots.weight_image(vector, shape, title=f"weights: {positive}"))
                 row_col = (ranking["most_positive_pixel"], ranking["most_negative_pixel"])
+                shown.add("weights", f"Pixel weights towards “{positive}” (red raises the score, "
+                          "blue lowers it)", plots.weight_image(
+                              vector, shape, title=f"weights: {positive}",
+                              marked={"most positive": tuple(row_col[0]),
+                                      "most negative": tuple(row_col[1])}))
+                # both classes, three each: the first six of a class-sorted split are one class
+                picked = analysis.sample_per_class(y, 6, rng=seed)
                 shown.add("pixel_arrows", "Most positive pixel (green) and most negative pixel "
-                          "(red) on example digits", plots.pixel_arrows(
-                              images[:6], tuple(row_col[0]), tuple(row_col[1]),
-                              titles=[name_of(int(v)) for v in y[:6]]))
+                          "(red) on example digits of both classes", plots.pixel_arrows(
+                              images[picked], tuple(row_col[0]), tuple(row_col[1]),
+                              titles=[name_of(int(v)) for v in y[picked]]))
         else:
             found["per_class_pixels"] = {
                 name_of(int(c)): analysis.pixel_ranking(w, shape, k=3)
@@ -140,35 +155,54 @@ def inspect_model(
     # -- mistakes: the most confused pairs, and what is mistaken for the target digit
     conf = evaluation[split]["confusion"]
     found["most_confused_pairs"] = analysis.most_confused_pairs(np.array(conf["matrix"]), conf["labels"])
-    if len(classes) > 2:
-        target = SIMILARITY_TARGET if SIMILARITY_TARGET in classes else int(classes[-1])
+    if len(classes) > 2 or target_digit is not None:
+        if target_digit is not None:
+            target = int(target_digit)
+        else:
+            target = SIMILARITY_TARGET if SIMILARITY_TARGET in classes else int(classes[-1])
         ranking_for = analysis.mistaken_for(y, predicted, target, classes)
         found["mistaken_for"] = {"target": target, "ranking": ranking_for}
-        top = ranking_for[0]
-        readings.append(
-            f"The digit most often mistaken for {name_of(target)} is {name_of(top['label'])}: "
-            f"{top['percent']:.1f}% of them ({top['count']} of {top['total']}) were read as "
-            f"{name_of(target)}."
-        )
+        own = ranking_for[0]
+        others = [entry for entry in ranking_for if entry["label"] != target]
+        reading = (f"{own['percent']:.1f}% of the {split} images of {name_of(target)} "
+                   f"({own['count']} of {own['total']}) were read as {name_of(target)}.")
+        if others:
+            top = others[0]
+            reading += (f" The digit most often mistaken for {name_of(target)} is "
+                        f"{name_of(top['label'])}: {top['percent']:.1f}% of them ({top['count']} "
+                        f"of {top['total']}) were read as {name_of(target)}.")
+        readings.append(reading)
         if figures:
             shown.add("similarity", f"Share of each true digit predicted as {name_of(target)}",
                       plots.similarity_bars(ranking_for, name_of(target), names))
 
     # -- worst-written digits: the lowest probability of their own label
-    worst = analysis.top_losses(proba, y, classes, k=N_WORST)
     p_true = analysis.true_class_probability(proba, y, classes)
-    found["top_losses"] = [{"index": int(i), "label": int(y[i]), "predicted": int(predicted[i]),
-                            "p_true": float(p_true[i])} for i in worst]
-    if figures:
-        shown.add("worst_written", f"The {len(worst)} {split} digits least like their own label",
+    if worst_digit is None:
+        worst = analysis.top_losses(proba, y, classes, k=N_WORST)
+        whose = f"{split} digits"
+    else:
+        worst = analysis.worst_written(proba, y, classes, int(worst_digit), k=N_WORST)
+        whose = f"{split} images of {name_of(int(worst_digit))}"
+        found["worst_digit"] = int(worst_digit)
+    entries = [{"index": int(i), "label": int(y[i]), "predicted": int(predicted[i]),
+                "p_true": float(p_true[i])} for i in worst]
+    found["top_losses" if worst_digit is None else "worst_written"] = entries
+    if figures and len(worst):
+        shown.add("worst_written", f"The {len(worst)} {whose} least like their own label, with "
+                  "the probability the model gave their true label",
                   plots.worst_written(images[worst], p_true[worst],
                                       [name_of(int(v)) for v in y[worst]],
-                                      [name_of(int(v)) for v in predicted[worst]]))
-        n = min(N_EXAMPLES, len(y))
-        shown.add("examples", f"The first {n} {split} digits: true,predicted (mistakes in red)",
-                  plots.digit_grid(images[:n], [f"{name_of(int(t))},{name_of(int(p))}"
-                                                for t, p in zip(y[:n], predicted[:n], strict=True)],
-                                   mistakes=y[:n] != predicted[:n],
+                                      [name_of(int(v)) for v in predicted[worst]],
+                                      suptitle=f"Worst-written {whose}: true,predicted and p(true)"))
+    if figures:
+        # at random per class, seeded: the first images of a class-sorted source are one class
+        picked = analysis.sample_per_class(y, N_EXAMPLES, rng=seed)
+        shown.add("examples", f"{len(picked)} {split} digits drawn at random, evenly over the "
+                  f"classes (seed {seed}): true,predicted (mistakes in red)",
+                  plots.digit_grid(images[picked], [f"{name_of(int(t))},{name_of(int(p))}" for t, p
+                                                    in zip(y[picked], predicted[picked], strict=True)],
+                                   mistakes=y[picked] != predicted[picked],
                                    suptitle=f"{split}: true,predicted"))
         means = analysis.average_images(dataset.train_images, dataset.train_labels, classes)
         shown.add("average_digits", "The average training image of each class",
@@ -198,7 +232,9 @@ def inspect_model(
     if "majority_baseline" in test_eval:
         gap = test_eval["accuracy"] - test_eval["majority_baseline"]
         readings.insert(0, (
-            f"On the {split} split the model is right {test_eval['accuracy']:.1%} of the time; "
+            f"On the {split} split the model is right {test_eval['accuracy']:.1%} of the time "
+            f"(95% interval {metrics.format_interval(test_eval['accuracy_ci'])} on "
+            f"{test_eval['count']:,} images); "
             f"always answering the most frequent class would be right "
             f"{test_eval['majority_baseline']:.1%} of the time, a difference of {gap:+.1%}. "
             f"Balanced accuracy (the mean of per-class recalls; 50% for any constant answer "
@@ -208,6 +244,17 @@ def inspect_model(
         readings.append(describe_calibration(split, test_eval["accuracy"], test_eval["calibration"],
                                              calibration))
     return Inspection(evaluation, found, shown, readings, calibration)
+
+
+def check_analysis_digits(
+    classes: np.ndarray, *, target_digit: int | None = None, worst_digit: int | None = None
+) -> None:
+    """Refuse a ``target_digit`` or ``worst_digit`` that is not one of ``classes``
+    (the labels of the task: 0 and 1 on "is it a 2")."""
+    for option, label in (("--target-digit", target_digit), ("--worst-digit", worst_digit)):
+        if label is not None and label not in np.asarray(classes):
+            raise SettingsError(f"{option} {label} is not a class of this task (classes: "
+                                f"{', '.join(str(int(c)) for c in classes)})")
 
 
 def describe_calibration(

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from digitlab.atomic import atomic_file
 
@@ -75,7 +76,8 @@ def digit_grid(
     suptitle : str, optional
     """
     images = np.asarray(images)
-    fig, axes = _panel_grid(len(images), ncols, (1.1, 1.25), suptitle)
+    lines = max((title.count("\n") + 1 for title in titles), default=1) if titles is not None else 1
+    fig, axes = _panel_grid(len(images), ncols, (1.1, 1.1 + 0.16 * lines), suptitle)
     for i, ax in enumerate(axes):
         ax.imshow(images[i], cmap=INK, vmin=0, vmax=255, interpolation="nearest")
         wrong = bool(mistakes[i]) if mistakes is not None else False
@@ -140,18 +142,41 @@ def weight_image(
     *,
     title: str | None = None,
     ax: Axes | None = None,
+    marked: dict[str, tuple[int, int]] | None = None,
 ) -> Figure:
-    """A weight vector as an image on a diverging colour map centred on zero."""
+    """A weight vector as an image on a diverging colour map centred on zero.
+
+    Rows and columns are numbered, so a pixel can be read off as (row, col);
+    ``marked`` names pixels to circle and label, e.g. ``{"most positive": (20, 22)}``
+    (the first green, the next red, as :func:`pixel_arrows` marks them).
+    """
     grid = np.asarray(weights, dtype=np.float64).reshape(shape)
     limit = float(np.abs(grid).max()) or 1.0
-    fig, ax = _figure(ax, (4.2, 3.6))
+    fig, ax = _figure(ax, (4.6, 4.0))
     shown = ax.imshow(grid, cmap=DIVERGING, vmin=-limit, vmax=limit, interpolation="nearest")
     fig.colorbar(shown, ax=ax, shrink=0.85, label="weight")
-    ax.set_xticks([])
-    ax.set_yticks([])
+    _pixel_ticks(ax, shape)
+    for (name, (row, col)), colour in zip((marked or {}).items(), MARK_COLOURS, strict=False):
+        ax.plot(col, row, "o", markersize=9, markerfacecolor="none", markeredgecolor=colour, mew=2,
+                label=f"{name} ({row}, {col})")
+    if marked:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize=8, ncols=2, frameon=False)
     if title:
         ax.set_title(title)
     return fig
+
+
+MARK_COLOURS = ("#1e8449", "#c0392b")  # most positive green, most negative red
+
+
+def _pixel_ticks(ax: Axes, shape: tuple[int, int]) -> None:
+    """Row and column numbers every few pixels (0, 4, 8, ... on 28x28), labelled."""
+    step = max(1, round(max(shape) / 7))
+    ax.set_xticks(range(0, shape[1], step))
+    ax.set_yticks(range(0, shape[0], step))
+    ax.tick_params(labelsize=7, length=2)
+    ax.set_xlabel("column", fontsize=8)
+    ax.set_ylabel("row", fontsize=8)
 
 
 def weight_images(
@@ -177,10 +202,13 @@ def pixel_arrows(
     suptitle: str | None = None,
 ) -> Figure:
     """Example digits with the most positive pixel marked by a green arrow and the
-    most negative by a red one (``(row, col)`` each)."""
-    fig = digit_grid(images, titles, suptitle=suptitle, ncols=min(len(images), 6))
+    most negative by a red one (``(row, col)`` each); the suptitle names both."""
+    where = (f"green: most positive pixel ({positive[0]}, {positive[1]}); "
+             f"red: most negative ({negative[0]}, {negative[1]})")
+    fig = digit_grid(images, titles, suptitle=f"{suptitle}\n{where}" if suptitle else where,
+                     ncols=min(len(images), 6))
     for ax in fig.axes[: len(images)]:
-        for (row, col), colour in ((positive, "#1e8449"), (negative, MISTAKE_COLOUR)):
+        for (row, col), colour in zip((positive, negative), MARK_COLOURS, strict=True):
             ax.annotate("", xy=(col, row), xytext=(col + 5, row - 5),
                         arrowprops={"arrowstyle": "-|>", "color": colour, "lw": 2},
                         annotation_clip=False)
@@ -213,24 +241,42 @@ def similarity_bars(
     ranking: list[dict[str, Any]], target_name: str, names: Sequence[str], *, ax: Axes | None = None
 ) -> Figure:
     """Bars: the share of each true digit predicted as ``target_name`` (from
-    :func:`digitlab.analysis.mistaken_for`)."""
+    :func:`digitlab.analysis.mistaken_for`); the target's own share, when listed, in grey."""
     fig, ax = _figure(ax, (6.0, 3.2))
     labels = [names[e["label"]] if e["label"] < len(names) else str(e["label"]) for e in ranking]
-    ax.bar(labels, [e["percent"] for e in ranking], color="#2e86c1")
+    colours = ["#95a5a6" if label == target_name else "#2e86c1" for label in labels]
+    bars = ax.bar(labels, [e["percent"] for e in ranking], color=colours)
+    ax.bar_label(bars, labels=[f"{e['percent']:.1f}" for e in ranking], fontsize=7)
     ax.set_ylabel(f"% predicted as {target_name}")
     ax.set_xlabel("true digit")
     ax.set_title(f"Which digit is most often mistaken for {target_name}")
     return fig
 
 
+def readable_probability(p: float) -> str:
+    """A probability as text that tells small ones apart: "87%", "0.23%", "3.2e-05".
+
+    Worst-written digits have p(true) far below 1%, and ``f"{p:.2f}"`` prints every
+    one of them as 0.00.
+    """
+    if p >= 0.995:
+        return f"{p:.1%}" if p < 1 else "100%"
+    if p >= 0.01:
+        return f"{p:.0%}" if p >= 0.1 else f"{p:.1%}"
+    if p >= 0.001:
+        return f"{p:.2%}"
+    return "0" if p <= 0 else f"{p:.1e}"
+
+
 def worst_written(
-    images: np.ndarray, p_true: np.ndarray, labels: Sequence[str], predicted: Sequence[str]
+    images: np.ndarray, p_true: np.ndarray, labels: Sequence[str], predicted: Sequence[str],
+    *, suptitle: str = "Worst-written: true,predicted and p(true)",
 ) -> Figure:
     """The images the model found least like their own label, with p(true label)."""
-    titles = [f"{t},{p} {q:.2f}" for t, p, q in zip(labels, predicted, p_true, strict=True)]
+    titles = [f"{t},{p}\n{readable_probability(float(q))}"
+              for t, p, q in zip(labels, predicted, p_true, strict=True)]
     mistakes = [t != p for t, p in zip(labels, predicted, strict=True)]
-    return digit_grid(images, titles, mistakes=mistakes,
-                      suptitle="Worst-written: true,predicted p(true)")
+    return digit_grid(images, titles, mistakes=mistakes, suptitle=suptitle)
 
 
 # ---------------------------------------------------------------- training
@@ -248,6 +294,7 @@ def learning_curves(history: dict[str, list[float]], *, val_label: str = "valida
                 ax.plot(range(1, len(values) + 1), values, style, marker="o", markersize=3,
                         label=label)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: no 1.25
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from digitlab import __version__
 from digitlab.atomic import atomic_file
 from digitlab.inspection import Inspection
+from digitlab.metrics import format_cost, format_interval
 from digitlab.plots import png_bytes
 
 CSS = """
@@ -93,18 +95,22 @@ def render_html(
     else:
         parts.append(_table(["array", "shape"], [[name, "x".join(map(str, shape)) or "scalar"]
                                                    for name, shape in model_summary.get("parameters", {}).items()]))
-    parts.append(f"<p>{model_summary.get('n_parameters', 0):,} learned parameters.</p>")
+    parts.append(f"<p>{html.escape(describe_parameters(model_summary))}</p>")
 
     parts.append("<h2 id='metrics'>Metrics</h2>")
     rows = []
     for split, figures in inspection.evaluation.items():
         costs = figures.get("costs", {})
         rows.append([split, figures["count"], _pct(figures["accuracy"]),
+                     format_interval(figures.get("accuracy_ci")),
                      _pct(figures["balanced_accuracy"]), _pct(figures.get("majority_baseline")),
-                     f"{costs.get('cross_entropy', float('nan')):.4f}",
-                     f"{costs.get('squared_distance', float('nan')):.4f}"])
-    parts.append(_table(["split", "images", "accuracy", "balanced accuracy", "majority baseline",
-                         "cross-entropy", "squared distance"], rows))
+                     format_cost(costs.get("cross_entropy")),
+                     format_cost(costs.get("squared_distance"))])
+    parts.append(_table(["split", "images", "accuracy", "95% interval", "balanced accuracy",
+                         "majority baseline", "cross-entropy", "squared distance"], rows))
+    parts.append("<p class='muted'>The 95% interval (Wilson) is where the accuracy on unseen "
+                 "images of the same kind lies, given how few were tested: two accuracies whose "
+                 "intervals overlap much are not told apart.</p>")
     last = list(inspection.evaluation.values())[-1]
     parts.append(_table(["class", "precision", "recall", "F1", "support"],
                         [[names[int(k)] if int(k) < len(names) else k, f"{v['precision']:.3f}",
@@ -129,6 +135,26 @@ def render_html(
     return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
             f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"
             + "\n".join(parts) + "</body></html>\n")
+
+
+def describe_parameters(model_summary: dict[str, Any]) -> str:
+    """What the parameter count counts: "785 learned parameters (coef_ 784, intercept_ 1);
+    also stored, not learned: best_candidate_, best_train_accuracy_" or, for the random
+    baseline, "no learned parameters (a seed: 1)"."""
+    total = int(model_summary.get("n_parameters", 0))
+    sizes = {name: math.prod(shape) for name, shape in model_summary.get("parameters", {}).items()}
+    records = model_summary.get("records") or {}
+    if total == 0:
+        text = "No learned parameters"
+        if set(records) == {"seed_"}:
+            return f"{text} (a seed: {records['seed_']})."
+    else:
+        text = f"{total:,} learned parameters"
+        if 1 < len(sizes) <= 4:
+            text += " (" + ", ".join(f"{name} {size:,}" for name, size in sizes.items()) + ")"
+    if records:
+        text += "; also stored, not learned: " + ", ".join(records)
+    return text + "."
 
 
 def _calibration_section(inspection: Inspection) -> list[str]:
@@ -185,19 +211,21 @@ def write_lab_report(out: str | os.PathLike[str], recipes: list[Any], results: l
     parts = ["<h1>digitlab lab: the classic exercises, faithful and fixed</h1>",
              f"<p class='muted'>digitlab {html.escape(__version__)}</p>", "<h2 id='summary'>Summary</h2>"]
     parts.append(_table(
-        ["recipe", "variant", "what", "data", "model", "test accuracy", "majority baseline",
-         "balanced accuracy", "seconds"],
+        ["recipe", "variant", "what", "data", "model", "test accuracy", "95% interval",
+         "majority baseline", "balanced accuracy", "seconds"],
         [[r.recipe, r.variant, r.title, r.data, r.model, _pct(r.test_accuracy),
-          _pct(r.majority_baseline), _pct(r.balanced_accuracy), f"{r.seconds:.2f}"] for r in results],
+          format_interval(r.test_accuracy_ci), _pct(r.majority_baseline), _pct(r.balanced_accuracy),
+          f"{r.seconds:.2f}"] for r in results],
     ))
     for recipe in recipes:
         parts.append(f"<h2 id='{html.escape(recipe.name)}'>{html.escape(recipe.title)}</h2>")
         parts.append(f"<p class='reading'>{html.escape(recipe.lesson)}</p>")
         for result in (r for r in results if r.recipe == recipe.name):
-            details = ", ".join(f"{k}: {v}" for k, v in result.extra.items()
-                                if not isinstance(v, (list, dict)))
+            details = ", ".join(f"{k}: {format_cost(v) if isinstance(v, float) else v}"
+                                for k, v in result.extra.items() if not isinstance(v, (list, dict)))
             parts.append(f"<h3>{html.escape(result.variant)}: {html.escape(result.title)}</h3>"
-                         f"<p>test accuracy {_pct(result.test_accuracy)} (majority baseline "
+                         f"<p>test accuracy {_pct(result.test_accuracy)} (95% interval "
+                         f"{format_interval(result.test_accuracy_ci)}; majority baseline "
                          f"{_pct(result.majority_baseline)}, balanced {_pct(result.balanced_accuracy)})"
                          f"{'; ' + html.escape(details) if details else ''}</p>")
             for name, caption, figure in result.figures:

@@ -26,7 +26,7 @@ from digitlab.data.dataset import Dataset
 from digitlab.data.deskew import deskew_images
 from digitlab.data.sources import load
 from digitlab.errors import DataError, DataWarning, SettingsError, show_path
-from digitlab.inspection import Inspection, inspect_model
+from digitlab.inspection import Inspection, check_analysis_digits, inspect_model
 from digitlab.io import ModelInfo, json_settings, save_model
 from digitlab.models import MODELS, DigitClassifier
 from digitlab.models.training import Callback
@@ -242,8 +242,13 @@ def train(
     *,
     on_stage: Callable[[str], None] | None = None,
     callback: Callback | None = None,
+    target_digit: int | None = None,
+    worst_digit: int | None = None,
 ) -> RunResult:
     """Run ``config``; when ``out`` is given write the model and its figures there.
+
+    ``target_digit`` and ``worst_digit`` aim the analysis (see
+    :func:`digitlab.inspection.inspect_model`); the example digits are drawn with the seed.
 
     ``out`` receives ``model.safetensors``, ``metrics.json``, ``config.json``,
     ``figures/*.png`` and ``report.html``.
@@ -256,6 +261,8 @@ def train(
     stage("loading data")
     dataset = prepare_data(config)
     check_trainable(dataset, class_weight=config.settings.get("class_weight"))
+    # a digit to aim the analysis at is checked now, not after training
+    check_analysis_digits(dataset.classes, target_digit=target_digit, worst_digit=worst_digit)
     dataset = dataset.with_validation(fraction, config.seed)
     stage(f"training {config.model}")
     started = time.perf_counter()
@@ -266,7 +273,8 @@ def train(
     stage("evaluating")
     history = getattr(model, "history_", None) or {}
     inspection = inspect_model(model, dataset, history=history, figures=out is not None,
-                               splits=dataset.splits, calibration=calibration)
+                               splits=dataset.splits, calibration=calibration,
+                               target_digit=target_digit, worst_digit=worst_digit, seed=config.seed)
     measured: dict[str, Any] = dict(inspection.evaluation)
     measured["analysis"] = inspection.analysis
     measured["seconds"] = {"fit": seconds}

@@ -69,6 +69,9 @@ class DigitClassifier(ClassifierMixin, BaseEstimator):
     # What each ``__init__`` setting may be (models/settings.py), checked before any fit.
     settings_spec: ClassVar[Mapping[str, Setting]] = {}
     _state_names: ClassVar[tuple[str, ...]] = ()
+    # Saved state that records the fit but is not a learned parameter (a seed, the index
+    # of the kept candidate): listed apart in summary(), so "n_parameters" counts weights.
+    _record_names: ClassVar[tuple[str, ...]] = ()
 
     # ------------------------------------------------------------ fit / predict
 
@@ -193,15 +196,18 @@ class DigitClassifier(ClassifierMixin, BaseEstimator):
             _checked_array(state, name, expected)
 
     def summary(self) -> dict[str, object]:
-        """Kind, settings and the shape and size of each learned array."""
+        """Kind, settings and the shape and size of each learned array; ``records``: the
+        saved arrays that are not learned (a seed, the kept candidate's number)."""
         check_is_fitted(self, "classes_")
-        arrays = {name: np.asarray(getattr(self, name)) for name in self._state_names}
+        arrays = {name: np.asarray(getattr(self, name)) for name in self._state_names
+                  if name not in self._record_names}
         return {
             "kind": self.kind,
             "settings": self.get_params(),
             "classes": self.classes_.tolist(),
             "parameters": {name: list(a.shape) for name, a in arrays.items()},
             "n_parameters": int(sum(a.size for a in arrays.values())),
+            "records": {name: np.asarray(getattr(self, name)).tolist() for name in self._record_names},
         }
 
     # ------------------------------------------------------------ what it learned

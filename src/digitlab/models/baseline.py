@@ -69,6 +69,7 @@ class RandomScores(DigitClassifier):
     # The seed of every prediction, so an int: a Generator's draws would change them.
     settings_spec: ClassVar[SettingsSpec] = {"random_state": Seed(generator=False)}
     _state_names: ClassVar[tuple[str, ...]] = ("seed_",)
+    _record_names: ClassVar[tuple[str, ...]] = ("seed_",)  # a seed, nothing learned
 
     def __init__(self, *, random_state: int | None = None) -> None:
         self.random_state = random_state

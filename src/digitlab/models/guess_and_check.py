@@ -149,6 +149,7 @@ class GuessAndCheck(DigitClassifier):
         "best_candidate_",
         "best_train_accuracy_",
     )
+    _record_names: ClassVar[tuple[str, ...]] = ("best_candidate_", "best_train_accuracy_")
 
     def __init__(
         self,
