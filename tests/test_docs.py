@@ -36,14 +36,18 @@ def anchors(site: Path, page: str) -> set[str]:
     return set(re.findall(r'id="([^"]+)"', page_markup(site, page)))
 
 
+def build(root: Path, out: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
+        cwd=root, capture_output=True, text=True, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("site")
-    done = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
-        cwd=ROOT, capture_output=True, text=True, check=False,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
+    build(ROOT, out)
     return out
 
 
@@ -83,3 +87,27 @@ def test_readme_page_shows_the_readme(site: Path) -> None:
     shown = page_text(site, "readme")
     for heading in headings:
         assert page_text_of(heading).replace("`", "") in shown, heading
+
+
+def test_notebooks_become_tutorial_pages(tmp_path: Path) -> None:
+    """A notebook dropped into notebooks/ is a page under Tutorials, shown, not run."""
+    import nbformat  # mkdocs-jupyter's own dependency
+    root = tmp_path / "repo"
+    root.mkdir()
+    (root / "mkdocs.yml").write_bytes((ROOT / "mkdocs.yml").read_bytes())
+    for name in ["docs", "scripts", "src", "README.md"]:
+        (root / name).symlink_to(ROOT / name)
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [
+        nbformat.v4.new_markdown_cell("# Average images\n\nThe template exercise."),
+        # running this cell would fail the build: the docs show notebooks as saved
+        nbformat.v4.new_code_cell("raise SystemExit('executed')"),
+    ]
+    (root / "notebooks").mkdir()
+    nbformat.write(notebook, root / "notebooks" / "01-templates.ipynb")
+    out = tmp_path / "site"
+    build(root, out)
+    assert "The template exercise." in page_text(out, "notebooks/01-templates")
+    home = page_markup(out, "")
+    assert 'href="notebooks/01-templates/"' in home  # listed in the nav
+    assert not (root / ".cache").exists()
