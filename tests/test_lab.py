@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 
 import numpy as np
 import pytest
@@ -16,10 +17,13 @@ from digitlab.lab import RECIPES
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     out = tmp_path_factory.mktemp("lab")
-    assert main(["lab", "--out", str(out), "--quiet"]) == 0
+    temporary = tmp_path_factory.mktemp("tmp")  # the lab's scratch folders go here
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tempfile, "tempdir", str(temporary))
+        assert main(["lab", "--out", str(out), "--quiet"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     rows = {(row["recipe"], row["variant"], row["title"]): row for row in summary["rows"]}
-    return out, summary, rows
+    return out, summary, rows, temporary
 
 
 def _row(rows, recipe, variant, title_start=""):
@@ -30,7 +34,7 @@ def _row(rows, recipe, variant, title_start=""):
 
 
 def test_every_recipe_has_a_faithful_and_a_fixed_row(lab) -> None:
-    out, summary, rows = lab
+    out, summary, rows, _ = lab
     assert summary["recipes"] == list(RECIPES)
     for recipe in RECIPES:
         variants = {v for (r, v, _t) in rows if r == recipe}
@@ -45,12 +49,12 @@ def test_every_recipe_has_a_faithful_and_a_fixed_row(lab) -> None:
         assert f"id='{recipe}'" in page
     assert page.count("data:image/png;base64,") >= 10
     assert "95% interval" in page
-    assert re.search(r"squared_distance_cost: \d\.\d{1,3}[,;)<]", page)  # costs rounded:
+    assert re.search(r"squared_cost_first_1000: \d\.\d{1,3}[,;)<]", page)  # costs rounded:
     assert not re.search(r": \d+\.\d{5,}", page)  # 0.908, never 0.9080430403514952
 
 
 def test_two_detector_shows_how_far_91_percent_was_from_useful(lab) -> None:
-    out, _, rows = lab
+    out, _, rows, temporary = lab
     guess = _row(rows, "two-detector", "faithful")
     assert 0.88 <= guess["test_accuracy"] <= 0.93
     assert guess["majority_baseline"] == pytest.approx(0.9)
@@ -60,28 +64,71 @@ def test_two_detector_shows_how_far_91_percent_was_from_useful(lab) -> None:
     assert logistic["test_accuracy"] > 0.96
     assert logistic["balanced_accuracy"] > 0.88
     assert (out / "two-detector" / "figures" / "faithful-arrows.png").is_file()
-    assert (out / "two-detector" / "mnist-png" / "train" / "2").is_dir()  # ran on a PNG tree
+    # ran on a PNG tree, written to a temporary folder and removed: no 21 MB left behind
+    assert guess["data"].startswith("MNIST sample as a PNG tree")
+    assert guess["reproduces"] == "reproduces: seed 2024's weights, pixels (20, 22) and (7, 18)"
+    assert list(temporary.iterdir()) == []
+    assert sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) < 5_000_000
 
 
 def test_digits_mlp_replays_the_classic_numbers(lab) -> None:
-    _, _, rows = lab
+    out, _, rows, _ = lab
     random = _row(rows, "digits-mlp", "faithful", "Random classifier")
     assert random["test_accuracy"] < 0.2
+    assert random["reproduces"].startswith("not reproducible")
+    # the exercise: templates averaged over images[1000:], tested on the first 1,000
     template = _row(rows, "digits-mlp", "faithful", "Template")
-    assert 0.8 < template["test_accuracy"] < 0.95
+    assert round(template["test_accuracy"], 3) == 0.853
+    assert template["reproduces"] == "reproduces: 0.853 exactly"
+    # the exercise's cost of its random 64-16-10 net on the first 1,000 images
     untrained = _row(rows, "digits-mlp", "faithful", "Random-weight")
     assert untrained["test_accuracy"] < 0.2
-    assert untrained["squared_distance_cost"] > 0.5
+    assert round(untrained["squared_cost_first_1000"], 2) == 8.99
+    assert "random draw" in untrained["reproduces"]
     plugged = _row(rows, "digits-mlp", "faithful", "MLPClassifier")
-    assert plugged["test_accuracy"] == plugged["sklearn_test_accuracy"]
-    assert plugged["test_accuracy"] > 0.93
-    assert plugged["squared_distance_cost"] < untrained["squared_distance_cost"]
+    assert plugged["test_accuracy"] == plugged["sklearn_test_accuracy"] == 0.962
+    assert plugged["reproduces"] == "reproduces: 0.962 exactly"
+    assert plugged["squared_cost_first_1000"] < untrained["squared_cost_first_1000"]
     tuned = _row(rows, "digits-mlp", "fixed")
     assert tuned["test_accuracy"] >= plugged["test_accuracy"]
+    for name in ("templates", "values", "predictions"):
+        assert (out / "digits-mlp" / "figures" / f"faithful-{name}.png").is_file()
+
+
+def test_digit_with_values_writes_the_exercises_raw_counts() -> None:
+    """The value overlay of an 8x8 digit shows 0..16 as the exercise prints it, not 0..255."""
+    from digitlab import plots
+    from digitlab.data.sources import digits_raw_values, load
+
+    raw = digits_raw_values(load("digits").train_images[:1])[0]
+    figure = plots.digit_with_values(raw, vmax=16)
+    texts = {t.get_text() for t in figure.axes[0].texts}
+    assert texts == {str(v) for v in np.unique(raw) if v}
+    assert max(int(t) for t in texts) <= 16
+    assert figure.axes[0].images[0].get_clim() == (0, 16)
+
+
+@pytest.mark.parametrize("recipe", list(RECIPES))
+def test_each_fixed_variant_is_at_least_as_good_as_its_faithful_one(lab, recipe) -> None:
+    """On the larger split where the lab has one (every held-out digit, or cross-validation
+    over every image), else on the test split; never worse than the best faithful row."""
+    _, _, rows, _ = lab
+    faithful = [row for (r, v, _t), row in rows.items() if r == recipe and v == "faithful"]
+    fixed = _row(rows, recipe, "fixed")
+    key = "larger_split_accuracy" if "larger_split_accuracy" in fixed else "test_accuracy"
+    best = max((row for row in faithful if key in row), key=lambda row: row[key])
+    assert fixed[key] >= best[key], (recipe, key)
+    if key == "larger_split_accuracy":
+        assert best["larger_split"] == fixed["larger_split"]
+        low, high = fixed["larger_split_ci"]
+        assert low <= fixed[key] <= high
+    assert fixed["reproduces"].startswith("not the exercise")
+    for row in faithful:
+        assert row["reproduces"].startswith(("reproduces", "not reproducible", "cost"))
 
 
 def test_softmax_zero_vs_one_and_relu_net(lab) -> None:
-    _, _, rows = lab
+    _, _, rows, _ = lab
     assert _row(rows, "softmax", "fixed")["test_accuracy"] > 0.89
     ranking = _row(rows, "softmax", "fixed")["mistaken_for_5"]
     assert ranking[0]["label"] == 5
@@ -91,8 +138,22 @@ def test_softmax_zero_vs_one_and_relu_net(lab) -> None:
     assert zero_one["n_parameters"] == 10431
     assert zero_one["test_accuracy"] > 0.97
     assert _row(rows, "zero-vs-one", "fixed")["test_accuracy"] > 0.97
+    assert _row(rows, "zero-vs-one", "fixed")["larger_split_accuracy"] > 0.99  # of 1,000 images
     assert _row(rows, "relu-net", "faithful")["test_accuracy"] < 0.3  # lr 50 with N(0,1) fails
     assert _row(rows, "relu-net", "fixed")["test_accuracy"] > 0.92
+
+
+def test_lab_table_is_not_folded_when_stdout_is_not_a_terminal(sample, monkeypatch, tmp_path,
+                                                                capsys) -> None:
+    """A pipe or a notebook's `!digitlab lab` gets whole table rows, not 80-column fragments."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.setattr(lab_module, "load_mnist_sample", lambda: sample.take("train", 0, 300))
+    assert main(["lab", "softmax", "--out", str(tmp_path)]) == 0
+    table = capsys.readouterr().out
+    rows = [line for line in table.splitlines() if line.startswith("│ softmax")]
+    assert len(rows) == 2  # one line per variant: nothing folded onto a second line
+    assert all("not reproducible" in r or "not the exercise" in r for r in rows)
+    assert not any(line.startswith("│  ") for line in table.splitlines())
 
 
 def test_unknown_recipe_is_one_line_exit_2(tmp_path, capsys) -> None:
@@ -179,3 +240,19 @@ def test_the_lab_check_can_fail(sample, monkeypatch, tmp_path) -> None:
     other, _ = _lab_states("softmax", monkeypatch, shuffled, tmp_path)
     assert any(not np.array_equal(real[key][name], other[key][name])
                for key in real for name in real[key])
+
+
+def test_training_log_lines_show_three_significant_figures() -> None:
+    """Progress lines in a log read "loss 0.908", never "loss 0.9080" or 16 digits."""
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from digitlab.cli import _TrainingDisplay
+
+    stream = io.StringIO()
+    display = _TrainingDisplay(Console(file=stream, width=200), enabled=True, verbose=False)
+    display.report(SimpleNamespace(stage="epoch", step=3, total=10,
+                                   logs={"loss": 0.9080430403514952, "val_accuracy": 0.98765}))
+    assert stream.getvalue().strip() == "epoch 3/10  loss 0.908  val_accuracy 0.988"

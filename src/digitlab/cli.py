@@ -608,10 +608,11 @@ def _cmd_lab(args: argparse.Namespace, out: Console, err: Console) -> int:
     table.add_column("model", overflow="fold")
     for column in ("test acc.", "95% interval", "baseline", "balanced", "s"):
         table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("the exercise's figure", overflow="fold")
     for r in results:
         table.add_row(r.recipe, r.variant, r.title, f"{r.test_accuracy:.1%}",
                       format_interval(r.test_accuracy_ci), f"{r.majority_baseline:.1%}",
-                      f"{r.balanced_accuracy:.1%}", f"{r.seconds:.1f}")
+                      f"{r.balanced_accuracy:.1%}", f"{r.seconds:.1f}", r.reproduces)
     out.print(table)
     out.print(f"report: {args.out / 'report.html'}", highlight=False, soft_wrap=True)
     return EXIT_OK
@@ -710,7 +711,7 @@ class _TrainingDisplay:
         self.bar.update(self.task, description=name)
 
     def report(self, progress: Any) -> None:
-        logs = "  ".join(f"{key} {value:.4f}" for key, value in progress.logs.items())
+        logs = "  ".join(f"{key} {value:.3g}" for key, value in progress.logs.items())
         if progress.stage == "best":
             if self.verbose:
                 self.console.print(f"new best at {progress.step}: {logs}", highlight=False)
@@ -725,6 +726,25 @@ class _TrainingDisplay:
 
 # ---------------------------------------------------------------- entry points
 
+# Width of output that is not a terminal, or a notebook's `!digitlab ...`: rich would
+# assume 80 columns and fold each table row into fragments; a pipe, a file or a notebook
+# cell has no width of its own (tables still take only the width they need).
+UNBOUNDED_WIDTH = 200
+
+
+def _console(*, stderr: bool) -> Console:
+    """A Console for stdout or stderr: markup and emoji codes off, as wide as the output
+    can take (the terminal's width; UNBOUNDED_WIDTH when not a terminal, unless COLUMNS)."""
+    stream = sys.stderr if stderr else sys.stdout
+    terminal = getattr(stream, "isatty", lambda: False)()
+    # A notebook runs `!cmd` in an 80-column pseudo-terminal of its own; its cell wraps lines.
+    notebook = "JPY_PARENT_PID" in os.environ
+    wide = (notebook or not terminal) and "COLUMNS" not in os.environ
+    # No markup, no emoji codes: what we print holds file and class names, and "[/x]" or
+    # ":smile:" in one is part of the name.
+    return Console(stderr=stderr, markup=False, emoji=False, width=UNBOUNDED_WIDTH if wide else None)
+
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
@@ -733,10 +753,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version and usage errors exit through argparse
         return int(exc.code or 0)
-    # No markup, no emoji codes: what we print holds file and class names, and "[/x]" or
-    # ":smile:" in one is part of the name.
-    out = Console(markup=False, emoji=False)
-    err = Console(stderr=True, markup=False, emoji=False)
+    out, err = _console(stderr=False), _console(stderr=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DataWarning)
         try:

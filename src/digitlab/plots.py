@@ -109,18 +109,24 @@ def _panel_grid(
     return fig, list(grid[:n])
 
 
-def digit_with_values(image: np.ndarray, *, title: str | None = None, ax: Axes | None = None) -> Figure:
-    """One digit, large, with each pixel's value written on it."""
+def digit_with_values(
+    image: np.ndarray, *, title: str | None = None, ax: Axes | None = None, vmax: float = 255
+) -> Figure:
+    """One digit, large, with each pixel's value written on it.
+
+    ``vmax`` is full ink: 255 for uint8 images, 16 for scikit-learn's raw 8x8 counts
+    (shown as the exercise prints them, 5 and 13 rather than 80 and 207).
+    """
     image = np.asarray(image)
     h, w = image.shape
     fig, ax = _figure(ax, (0.32 * w + 1, 0.32 * h + 1))
-    ax.imshow(image, cmap=INK, vmin=0, vmax=255, interpolation="nearest")
+    ax.imshow(image, cmap=INK, vmin=0, vmax=vmax, interpolation="nearest")
     fontsize = max(3.0, min(8.0, 120.0 / max(h, w)))
     for (row, col), value in np.ndenumerate(image):
         if value:
             ax.text(col, row, f"{value:g}" if image.dtype.kind == "f" else str(value),
                     ha="center", va="center", fontsize=fontsize,
-                    color="white" if value > 127 else "black")
+                    color="white" if value > vmax / 2 else "black")
     ax.set_xticks([])
     ax.set_yticks([])
     if title:

@@ -212,10 +212,10 @@ def write_lab_report(out: str | os.PathLike[str], recipes: list[Any], results: l
              f"<p class='muted'>digitlab {html.escape(__version__)}</p>", "<h2 id='summary'>Summary</h2>"]
     parts.append(_table(
         ["recipe", "variant", "what", "data", "model", "test accuracy", "95% interval",
-         "majority baseline", "balanced accuracy", "seconds"],
+         "majority baseline", "balanced accuracy", "seconds", "the exercise's figure"],
         [[r.recipe, r.variant, r.title, r.data, r.model, _pct(r.test_accuracy),
           format_interval(r.test_accuracy_ci), _pct(r.majority_baseline), _pct(r.balanced_accuracy),
-          f"{r.seconds:.2f}"] for r in results],
+          f"{r.seconds:.2f}", r.reproduces] for r in results],
     ))
     for recipe in recipes:
         parts.append(f"<h2 id='{html.escape(recipe.name)}'>{html.escape(recipe.title)}</h2>")
@@ -223,6 +223,8 @@ def write_lab_report(out: str | os.PathLike[str], recipes: list[Any], results: l
         for result in (r for r in results if r.recipe == recipe.name):
             details = ", ".join(f"{k}: {format_cost(v) if isinstance(v, float) else v}"
                                 for k, v in result.extra.items() if not isinstance(v, (list, dict)))
+            if "larger_split_ci" in result.extra:  # the split a fixed variant is compared on
+                details += f" ({format_interval(result.extra['larger_split_ci'])})"
             parts.append(f"<h3>{html.escape(result.variant)}: {html.escape(result.title)}</h3>"
                          f"<p>test accuracy {_pct(result.test_accuracy)} (95% interval "
                          f"{format_interval(result.test_accuracy_ci)}; majority baseline "
