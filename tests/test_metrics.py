@@ -63,8 +63,8 @@ def test_evaluate_predictions_holds_every_key() -> None:
     assert result["balanced_accuracy"] == 0.75
     assert result["majority_baseline"] == 0.5
     assert result["confusion"] == {"labels": [0, 1], "matrix": [[2, 0], [1, 1]]}
-    assert set(result["costs"]) == {"cross_entropy", "squared_distance", "binary_cross_entropy"}
-    assert result["costs"]["squared_distance"] == pytest.approx((0.02 + 0.08 + 0.72 + 0.18) / 4)
+    assert set(result["costs"]) == {"cross_entropy", "brier_score", "binary_cross_entropy"}
+    assert result["costs"]["brier_score"] == pytest.approx((0.02 + 0.08 + 0.72 + 0.18) / 4)
 
 
 def test_labels_the_model_never_saw_count_as_wrong_without_crashing() -> None:

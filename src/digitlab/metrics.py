@@ -170,7 +170,10 @@ def evaluate_predictions(
     known = positions >= 0  # a label the model never saw has no probability column
     costs = {
         "cross_entropy": cross_entropy(proba[known], positions[known]),
-        "squared_distance": squared_distance_cost(proba[known], positions[known]),
+        # The squared distance of the probabilities to the one-hot target: the Brier
+        # score. Not the exercise's "cost" of a net, which uses its raw output
+        # activations (squared_distance_cost on those; the lab reports that one).
+        "brier_score": squared_distance_cost(proba[known], positions[known]),
     }
     if proba.shape[1] == 2:
         costs["binary_cross_entropy"] = binary_cross_entropy(proba[known, 1], positions[known])

@@ -105,9 +105,9 @@ def render_html(
                      format_interval(figures.get("accuracy_ci")),
                      _pct(figures["balanced_accuracy"]), _pct(figures.get("majority_baseline")),
                      format_cost(costs.get("cross_entropy")),
-                     format_cost(costs.get("squared_distance"))])
+                     format_cost(costs.get("brier_score"))])
     parts.append(_table(["split", "images", "accuracy", "95% interval", "balanced accuracy",
-                         "majority baseline", "cross-entropy", "squared distance"], rows))
+                         "majority baseline", "cross-entropy", "Brier score"], rows))
     parts.append("<p class='muted'>The 95% interval (Wilson) is where the accuracy on unseen "
                  "images of the same kind lies, given how few were tested: two accuracies whose "
                  "intervals overlap much are not told apart.</p>")
