@@ -39,6 +39,7 @@ from digitlab.models.base import ArraySpec, DigitClassifier, softmax
 from digitlab.models.layers import ACTIVATIONS, Network, n_layers
 from digitlab.models.losses import LOSSES, OUTPUTS
 from digitlab.models.settings import Integer, LayerSizes, Number, OneOf, SettingsSpec
+from digitlab.models.summary import ModelSummary
 from digitlab.models.training import MINIBATCH_SETTINGS, Callback, LossAndGrads, MinibatchTrained
 
 INITS = ("auto", "uniform", "normal", "he", "glorot")
@@ -396,8 +397,9 @@ class MLP(MinibatchTrained, DigitClassifier):
         return (f"hidden={self.hidden!r} and output={self.output!r} with {n_classes} "
                 f"classes give layer sizes {self._layer_sizes(n_features, n_classes)}")
 
-    def summary(self) -> dict[str, object]:
-        """Kind, settings, and per layer: sizes, activation, weight and bias shapes and counts.
+    def summary(self) -> ModelSummary:
+        """Kind, settings, and per layer: sizes, activation, weight and bias shapes and counts
+        (a dict that prints as a table, :class:`~digitlab.models.summary.ModelSummary`).
 
         ``layers`` lists one dict per dense layer; ``n_parameters`` is the total
         (400-25-15-1: 10,025 + 390 + 16 = 10,431).
@@ -407,23 +409,26 @@ class MLP(MinibatchTrained, DigitClassifier):
         layers: list[dict[str, Any]] = []
         for i in range(1, count + 1):
             W, b = self.params_[f"W{i}"], self.params_[f"b{i}"]
+            activation = self.activation if i < count else self.output
             layers.append({
                 "name": f"dense{i}",
+                "type": f"Dense {W.shape[0]} -> {W.shape[1]}, {activation}",
+                "output_shape": [int(W.shape[1])],
                 "inputs": int(W.shape[0]),
                 "units": int(W.shape[1]),
-                "activation": self.activation if i < count else self.output,
+                "activation": activation,
                 "weight_shape": list(W.shape),
                 "bias_shape": list(b.shape),
                 "n_parameters": int(W.size + b.size),
             })
-        return {
+        return ModelSummary({
             "kind": self.kind,
             "settings": self.get_params(),
             "classes": self.classes_.tolist(),
             "layers": layers,
             "parameters": {name: list(value.shape) for name, value in self.params_.items()},
             "n_parameters": int(sum(layer["n_parameters"] for layer in layers)),
-        }
+        })
 
     # ------------------------------------------------------------ scikit-learn
 
