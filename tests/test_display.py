@@ -15,7 +15,15 @@ import digitlab
 from digitlab.data.dataset import Dataset
 from digitlab.display import figure_html, sample_per_class, show_digits, show_predictions
 from digitlab.inspection import inspect_model
-from digitlab.models import MLP, GuessAndCheck, Majority, Perceptron, RandomScores, Softmax, Template
+from digitlab.models import (
+    MLP,
+    GuessAndCheck,
+    Majority,
+    Perceptron,
+    RandomScores,
+    Softmax,
+    Template,
+)
 from digitlab.models.summary import ModelSummary
 
 
@@ -31,8 +39,12 @@ def _pngs(page: str) -> list[Image.Image]:
 
 def test_dataset_repr_is_one_short_line(small) -> None:
     text = repr(small)
-    assert len(text) < 200 and "\n" not in text
-    assert "mnist-sample" in text and "28x28" in text and "train=600" in text and "test=200" in text
+    assert len(text) < 200
+    assert "\n" not in text
+    assert "mnist-sample" in text
+    assert "28x28" in text
+    assert "train=600" in text
+    assert "test=200" in text
     assert "array" not in text
 
 
@@ -90,13 +102,17 @@ def test_figure_html_embeds_a_png() -> None:
 def test_summary_is_a_dict_that_prints_as_a_table(small) -> None:
     X, y = small.features("train"), small.train_labels
     summary = Softmax(random_state=0).fit(X, y).summary()
-    assert isinstance(summary, ModelSummary) and isinstance(summary, dict)
+    assert isinstance(summary, ModelSummary)
+    assert isinstance(summary, dict)
     assert summary["n_parameters"] == 784 * 10 + 10
     assert json.loads(json.dumps(summary)) == summary.to_dict()
     text = str(summary)
-    assert "Linear 784 -> 10" in text and "7,850" in text and "Total learned parameters: 7,850" in text
+    assert "Linear 784 -> 10" in text
+    assert "7,850" in text
+    assert "Total learned parameters: 7,850" in text
     assert repr(summary) == text
-    assert "<table>" in summary._repr_html_() and "Linear 784 -&gt; 10" in summary._repr_html_()
+    assert "<table>" in summary._repr_html_()
+    assert "Linear 784 -&gt; 10" in summary._repr_html_()
 
 
 def test_parameter_counts_say_what_they_count(small) -> None:
@@ -104,10 +120,12 @@ def test_parameter_counts_say_what_they_count(small) -> None:
     is2 = (y == 2).astype(np.int64)
     guess = GuessAndCheck(n_candidates=20, random_state=0).fit(X, is2).summary()
     assert guess["n_parameters"] == 784 + 1
-    assert guess["layers"][0]["weight_shape"] == [784] and guess["layers"][0]["bias_shape"] == []
+    assert guess["layers"][0]["weight_shape"] == [784]
+    assert guess["layers"][0]["bias_shape"] == []
     assert "Stored, not learned: best_candidate_" in str(guess)
     random = RandomScores(random_state=7).fit(X, y).summary()
-    assert random["n_parameters"] == 0 and random["stored"] == {"seed_": 7}
+    assert random["n_parameters"] == 0
+    assert random["stored"] == {"seed_": 7}
     assert "seed_ = 7" in str(random)
     assert Majority().fit(X, y).summary()["n_parameters"] == 10
     perceptron = Perceptron(random_state=0).fit(X, is2).summary()
@@ -129,7 +147,9 @@ def test_inspection_shows_its_numbers_and_figures(small) -> None:
     inspection = inspect_model(model, small)
     page = inspection._repr_html_()
     accuracy = inspection.evaluation["test"]["accuracy"]
-    assert f"{accuracy:.2%}" in page and "<td>test</td>" in page
+    assert f"{accuracy:.2%}" in page
+    assert "<td>test</td>" in page
     assert len(_pngs(page)) == len(inspection.figures.items) > 3
     assert inspection.readings[0] in page.replace("&#x27;", "'")
-    assert "test accuracy" in repr(inspection) and len(repr(inspection)) < 200
+    assert "test accuracy" in repr(inspection)
+    assert len(repr(inspection)) < 200
