@@ -120,6 +120,16 @@ def test_summary_lists_layers_and_parameters(fitted) -> None:
     assert summary["n_parameters"] == n_params
     assert fitted.hidden_weights() is None
     assert fitted.linear_weights() is None
+    types = [layer["type"] for layer in layers]
+    assert types[0].startswith("Conv2d 3x3, 1 -> ")
+    assert "ReLU" in types
+    assert "Flatten" in types
+    assert any(t.startswith("MaxPool2d 2x2") for t in types)
+    assert any(t.startswith("BatchNorm2d") for t in types)
+    assert layers[0]["name"] == "conv2d_1"
+    assert layers[0]["state_name"] == "net.0"
+    assert "net.0" not in str(summary)
+    assert "Conv2d 3x3" in str(summary)
 
 
 def test_binary_task(sample) -> None:

@@ -575,3 +575,67 @@ DIGITS_BEST = {"hidden": (256, 128), "activation": "relu", "optimizer": "adam", 
 def test_digits_best_settings(digits) -> None:
     X, y, X_test, y_test = digits
     assert MLP(random_state=0, **DIGITS_BEST).fit(X, y).score(X_test, y_test) >= 0.975
+
+
+# ---------------------------------------------------------------- from layer sizes
+
+
+def test_from_layer_sizes_gives_the_exercises_untrained_network(digits) -> None:
+    X, y, _, _ = digits
+    net = MLP.from_layer_sizes([64, 16, 10], random_state=0)
+    assert net.n_features_in_ == 64
+    assert net.classes_.tolist() == list(range(10))
+    assert (net.hidden, net.activation, net.output, net.init) == ((16,), "sigmoid", "sigmoid", "uniform")
+    expected = init_params((64, 16, 10), "uniform", "sigmoid", np.random.default_rng(0))
+    for name, value in expected.items():
+        np.testing.assert_array_equal(net.params_[name], value)  # U[0, 1), drawn with the seed
+    assert all(value.min() >= 0 and value.max() < 1 for value in net.params_.values())
+    a = net.output_activations(X[:50])
+    np.testing.assert_allclose(a, expit(expit(X[:50] @ expected["W1"] + expected["b1"]) @ expected["W2"]
+                                        + expected["b2"]), rtol=1e-5)
+    assert net.predict(X[:50]).shape == (50,)
+    np.testing.assert_allclose(net.predict_proba(X[:50]).sum(axis=1), 1.0)
+    assert squared_distance_cost(a, y[:50]) > 5  # all ten sigmoids near 1: a cost near 9
+    assert net.summary()["n_parameters"] == 64 * 16 + 16 + 16 * 10 + 10
+    np.testing.assert_array_equal(MLP.from_layer_sizes([64, 16, 10], random_state=0).params_["W1"],
+                                  net.params_["W1"])
+    trained = net.set_params(epochs=2).fit(X, y)  # and it trains
+    assert trained.n_iter_ == 2
+
+
+def test_from_layer_sizes_checks_sizes_and_classes() -> None:
+    binary = MLP.from_layer_sizes([400, 25, 15, 1], random_state=0)
+    assert binary.classes_.tolist() == [0, 1]
+    assert binary.summary()["n_parameters"] == 10_025 + 390 + 16
+    relu = MLP.from_layer_sizes([4, 3], activation="relu", init="he", classes=["a", "b", "c"])
+    assert relu.output == "softmax"
+    assert relu.classes_.tolist() == ["a", "b", "c"]
+    with pytest.raises(SettingsError, match="output units"):
+        MLP.from_layer_sizes([4, 3], classes=[0, 1])
+    with pytest.raises(SettingsError, match="at least"):
+        MLP.from_layer_sizes([4])
+
+
+def test_the_default_loss_follows_the_output(digits) -> None:
+    X, y, _, _ = digits
+    sigmoid = MLP(hidden=(8,), activation="sigmoid", output="sigmoid", epochs=1, random_state=0)
+    assert sigmoid.loss == "auto"
+    explicit = MLP(hidden=(8,), activation="sigmoid", output="sigmoid", epochs=1, random_state=0,
+                   loss="binary-cross-entropy")
+    np.testing.assert_array_equal(sigmoid.fit(X, y).params_["W1"], explicit.fit(X, y).params_["W1"])
+    softmax = MLP(hidden=(8,), epochs=1, random_state=0)
+    same = MLP(hidden=(8,), epochs=1, random_state=0, loss="cross-entropy")
+    np.testing.assert_array_equal(softmax.fit(X, y).params_["W1"], same.fit(X, y).params_["W1"])
+
+
+def test_load_state_dict_by_hand_needs_only_the_weights() -> None:
+    rng = np.random.default_rng(0)
+    state = {"W1": rng.random((6, 4)), "b1": rng.random(4), "W2": rng.random((4, 3)), "b2": rng.random(3)}
+    net = MLP(hidden=(4,)).load_state_dict(state)
+    assert net.n_features_in_ == 6
+    assert net.classes_.tolist() == [0, 1, 2]
+    assert net.predict(rng.random((2, 6))).shape == (2,)
+    one = {"W1": rng.random((6, 1)), "b1": rng.random(1)}
+    assert MLP(hidden=(), output="sigmoid").load_state_dict(one).classes_.tolist() == [0, 1]
+    with pytest.raises(ValueError, match="W1"):
+        MLP(hidden=(5,)).load_state_dict(state)  # the sizes must still fit the settings

@@ -338,8 +338,8 @@ def test_guess_and_check_follows_the_binary_contract(is2) -> None:
     assert cross_val_score(GuessAndCheck(n_candidates=50, random_state=0), X, y, cv=3).shape == (3,)
     summary = model.summary()
     assert summary["kind"] == "guess-and-check"
-    assert summary["n_parameters"] == 784 + 1  # the weights and the bias
-    assert set(summary["records"]) == {"best_candidate_", "best_train_accuracy_"}  # not learned
+    assert summary["n_parameters"] == 784 + 1  # weights and bias: the search record is stored apart
+    assert set(summary["stored"]) == {"best_candidate_", "best_train_accuracy_"}
 
 
 def test_guess_and_check_beats_the_majority_on_real_digits(is2) -> None:

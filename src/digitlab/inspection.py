@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from digitlab import analysis, metrics, plots
+from digitlab import analysis, display, metrics, plots
 from digitlab.calibration import (
     Calibration,
     Reliability,
@@ -53,6 +53,15 @@ class Inspection:
     figures: Figures
     readings: list[str]  # plain-language sentences for the report
     calibration: Calibration | None = None  # the model's temperature, fitted on validation
+
+    def __repr__(self) -> str:
+        accuracy = ", ".join(f"{split} accuracy {figures['accuracy']:.2%}"
+                             for split, figures in self.evaluation.items())
+        return f"Inspection({accuracy}; {len(self.figures.items)} figures)"
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view: accuracy per split, the readings, every figure inline (PNG)."""
+        return display.inspection_html(self)
 
 
 def inspect_model(

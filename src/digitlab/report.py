@@ -143,7 +143,7 @@ def describe_parameters(model_summary: dict[str, Any]) -> str:
     baseline, "no learned parameters (a seed: 1)"."""
     total = int(model_summary.get("n_parameters", 0))
     sizes = {name: math.prod(shape) for name, shape in model_summary.get("parameters", {}).items()}
-    records = model_summary.get("records") or {}
+    records = model_summary.get("stored") or {}
     if total == 0:
         text = "No learned parameters"
         if set(records) == {"seed_"}:

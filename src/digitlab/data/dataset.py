@@ -246,6 +246,21 @@ class Dataset:
             notes=(*self.notes, note),
         )
 
+    def __repr__(self) -> str:
+        """One short line: name, task, image shape, counts per split, classes (never the arrays)."""
+        counts = ", ".join(f"{split}={len(self.labels(split))}" for split in self.splits)
+        names = ", ".join(self.class_names)
+        return (f"Dataset({self.name!r}, task={self.task!r}, images {self.image_shape[0]}x"
+                f"{self.image_shape[1]}, {counts}, classes [{names}])")
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view: counts per class and split, and a few random digits per class."""
+        # Imported here: the data layer draws nothing itself, and matplotlib loads
+        # only when a notebook asks for the picture.
+        from digitlab.display import dataset_html
+
+        return dataset_html(self)
+
     def summary(self) -> dict[str, object]:
         """Counts per class and split, shape, dtype and notes, JSON-ready."""
         return {

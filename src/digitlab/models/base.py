@@ -31,6 +31,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
 
 from digitlab.errors import DataWarning, SettingsError
 from digitlab.models.settings import ClassWeight, Setting, check_settings
+from digitlab.models.summary import ModelSummary
 
 # Floating arrays may be either: models fit in float32, MLP.from_sklearn keeps float64.
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -69,9 +70,11 @@ class DigitClassifier(ClassifierMixin, BaseEstimator):
     # What each ``__init__`` setting may be (models/settings.py), checked before any fit.
     settings_spec: ClassVar[Mapping[str, Setting]] = {}
     _state_names: ClassVar[tuple[str, ...]] = ()
-    # Saved state that records the fit but is not a learned parameter (a seed, the index
-    # of the kept candidate): listed apart in summary(), so "n_parameters" counts weights.
-    _record_names: ClassVar[tuple[str, ...]] = ()
+    # Of those, the ones kept in the file that are not learned parameters (a seed, a
+    # record of the search): listed by ``summary`` apart, not counted as parameters.
+    _stored_names: ClassVar[tuple[str, ...]] = ()
+    # What each learned array is, for ``summary``'s table ("class prior", "temperature").
+    _array_roles: ClassVar[Mapping[str, str]] = {"temperature_": "calibration temperature"}
 
     # ------------------------------------------------------------ fit / predict
 
@@ -195,20 +198,38 @@ class DigitClassifier(ClassifierMixin, BaseEstimator):
         for name, expected in spec.items():
             _checked_array(state, name, expected)
 
-    def summary(self) -> dict[str, object]:
-        """Kind, settings and the shape and size of each learned array; ``records``: the
-        saved arrays that are not learned (a seed, the kept candidate's number)."""
+    def summary(self) -> ModelSummary:
+        """Kind, settings, and a row per layer (or learned array): a dict that prints as a table.
+
+        ``n_parameters`` counts learned parameters only; arrays the model file
+        keeps besides (``_stored_names``: a seed, which candidate won) are under
+        ``stored`` with their values. See :mod:`digitlab.models.summary`.
+        """
         check_is_fitted(self, "classes_")
-        arrays = {name: np.asarray(getattr(self, name)) for name in self._state_names
-                  if name not in self._record_names}
-        return {
+        arrays = {name: np.asarray(getattr(self, name)) for name in self._state_names}
+        learned = {name: a for name, a in arrays.items() if name not in self._stored_names}
+        layers: list[dict[str, Any]] = []
+        if "coef_" in learned and "intercept_" in learned:  # one linear layer: w·x + b per score
+            coef, intercept = learned.pop("coef_"), learned.pop("intercept_")
+            n_scores = max(intercept.size, 1)  # a bias per score (one for a binary sign)
+            layers.append({
+                "name": "linear", "type": f"Linear {self.n_features_in_} -> {n_scores}",
+                "output_shape": [n_scores], "weight_shape": list(coef.shape),
+                "bias_shape": list(intercept.shape), "n_parameters": int(coef.size + intercept.size),
+            })
+        layers += [{"name": name, "type": self._array_roles.get(name, "array"),
+                    "output_shape": list(a.shape), "n_parameters": int(a.size)}
+                   for name, a in learned.items()]
+        return ModelSummary({
             "kind": self.kind,
             "settings": self.get_params(),
             "classes": self.classes_.tolist(),
-            "parameters": {name: list(a.shape) for name, a in arrays.items()},
-            "n_parameters": int(sum(a.size for a in arrays.values())),
-            "records": {name: np.asarray(getattr(self, name)).tolist() for name in self._record_names},
-        }
+            "layers": layers,
+            "parameters": {name: list(arrays[name].shape) for name in self._state_names
+                           if name not in self._stored_names},
+            "n_parameters": int(sum(layer["n_parameters"] for layer in layers)),
+            "stored": {name: arrays[name].tolist() for name in self._stored_names},
+        })
 
     # ------------------------------------------------------------ what it learned
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
@@ -23,6 +24,7 @@ class Majority(DigitClassifier):
     kind: ClassVar[str] = "majority"
     default_validation: ClassVar[float] = 0.0  # chooses nothing
     _state_names: ClassVar[tuple[str, ...]] = ("class_prior_",)
+    _array_roles: ClassVar[Mapping[str, str]] = {"class_prior_": "class frequencies"}
 
     def __init__(self) -> None:
         pass
@@ -69,7 +71,7 @@ class RandomScores(DigitClassifier):
     # The seed of every prediction, so an int: a Generator's draws would change them.
     settings_spec: ClassVar[SettingsSpec] = {"random_state": Seed(generator=False)}
     _state_names: ClassVar[tuple[str, ...]] = ("seed_",)
-    _record_names: ClassVar[tuple[str, ...]] = ("seed_",)  # a seed, nothing learned
+    _stored_names: ClassVar[tuple[str, ...]] = ("seed_",)  # a seed, not a learned parameter
 
     def __init__(self, *, random_state: int | None = None) -> None:
         self.random_state = random_state

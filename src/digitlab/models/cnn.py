@@ -29,6 +29,7 @@ from digitlab.errors import DataWarning, SettingsError
 from digitlab.lazy_import import lazy_import
 from digitlab.models.base import ArraySpec, DigitClassifier, class_weights
 from digitlab.models.settings import ClassWeight, Flag, Integer, Number, OneOf, Seed, SettingsSpec
+from digitlab.models.summary import ModelSummary
 from digitlab.models.training import Callback, Progress, run_epochs
 
 if TYPE_CHECKING:
@@ -501,25 +502,35 @@ class CNN(DigitClassifier):
         side = image_side(n_features)
         return f"width={self.width}, dense={self.dense} for {side}x{side} images"
 
-    def summary(self) -> dict[str, object]:
-        """Kind, settings, and per layer: its type, output shape and parameter count."""
+    def summary(self) -> ModelSummary:
+        """Kind, settings, and per layer: its type, output shape and parameter count
+        (a dict that prints as a table, :class:`~digitlab.models.summary.ModelSummary`).
+
+        Layers are named as Keras names them (``conv2d_1``, ``relu_2``); ``state_name``
+        is the prefix of its arrays in :meth:`state_dict` (``net.0``).
+        """
         check_is_fitted(self, "classes_")
         side = image_side(self.n_features_in_)
         layers: list[dict[str, Any]] = []
         shape: tuple[int, ...] = (1, side, side)
+        seen: dict[str, int] = {}
         with torch.inference_mode():
             x = torch.zeros((1, *shape))
             self.network_.eval()
             for index, layer in enumerate(self.network_):
                 x = layer(x)
+                kind = type(layer).__name__
+                seen[kind] = seen.get(kind, 0) + 1
                 layers.append({
-                    "name": f"net.{index}",
+                    "name": f"{kind.lower()}_{seen[kind]}",
+                    "type": _layer_type(layer),
+                    "state_name": f"net.{index}",
                     "layer": repr(layer),
                     "output_shape": list(x.shape[1:]),
                     "n_parameters": int(sum(p.numel() for p in layer.parameters())),
                 })
         state = self.state_dict()
-        return {
+        return ModelSummary({
             "kind": self.kind,
             "settings": self.get_params(),
             "classes": self.classes_.tolist(),
@@ -527,11 +538,28 @@ class CNN(DigitClassifier):
             "parameters": {name: list(value.shape) for name, value in state.items()
                            if name.startswith("net.")},
             "n_parameters": int(sum(layer["n_parameters"] for layer in layers)),
-        }
+        })
 
     def hidden_weights(self) -> np.ndarray | None:
         """None: the first layer's 3x3 filters are not per-pixel weights over the image."""
         return None
+
+
+def _layer_type(layer: nn.Module) -> str:
+    """A layer's type as a summary shows it: "Conv2d 3x3, 1 -> 32", "Linear 1568 -> 128"."""
+    if isinstance(layer, torch.nn.Conv2d):
+        h, w = layer.kernel_size
+        return f"Conv2d {h}x{w}, {layer.in_channels} -> {layer.out_channels}"
+    if isinstance(layer, torch.nn.Linear):
+        return f"Linear {layer.in_features} -> {layer.out_features}"
+    if isinstance(layer, torch.nn.MaxPool2d):
+        size = layer.kernel_size
+        return f"MaxPool2d {size}x{size}" if isinstance(size, int) else f"MaxPool2d {size}"
+    if isinstance(layer, torch.nn.BatchNorm2d | torch.nn.BatchNorm1d):
+        return f"{type(layer).__name__} ({layer.num_features})"
+    if isinstance(layer, torch.nn.Dropout):
+        return f"Dropout p={layer.p:g}"
+    return type(layer).__name__
 
 
 def _channels_last(network: nn.Sequential) -> nn.Sequential:

@@ -149,7 +149,8 @@ class GuessAndCheck(DigitClassifier):
         "best_candidate_",
         "best_train_accuracy_",
     )
-    _record_names: ClassVar[tuple[str, ...]] = ("best_candidate_", "best_train_accuracy_")
+    # The search's record, kept in the file; the learned parameters are 784 weights + 1 bias.
+    _stored_names: ClassVar[tuple[str, ...]] = ("best_candidate_", "best_train_accuracy_")
 
     def __init__(
         self,

@@ -37,8 +37,9 @@ from sklearn.utils.validation import check_is_fitted
 from digitlab.errors import SettingsError
 from digitlab.models.base import ArraySpec, DigitClassifier, softmax
 from digitlab.models.layers import ACTIVATIONS, Network, n_layers
-from digitlab.models.losses import LOSSES, OUTPUTS
+from digitlab.models.losses import LOSSES, OUTPUTS, output_activation
 from digitlab.models.settings import Integer, LayerSizes, Number, OneOf, SettingsSpec
+from digitlab.models.summary import ModelSummary
 from digitlab.models.training import MINIBATCH_SETTINGS, Callback, LossAndGrads, MinibatchTrained
 
 INITS = ("auto", "uniform", "normal", "he", "glorot")
@@ -60,8 +61,10 @@ class MLP(MinibatchTrained, DigitClassifier):
         ``"softmax"``: one unit per class. ``"sigmoid"``: one unit for a
         two-class task (the probability of the second class), otherwise one
         independent sigmoid per class (``predict_proba`` normalises them).
-    loss : {"cross-entropy", "binary-cross-entropy", "squared-distance", "sigmoid-distance"}
-        Defined exactly in :mod:`digitlab.models.losses`. ``cross-entropy``
+    loss : {"auto", "cross-entropy", "binary-cross-entropy", "squared-distance", "sigmoid-distance"}
+        Defined exactly in :mod:`digitlab.models.losses`. ``"auto"`` (the
+        default) follows the output: cross-entropy after a softmax, binary
+        cross-entropy after a sigmoid. ``cross-entropy``
         needs a softmax output; ``binary-cross-entropy`` and
         ``sigmoid-distance`` (the fastai lesson's mean of ``|target -
         sigmoid(z)|``) a sigmoid output; ``squared-distance`` (mean over
@@ -156,7 +159,7 @@ class MLP(MinibatchTrained, DigitClassifier):
         "hidden": LayerSizes(),
         "activation": OneOf(tuple(ACTIVATIONS)),
         "output": OneOf(OUTPUTS),
-        "loss": OneOf(tuple(LOSSES)),
+        "loss": OneOf(("auto", *LOSSES)),
         "init": OneOf(INITS),
         "dropout": Number(0.0, 1.0, closed="left"),
     }
@@ -168,7 +171,7 @@ class MLP(MinibatchTrained, DigitClassifier):
         hidden: tuple[int, ...] = (100,),
         activation: str = "relu",
         output: str = "softmax",
-        loss: str = "cross-entropy",
+        loss: str = "auto",
         optimizer: str = "adam",
         lr: float = 0.002,
         momentum: float = 0.9,
@@ -239,7 +242,7 @@ class MLP(MinibatchTrained, DigitClassifier):
     ) -> None:
         hidden = self._hidden_sizes()
         n_out = self._n_outputs(self.output, len(self.classes_))
-        loss = LOSSES[self.loss](self.output)
+        loss = LOSSES[self._loss_name()](self.output)
         alpha = float(self.alpha)
 
         def build(n_features: int, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], LossAndGrads]:
@@ -260,8 +263,14 @@ class MLP(MinibatchTrained, DigitClassifier):
         self._train(X, y_index, n_out=n_out, build=build, watch="accuracy", eval_set=eval_set,
                     callback=callback)
 
+    def _loss_name(self) -> str:
+        """``loss``, with "auto" made the output's own: (binary) cross-entropy."""
+        if self.loss != "auto":
+            return str(self.loss)
+        return "cross-entropy" if self.output == "softmax" else "binary-cross-entropy"
+
     def _check_combination(self) -> None:
-        if self.output not in LOSSES[self.loss].outputs:
+        if self.output not in LOSSES[self._loss_name()].outputs:
             fits = [name for name, cls in LOSSES.items() if self.output in cls.outputs]
             raise SettingsError(
                 f"loss {self.loss!r} does not go with output {self.output!r}; "
@@ -301,6 +310,16 @@ class MLP(MinibatchTrained, DigitClassifier):
                 a = activation.forward(z) if i < count else z
             out[start : start + _PREDICT_ROWS] = a
         return out
+
+    def output_activations(self, X: np.ndarray) -> np.ndarray:
+        """The output layer's activations a, shape (n_samples, n_outputs), as the network
+        computes them: the softmax, or each unit's sigmoid, *not* normalised to sum to 1
+        (the classic exercise's cost is on these: ``maths.squared_distance_cost(a, y)``).
+
+        One sigmoid unit for two classes gives one column, P(``classes_[1]``).
+        """
+        check_is_fitted(self, "classes_")
+        return output_activation(self._logits(self._check_features(X)), self.output)
 
     def _scores(self, X: np.ndarray) -> np.ndarray:
         z = self._logits(X)
@@ -372,13 +391,68 @@ class MLP(MinibatchTrained, DigitClassifier):
 
         The names and shapes must be those the settings ``hidden`` and
         ``output`` give (see :meth:`check_state`); float32 or float64.
+        Written by hand, ``state`` may leave out ``n_features_in_`` (the rows of
+        ``W1``) and ``classes_`` (then 0 .. n_outputs - 1, or 0 and 1 for one
+        sigmoid unit): the weights' sizes say them.
         """
+        state = self._with_sizes(state)
         self.check_state(state)
         self.params_ = {name: np.array(value, copy=True) for name, value in state.items()
                         if name not in ("classes_", "n_features_in_")}
         self.classes_ = np.array(state["classes_"], copy=True)
         self.n_features_in_ = int(state["n_features_in_"])
         return self
+
+    @staticmethod
+    def _with_sizes(state: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        """``state`` with ``n_features_in_`` and ``classes_`` filled in from the weights'
+        shapes where it leaves them out (see :meth:`load_state_dict`)."""
+        filled = dict(state)
+        first, last = np.shape(state.get("W1", ())), np.shape(state.get(f"W{sum(name.startswith('W') for name in state)}", ()))
+        if len(first) == 2:
+            filled.setdefault("n_features_in_", np.array(first[0], dtype=np.int64))
+        if len(last) == 2:
+            filled.setdefault("classes_", np.arange(2 if last[1] == 1 else last[1], dtype=np.int64))
+        return filled
+
+    @classmethod
+    def from_layer_sizes(
+        cls,
+        sizes: Sequence[int],
+        *,
+        activation: str = "sigmoid",
+        output: str | None = None,
+        init: str = "uniform",
+        classes: Sequence[Any] | np.ndarray | None = None,
+        random_state: int | np.random.Generator | None = None,
+        **settings: Any,
+    ) -> MLP:
+        """An untrained, usable network of layer sizes ``(n_features, h1, ..., n_outputs)``,
+        the exercise's ``MLP([64, 16, 10])``.
+
+        ``predict``, ``predict_proba``, ``output_activations`` and ``summary`` work at
+        once; ``fit`` trains it from a fresh initialisation. ``output`` defaults to
+        the hidden ``activation`` when that is "sigmoid" (the exercise's network is
+        sigmoid throughout), else "softmax". ``init="uniform"`` is the exercise's
+        U[0, 1) for every weight and bias (see ``init``), drawn with ``random_state``
+        (the same seed, the same weights). ``classes`` defaults to 0 .. n_outputs - 1 (0 and 1
+        for a single sigmoid unit). Other settings (``lr``, ``epochs`` ...) are passed on.
+        """
+        sizes = tuple(int(n) for n in sizes)
+        if len(sizes) < 2 or min(sizes) < 1:
+            raise SettingsError(f"sizes must be at least (n_features, n_outputs), each 1 or more; got {sizes}")
+        if output is None:
+            output = "sigmoid" if activation == "sigmoid" else "softmax"
+        model = cls(hidden=sizes[1:-1], activation=activation, output=output, init=init,
+                    random_state=random_state, **settings)
+        model._check_settings()
+        labels = np.arange(2 if sizes[-1] == 1 else sizes[-1]) if classes is None else np.asarray(classes)
+        if model._n_outputs(output, len(labels)) != sizes[-1]:
+            raise SettingsError(f"{len(labels)} classes with output {output!r} need "
+                                f"{model._n_outputs(output, len(labels))} output units, not {sizes[-1]}")
+        state = init_params(sizes, init, activation, np.random.default_rng(random_state))
+        return model.load_state_dict({**state, "classes_": labels,
+                                      "n_features_in_": np.array(sizes[0], dtype=np.int64)})
 
     def _layer_sizes(self, n_features: int, n_classes: int) -> tuple[int, ...]:
         """(n_features, h1, ..., n_out): the units of every layer, from the settings."""
@@ -396,8 +470,9 @@ class MLP(MinibatchTrained, DigitClassifier):
         return (f"hidden={self.hidden!r} and output={self.output!r} with {n_classes} "
                 f"classes give layer sizes {self._layer_sizes(n_features, n_classes)}")
 
-    def summary(self) -> dict[str, object]:
-        """Kind, settings, and per layer: sizes, activation, weight and bias shapes and counts.
+    def summary(self) -> ModelSummary:
+        """Kind, settings, and per layer: sizes, activation, weight and bias shapes and counts
+        (a dict that prints as a table, :class:`~digitlab.models.summary.ModelSummary`).
 
         ``layers`` lists one dict per dense layer; ``n_parameters`` is the total
         (400-25-15-1: 10,025 + 390 + 16 = 10,431).
@@ -407,23 +482,26 @@ class MLP(MinibatchTrained, DigitClassifier):
         layers: list[dict[str, Any]] = []
         for i in range(1, count + 1):
             W, b = self.params_[f"W{i}"], self.params_[f"b{i}"]
+            activation = self.activation if i < count else self.output
             layers.append({
                 "name": f"dense{i}",
+                "type": f"Dense {W.shape[0]} -> {W.shape[1]}, {activation}",
+                "output_shape": [int(W.shape[1])],
                 "inputs": int(W.shape[0]),
                 "units": int(W.shape[1]),
-                "activation": self.activation if i < count else self.output,
+                "activation": activation,
                 "weight_shape": list(W.shape),
                 "bias_shape": list(b.shape),
                 "n_parameters": int(W.size + b.size),
             })
-        return {
+        return ModelSummary({
             "kind": self.kind,
             "settings": self.get_params(),
             "classes": self.classes_.tolist(),
             "layers": layers,
             "parameters": {name: list(value.shape) for name, value in self.params_.items()},
             "n_parameters": int(sum(layer["n_parameters"] for layer in layers)),
-        }
+        })
 
     # ------------------------------------------------------------ scikit-learn
 

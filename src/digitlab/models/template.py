@@ -14,6 +14,7 @@ on it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 import numpy as np
@@ -43,6 +44,8 @@ class Template(DigitClassifier):
     kind: ClassVar[str] = "template"
     settings_spec: ClassVar[SettingsSpec] = {"metric": OneOf(("dot", "euclidean"))}
     _state_names: ClassVar[tuple[str, ...]] = ("templates_", "temperature_")
+    _array_roles: ClassVar[Mapping[str, str]] = {"templates_": "average image per class",
+                                                 "temperature_": "calibration temperature"}
 
     def __init__(self, *, metric: str = "dot") -> None:
         self.metric = metric
