@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from digitlab.errors import DataError, DataWarning, DigitlabError, SettingsError
 
 if TYPE_CHECKING:
-    from digitlab import metrics, models
+    from digitlab import explain, metrics, models
     from digitlab.data.dataset import Dataset
     from digitlab.data.sources import load
     from digitlab.reader import Reader, load_model, read_digits
@@ -35,6 +35,7 @@ __all__ = [
     "Reader",
     "SettingsError",
     "__version__",
+    "explain",
     "load",
     "load_model",
     "metrics",
@@ -45,6 +46,7 @@ __all__ = [
 # Imported on first use: `import digitlab` (and so the command line's start-up, and
 # `from digitlab import __version__`) must not pay for scikit-learn, SciPy or PyTorch.
 _LAZY = {
+    "explain": ("digitlab.explain", None),
     "metrics": ("digitlab.metrics", None),
     "models": ("digitlab.models", None),
     "Dataset": ("digitlab.data.dataset", "Dataset"),

@@ -528,3 +528,31 @@ def write_overlay(path: str | os.PathLike[str], image: np.ndarray, attribution: 
     with atomic_file(path) as tmp:
         Image.fromarray(overlay(image, attribution)).save(tmp, format="PNG")
     return path
+
+
+def explanation_names(paths: Sequence[str]) -> list[str]:
+    """The heat-map file name for each picture: ``scan.png`` -> ``scan.explain.png``; a
+    name that repeats (``a/1.png``, ``b/1.png``) gets ``-2``, ``-3`` ... in the order given."""
+    names, seen = [], set()
+    for path in paths:
+        stem = Path(path).stem or "input"
+        name, count = f"{stem}.explain.png", 1
+        while name in seen:
+            count += 1
+            name = f"{stem}-{count}.explain.png"
+        seen.add(name)
+        names.append(name)
+    return names
+
+
+def write_explanations(folder: str | os.PathLike[str], explanations: Sequence[Explanation]) -> list[Path]:
+    """Write each explanation's :func:`overlay` PNG into ``folder`` (made when missing),
+    named by :func:`explanation_names`, each file whole or not at all."""
+    names = explanation_names([e.prediction.path for e in explanations])
+    return [write_overlay(Path(folder) / name, e.prediction.image, e.map)
+            for name, e in zip(names, explanations, strict=True)]
+
+
+def map_as_lists(attribution: np.ndarray, decimals: int = 6) -> list[list[float]]:
+    """A map as nested lists of rounded floats (rows of the image), for JSON."""
+    return np.round(np.asarray(attribution, dtype=np.float64), decimals).tolist()
