@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from digitlab.errors import DataError, DataWarning, DigitlabError, SettingsError
 
 if TYPE_CHECKING:
-    from digitlab import analysis, inspection, io, maths, metrics, models, plots
+    from digitlab import analysis, explain, inspection, io, maths, metrics, models, plots
     from digitlab.data.dataset import Dataset
     from digitlab.data.sources import load
     from digitlab.display import show_digits, show_predictions
@@ -53,6 +53,7 @@ __all__ = [
     "SettingsError",
     "__version__",
     "analysis",
+    "explain",
     "inspect_model",
     "inspection",
     "io",
@@ -70,6 +71,7 @@ __all__ = [
 # Imported on first use: `import digitlab` (and so the command line's start-up, and
 # `from digitlab import __version__`) must not pay for scikit-learn, SciPy or PyTorch.
 _LAZY = {
+    "explain": ("digitlab.explain", None),
     "metrics": ("digitlab.metrics", None),
     "models": ("digitlab.models", None),
     "analysis": ("digitlab.analysis", None),

@@ -216,6 +216,14 @@ def _add_predict(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
                         help="skip the normalisation: images are already white ink on black, "
                         "at the model's size")
     _add_min_confidence(parser)
+    parser.add_argument("--explain", action="store_true",
+                        help="say why: a heat-map PNG per picture, NAME.explain.png (the digit "
+                        "the model saw; red where its ink supports the answer, blue where it "
+                        "argues against); with --json the map comes as numbers in each record "
+                        "(and PNGs only with --explain-dir)")
+    parser.add_argument("--explain-dir", type=Path, default=None, metavar="DIR",
+                        help="folder for the --explain PNGs (default: the --output file's "
+                        "folder, else the current folder)")
     parser.set_defaults(handler=_cmd_predict)
 
 
@@ -501,6 +509,7 @@ def _cmd_predict(args: argparse.Namespace, out: Console, err: Console) -> int:
         if args.output.is_dir():
             raise OutputError(args.output, "is a folder; name a file to write")
         check_writable_location(args.output)
+    explain_dir = _explain_dir(args)  # checked before any picture is read, too
     model, info = load_model(args.model)
     skipped: list[DigitlabError] = []
 
@@ -517,10 +526,12 @@ def _cmd_predict(args: argparse.Namespace, out: Console, err: Console) -> int:
     if not predictions:
         raise DigitlabError(f"none of the {len(skipped)} pictures could be read")
     code = EXIT_SKIPPED if skipped else EXIT_OK
+    maps = _explain_predictions(model, predictions, explain_dir) if args.explain else {}
     if args.json or args.csv:
         text = (_predictions_csv(predictions, info) if args.csv else json.dumps(
             [{"path": p.path, "label": p.label, "name": p.name,
-              "probabilities": p.probabilities} for p in predictions], indent=2) + "\n")
+              "probabilities": p.probabilities, **maps.get(i, {})}
+             for i, p in enumerate(predictions)], indent=2) + "\n")
         if args.output is None:
             sys.stdout.write(text)
         else:
@@ -537,7 +548,39 @@ def _cmd_predict(args: argparse.Namespace, out: Console, err: Console) -> int:
         table.add_row(one_line(p.path), p.name, f"{p.probabilities[first]:.2f}",
                       f"{info.name_of(int(info.classes[second]))} {p.probabilities[second]:.2f}")
     out.print(table)
+    if explain_dir is not None:
+        out.print(f"explanations: {explain_dir}", highlight=False, soft_wrap=True)
     return code
+
+
+def _explain_dir(args: argparse.Namespace) -> Path | None:
+    """Where ``predict --explain`` writes its PNGs (None: no PNGs), checked writable.
+
+    With --json the maps go into the records, so PNGs only when --explain-dir asks.
+    """
+    from digitlab.atomic import check_writable_location
+
+    if args.explain_dir is not None and not args.explain:
+        raise SettingsError("--explain-dir needs --explain")
+    if not args.explain or (args.json and args.explain_dir is None):
+        return None
+    folder = args.explain_dir or (args.output.parent if args.output is not None else Path())
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(folder, "is not a folder; name a folder for the --explain PNGs")
+    check_writable_location(folder / "digit.explain.png")
+    return folder
+
+
+def _explain_predictions(model: Any, predictions: list[Any], folder: Path | None) -> dict[int, dict[str, Any]]:
+    """Explain every prediction; write the PNGs into ``folder`` (unless None). Returns
+    each answer's extra JSON fields by position: the method, the map, the PNG."""
+    from digitlab.explain import explain_predictions, map_as_lists, write_explanations
+
+    explanations = explain_predictions(model, predictions)
+    written = write_explanations(folder, explanations) if folder is not None else []
+    return {i: {"explanation": {"method": e.method, "map": map_as_lists(e.map),
+                                **({"png": str(written[i])} if written else {})}}
+            for i, e in enumerate(explanations)}
 
 
 def _predictions_csv(predictions: list[Any], info: Any) -> str:
