@@ -111,3 +111,14 @@ def test_notebooks_become_tutorial_pages(tmp_path: Path) -> None:
     home = page_markup(out, "")
     assert 'href="notebooks/01-templates/"' in home  # listed in the nav
     assert not (root / ".cache").exists()
+
+
+def test_every_notebook_is_a_tutorial_page(site: Path) -> None:
+    """The real notebooks of notebooks/ build (strictly) into pages showing their text."""
+    import nbformat
+    notebooks = sorted((ROOT / "notebooks").glob("*.ipynb"))
+    assert notebooks
+    for path in notebooks:
+        first = nbformat.read(path, as_version=4).cells[0].source.splitlines()[0]
+        assert first.startswith("# "), path.name
+        assert page_text_of(first[2:]) in page_text(site, f"notebooks/{path.stem}"), path.name

@@ -41,7 +41,7 @@ def cache_dir() -> Path:
     configured = os.environ.get(ENV_VAR)
     if configured:
         return Path(configured).expanduser()
-    import pooch  # only needed when no folder is configured
+    from digitlab.data.download import pooch  # only needed when no folder is configured
 
     return Path(pooch.os_cache("digitlab")) / "trees"
 

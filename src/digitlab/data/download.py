@@ -22,12 +22,20 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import pooch
 import requests
+
+with warnings.catch_warnings():
+    # pooch imports tqdm.auto when tqdm is installed, which in a Jupyter kernel without
+    # ipywidgets warns "IProgress not found" the moment digitlab loads any data. digitlab
+    # never draws tqdm's bars (downloads report through their own callback), so a
+    # learner's notebook should not show that warning. cache.py imports pooch from here.
+    warnings.filterwarnings("ignore", message="IProgress not found")
+    import pooch
 
 from digitlab.errors import DataError
 
