@@ -531,3 +531,18 @@ def test_files_from_before_random_state_load_with_their_rng_seed(kind, saved_kin
     assert loaded.get_params()["random_state"] == 0
     assert "rng" not in loaded.get_params()
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+
+
+def test_save_model_takes_the_dataset_for_shape_names_and_record(sample, tmp_path) -> None:
+    from digitlab.preparation import trained_appearance
+
+    model = Template().fit(sample.features("train"), sample.train_labels)
+    info = save_model(tmp_path / "m.safetensors", model, dataset=sample)
+    assert info.input_shape == [28, 28]
+    assert info.class_names == list(sample.class_names)
+    loaded, read = load_model(tmp_path / "m.safetensors")
+    assert trained_appearance(read) is not None  # predict can warn of pictures prepared otherwise
+    assert read.preprocessing["image_shape"] == [28, 28]
+    with pytest.raises(TypeError, match="input_shape= or dataset="):
+        save_model(tmp_path / "n.safetensors", model)
+    assert not (tmp_path / "n.safetensors").exists()

@@ -27,7 +27,7 @@ import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from safetensors.numpy import load as load_tensors
@@ -39,6 +39,9 @@ from digitlab.calibration import Calibration, metadata_problem
 from digitlab.data.files import open_binary
 from digitlab.errors import DataError, SettingsError
 from digitlab.models import MODELS, DigitClassifier
+
+if TYPE_CHECKING:
+    from digitlab.data.dataset import Dataset
 
 FORMAT_VERSION = 1
 # A digitlab header (tensor names and offsets, settings, class names) is a few KB.
@@ -75,14 +78,29 @@ def save_model(
     path: str | os.PathLike[str],
     model: DigitClassifier,
     *,
-    input_shape: tuple[int, ...],
+    dataset: Dataset | None = None,
+    input_shape: tuple[int, ...] | None = None,
     class_names: tuple[str, ...] | list[str] = (),
     preprocessing: dict[str, Any] | None = None,
     data_fingerprint: str = "",
     extra: dict[str, Any] | None = None,
     calibration: Calibration | None = None,
 ) -> ModelInfo:
-    """Write ``model`` to ``path`` atomically; return the metadata written."""
+    """Write ``model`` to ``path`` atomically; return the metadata written.
+
+    ``dataset``, the data the model was trained on, gives ``input_shape``,
+    ``class_names`` and the record of its images that ``digitlab train`` stores
+    (so ``predict`` can warn when pictures look prepared otherwise); what is
+    passed besides it wins.
+    """
+    if dataset is not None:
+        from digitlab.preparation import dataset_preprocessing  # it imports this module
+
+        input_shape = dataset.image_shape if input_shape is None else input_shape
+        class_names = class_names or dataset.class_names
+        preprocessing = dataset_preprocessing(dataset) if preprocessing is None else preprocessing
+    if input_shape is None:
+        raise TypeError("save_model needs input_shape= or dataset=")
     # np.array, not np.ascontiguousarray, which turns 0-d arrays into 1-d ones.
     state = {name: np.array(value, order="C") for name, value in model.state_dict().items()}
     info = ModelInfo(

@@ -26,12 +26,15 @@ Model files written before this record was kept are not checked.
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from digitlab.errors import DataWarning, show_path
 from digitlab.io import ModelInfo
+
+if TYPE_CHECKING:
+    from digitlab.data.dataset import Dataset
 
 INK_CONTRAST = 64
 """A pixel is ink when it differs from its image's background by this many levels."""
@@ -117,6 +120,24 @@ def _number(value: object) -> float | None:
 
 def _tone(level: float) -> str:
     return "light" if level >= 128 else "dark"
+
+
+def dataset_preprocessing(
+    dataset: Dataset, *, resized_to: int | None = None, deskew: bool = False, normalise: bool = False
+) -> dict[str, Any]:
+    """How raw images became ``dataset``'s features, as a model file stores it (``digitlab
+    train`` passes its options; from Python, ``save_model(..., dataset=data)``)."""
+    from digitlab.predict import layout_for  # predict imports this module
+
+    return {
+        "image_shape": list(dataset.image_shape),
+        "resized_to": resized_to,
+        "deskew": deskew,
+        "features": "pixel / 255, flattened row by row",
+        "ink": "255 on 0 background",
+        "user_images": f"MNIST-style normalisation, layout {layout_for(dataset.image_shape)!r}",
+        **recorded_preparation(normalise, dataset.train_images),
+    }
 
 
 def recorded_preparation(normalise: bool, train_images: np.ndarray) -> dict[str, Any]:

@@ -30,8 +30,8 @@ from digitlab.inspection import Inspection, check_analysis_digits, inspect_model
 from digitlab.io import ModelInfo, json_settings, save_model
 from digitlab.models import MODELS, DigitClassifier
 from digitlab.models.training import Callback
-from digitlab.predict import deskews, layout_for
-from digitlab.preparation import normalises, recorded_preparation, warn_if_prepared_otherwise
+from digitlab.predict import deskews
+from digitlab.preparation import dataset_preprocessing, normalises, warn_if_prepared_otherwise
 from digitlab.report import write_report
 
 MAX_CONFIG_BYTES = 1_000_000  # a config.json is a few hundred bytes
@@ -408,12 +408,5 @@ def load_run_config(path: str | os.PathLike[str]) -> RunConfig:
 
 def preprocessing_of(config: RunConfig, dataset: Dataset) -> dict[str, Any]:
     """How raw images become this model's input, stored in the model file."""
-    return {
-        "image_shape": list(dataset.image_shape),
-        "resized_to": config.image_size,
-        "deskew": config.deskew,
-        "features": "pixel / 255, flattened row by row",
-        "ink": "255 on 0 background",
-        "user_images": f"MNIST-style normalisation, layout {layout_for(dataset.image_shape)!r}",
-        **recorded_preparation(config.normalise, dataset.train_images),
-    }
+    return dataset_preprocessing(dataset, resized_to=config.image_size, deskew=config.deskew,
+                                 normalise=config.normalise)

@@ -35,3 +35,12 @@ __all__ = [
     "Softmax",
     "Template",
 ]
+
+if "cnn" in MODELS:
+    __all__ += ["CNN"]
+
+def __getattr__(name: str) -> object:
+    # Without PyTorch, say what ``CNN`` needs instead of "no attribute".
+    if name == "CNN":
+        raise ImportError("digitlab's CNN needs PyTorch: pip install 'digitlab[torch]'")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
