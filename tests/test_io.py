@@ -540,7 +540,7 @@ def test_save_model_takes_the_dataset_for_shape_names_and_record(sample, tmp_pat
     info = save_model(tmp_path / "m.safetensors", model, dataset=sample)
     assert info.input_shape == [28, 28]
     assert info.class_names == list(sample.class_names)
-    loaded, read = load_model(tmp_path / "m.safetensors")
+    _loaded, read = load_model(tmp_path / "m.safetensors")
     assert trained_appearance(read) is not None  # predict can warn of pictures prepared otherwise
     assert read.preprocessing["image_shape"] == [28, 28]
     with pytest.raises(TypeError, match="input_shape= or dataset="):
