@@ -195,3 +195,12 @@ def test_class_names_run_to_the_largest_label_present(small_splits) -> None:
 def test_map_images_refuses_what_is_not_a_function(sample: Dataset) -> None:
     with pytest.raises(TypeError, match="transform must be a function"):
         sample.map_images("resize", "note")  # type: ignore[arg-type]
+
+
+def test_resized_resizes_every_split_and_says_so(sample) -> None:
+    small = sample.with_validation(0.1, seed=0).resized(20)
+    assert small.image_shape == (20, 20)
+    for split in small.splits:
+        assert small.images(split).shape[1:] == (20, 20)
+        np.testing.assert_array_equal(small.labels(split), sample.with_validation(0.1, seed=0).labels(split))
+    assert small.notes[-1] == "resized to 20x20"

@@ -639,3 +639,16 @@ def test_load_state_dict_by_hand_needs_only_the_weights() -> None:
     assert MLP(hidden=(), output="sigmoid").load_state_dict(one).classes_.tolist() == [0, 1]
     with pytest.raises(ValueError, match="W1"):
         MLP(hidden=(5,)).load_state_dict(state)  # the sizes must still fit the settings
+
+
+def test_layer_activations_look_inside_the_network(digits) -> None:
+    X, y, X_test, _ = digits
+    model = MLP(hidden=(16, 8), activation="sigmoid", output="sigmoid", epochs=2, random_state=0).fit(X, y)
+    hidden1, hidden2, outputs = model.layer_activations(X_test[:5])
+    assert hidden1.shape == (5, 16)
+    assert hidden2.shape == (5, 8)
+    assert np.all((hidden1 > 0) & (hidden1 < 1))  # sigmoids
+    np.testing.assert_allclose(outputs, model.output_activations(X_test[:5]), rtol=1e-12)
+    before = X_test[:5].copy()
+    model.layer_activations(X_test[:5])
+    np.testing.assert_array_equal(X_test[:5], before)

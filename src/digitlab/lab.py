@@ -23,7 +23,6 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from digitlab import analysis, metrics, plots
 from digitlab.data.dataset import Dataset
 from digitlab.data.imagetree import read_image_tree, write_image_tree
-from digitlab.data.preprocess import resize_images
 from digitlab.data.sources import digits_raw_values, load, load_mnist_sample
 from digitlab.models import MLP, DigitClassifier, GuessAndCheck, RandomScores, Softmax, Template
 from digitlab.models.base import features_outside_unit_range
@@ -349,7 +348,7 @@ def softmax_recipe(out: Path, report: Report) -> list[VariantResult]:
 def zero_vs_one(out: Path, report: Report) -> list[VariantResult]:
     """20x20 zeros and ones: the 400-25-15-1 sigmoid network of the classic course."""
     data = load_mnist_sample().for_task("0-vs-1")
-    data = data.map_images(lambda images: resize_images(images, 20), "resized to 20x20")
+    data = data.resized(20)
     X, y, X_test, y_test = data.features("train"), data.train_labels, data.features("test"), data.test_labels
     text = "MNIST sample 0 and 1, 20x20"
     report("zero-vs-one: 400-25-15-1 sigmoid, binary cross-entropy, Adam(0.001), 20 epochs")

@@ -78,12 +78,7 @@ def prepare_data(config: RunConfig) -> Dataset:
     if config.deskew:  # at the source's resolution, before any resizing
         dataset = dataset.map_images(deskew_images, "deskewed")
     if config.image_size and config.image_size != dataset.image_shape[0]:
-        from digitlab.data.preprocess import resize_images
-
-        size = config.image_size
-        dataset = dataset.map_images(
-            lambda images: resize_images(images, size), f"resized to {size}x{size}"
-        )
+        dataset = dataset.resized(config.image_size)
     return dataset
 
 

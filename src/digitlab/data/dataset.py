@@ -227,6 +227,12 @@ class Dataset:
             changes["validation_images"] = np.empty((0, *shape), np.uint8)
         return self.replace(**changes, notes=(*self.notes, note))
 
+    def resized(self, size: int) -> Dataset:
+        """Every image resized to ``size`` x ``size`` by area resampling (``--image-size``)."""
+        from digitlab.data.preprocess import resize_images  # SciPy-free, but not needed before
+
+        return self.map_images(lambda images: resize_images(images, size), f"resized to {size}x{size}")
+
     def with_validation(self, fraction: float, seed: int) -> Dataset:
         """Move a stratified ``fraction`` of the train images into the validation split.
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from digitlab.models.base import DigitClassifier
+from digitlab.models.base import DigitClassifier, features_outside_unit_range
 from digitlab.models.baseline import Majority, RandomScores
 from digitlab.models.guess_and_check import GuessAndCheck
 from digitlab.models.mlp import MLP
@@ -34,6 +34,7 @@ __all__ = [
     "RandomScores",
     "Softmax",
     "Template",
+    "features_outside_unit_range",
 ]
 
 if "cnn" in MODELS:

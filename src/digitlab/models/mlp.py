@@ -311,6 +311,24 @@ class MLP(MinibatchTrained, DigitClassifier):
             out[start : start + _PREDICT_ROWS] = a
         return out
 
+    def layer_activations(self, X: np.ndarray) -> list[np.ndarray]:
+        """Every layer's activations, to look inside the network: each hidden layer's
+        (after its activation), then the outputs' (as :meth:`output_activations`).
+
+        For ``MLP(hidden=(16,))`` on 64 pixels: ``[(n, 16), (n, n_outputs)]``. Which
+        hidden units fire, which saturate (a sigmoid near 0 or 1 learns slowly).
+        """
+        check_is_fitted(self, "classes_")
+        count = n_layers(self.params_)
+        activation = ACTIVATIONS[self.activation]()
+        a = self._check_features(X).astype(np.float64)
+        out = []
+        for i in range(1, count + 1):
+            z = a @ self.params_[f"W{i}"].astype(np.float64) + self.params_[f"b{i}"]
+            a = activation.forward(z) if i < count else output_activation(z, self.output)
+            out.append(a)
+        return out
+
     def output_activations(self, X: np.ndarray) -> np.ndarray:
         """The output layer's activations a, shape (n_samples, n_outputs), as the network
         computes them: the softmax, or each unit's sigmoid, *not* normalised to sum to 1
