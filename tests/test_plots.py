@@ -138,3 +138,12 @@ def test_similarity_bars_show_the_target_share_apart() -> None:
     bars = fig.axes[0].patches
     assert [round(b.get_height()) for b in bars] == [80, 10]
     assert bars[0].get_facecolor() != bars[1].get_facecolor()
+
+
+def test_a_grid_of_one_digit_is_not_a_stamp() -> None:
+    fig = plots.digit_grid(np.zeros((1, 28, 28), np.uint8), ["7"], suptitle="one digit, a long title")
+    width, height = fig.get_size_inches()
+    assert width >= plots.MIN_GRID_WIDTH
+    assert height >= 0.9 * width  # the cell scaled up with it, not squashed
+    ten = plots.digit_grid(np.zeros((10, 28, 28), np.uint8))
+    assert ten.get_size_inches()[0] == pytest.approx(11.0)  # wide grids keep their cells

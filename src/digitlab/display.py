@@ -25,19 +25,7 @@ if TYPE_CHECKING:
     from digitlab.inspection import Inspection
     from digitlab.models.base import DigitClassifier
 
-MIN_WIDTH = 3.5  # inches: a grid of one or two digits is drawn this wide, not 1.1"
 SAMPLE_PER_CLASS = 4  # digits per class in a Dataset's inline view
-
-
-# ---------------------------------------------------------------- sampling
-
-
-def _legible(fig: Figure) -> Figure:
-    """``fig`` at least MIN_WIDTH wide (height in proportion): one digit is not a stamp."""
-    width, height = fig.get_size_inches()
-    if width < MIN_WIDTH:
-        fig.set_size_inches(MIN_WIDTH, height * MIN_WIDTH / width)
-    return fig
 
 
 # ---------------------------------------------------------------- figures
@@ -66,7 +54,7 @@ def show_digits(
                            [dataset.class_name(int(label)) for label in labels[chosen]],
                            ncols=per_class,  # a row per class (a short row for a rare class)
                            suptitle=f"{dataset.name}, {split}: {per_class} random digits per class")
-    return _legible(fig)
+    return fig
 
 
 def show_predictions(
@@ -101,7 +89,7 @@ def show_predictions(
         suptitle=(f"{split}: label,prediction ({int(wrong.sum())} of {len(chosen)} shown wrong, "
                   f"in red; accuracy {accuracy:.1%} on all {len(labels)})"),
     )
-    return _legible(fig)
+    return fig
 
 
 # ---------------------------------------------------------------- HTML pieces

@@ -90,14 +90,24 @@ def digit_grid(
     return fig
 
 
+MIN_GRID_WIDTH = 3.5  # inches
+
+
 def _panel_grid(
     n: int, ncols: int, cell: tuple[float, float], suptitle: str | None
 ) -> tuple[Figure, list[Axes]]:
-    """A figure of ``n`` blank panels (no ticks) in rows of ``ncols``; spare cells hidden."""
+    """A figure of ``n`` blank panels (no ticks) in rows of ``ncols``; spare cells hidden.
+
+    At least MIN_GRID_WIDTH wide, cells scaled up to fill it: a grid of one or two
+    digits is not a stamp, and its titles are not clipped.
+    """
     ncols = max(1, min(ncols, n))
     nrows = max(1, math.ceil(n / ncols))
-    fig = Figure(figsize=(cell[0] * ncols, cell[1] * nrows + (0.4 if suptitle else 0)), dpi=100,
-                 layout="constrained")
+    scale = max(1.0, MIN_GRID_WIDTH / (cell[0] * ncols))
+    # Whole pixels at 100 dpi: a PNG is exactly its figure's size.
+    fig = Figure(figsize=(round(cell[0] * ncols * scale, 2),
+                          round(cell[1] * nrows * scale + (0.4 if suptitle else 0), 2)),
+                 dpi=100, layout="constrained")
     grid = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for i, ax in enumerate(grid):
         ax.set_xticks([])
