@@ -217,10 +217,12 @@ function showSeen(answer) {
 }
 
 // As digitlab.explain.overlay: the digit in dimmed grey, red (supports the answer) or blue
-// (argues against it) over it, opaque in proportion to |value| (0.75 at the map's peak).
+// (argues against it) over it, 0.85 opaque at the map's peak. The opacity follows the square
+// root of |value| rather than |value|: on a 168-pixel square, a few strong pixels would
+// otherwise leave the rest of the stroke looking untouched.
 function tinted(v, value, peak) {
   const base = 0.15 * 255 + 0.6 * v;
-  const alpha = peak > 0 ? 0.75 * Math.abs(value) / peak : 0;
+  const alpha = peak > 0 ? 0.85 * Math.sqrt(Math.abs(value) / peak) : 0;
   const colour = value >= 0 ? SUPPORTS : AGAINST;
   return colour.map((c) => Math.round((1 - alpha) * base + alpha * c));
 }
