@@ -15,7 +15,7 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 # Skipped where the web extra is missing, but never in CI, which installs it.
 fastapi = (pytest.importorskip("fastapi") if not os.environ.get("CI")
@@ -26,9 +26,10 @@ from fastapi.testclient import TestClient  # noqa: E402
 from digitlab.cli import main  # noqa: E402
 from digitlab.data.preprocess import normalise_digit  # noqa: E402
 from digitlab.errors import SettingsError  # noqa: E402
+from digitlab.explain import explain  # noqa: E402
 from digitlab.io import load_model  # noqa: E402
 from digitlab.predict import predict_images  # noqa: E402
-from digitlab.web.app import create_app  # noqa: E402
+from digitlab.web.app import create_app, map_decimals  # noqa: E402
 from digitlab.web.inputs import MAX_PIXELS  # noqa: E402
 
 N = 40  # test digits sent through the API
@@ -179,9 +180,13 @@ def test_min_confidence_answers_unknown_with_the_probabilities(client, sample) -
         ("/predict", {"min_confidence": 2}, "min_confidence: Input should be less than or equal to 1"),
         ("/predict?min_confidence=0.5", {"min_confidence": 0.9},
          "min_confidence given twice, 0.5 in the query and 0.9 in the body: give one"),
+        ("/predict?explain=maybe", None, "explain: Input should be a valid boolean"),
+        ("/predict", {"explain": "yes"}, "explain: Input should be a valid boolean"),
+        ("/predict?explain=true", {"explain": False},
+         "explain given twice, true in the query and false in the body: give one"),
     ],
 )
-def test_bad_min_confidence_is_one_line_422(client, sample, url, body, fragment) -> None:
+def test_bad_options_are_one_line_422(client, sample, url, body, fragment) -> None:
     if body is None:
         answer = client.post(url, content=encode(sample.test_images[0]),
                              headers={"content-type": "image/png"})
@@ -190,6 +195,73 @@ def test_bad_min_confidence_is_one_line_422(client, sample, url, body, fragment)
     assert answer.status_code == 422
     assert fragment in answer.json()["error"]
     assert "\n" not in answer.json()["error"]
+
+
+def drawn_seven() -> bytes:
+    """A 7 drawn on the page's 280x280 pad (white ink on black), as the page sends it."""
+    pad = Image.new("L", (280, 280), 0)
+    ImageDraw.Draw(pad).line([(80, 60), (205, 60), (130, 240)], fill=255, width=20)
+    return encode(np.asarray(pad))
+
+
+def test_explain_answers_why_with_a_map_of_what_the_model_saw(client, served_model) -> None:
+    plain = post_image(client, drawn_seven()).json()
+    asked = client.post("/predict?explain=true", content=drawn_seven(),
+                        headers={"content-type": "image/png"}).json()
+    why = asked.pop("explanation")
+    assert asked == plain  # the rest of the answer is the same
+    assert set(why) == {"method", "map"}
+    assert why["method"] == "gradient-x-input"  # explain()'s choice for an MLP
+    seen = np.array(asked["input"])
+    attribution = np.array(why["map"], dtype=np.float64)
+    assert attribution.shape == seen.shape == (28, 28)
+    assert np.isfinite(attribution).all()
+    assert np.abs(attribution).max() > 0
+    # The map of the image the model saw, row by row as `input`: gradient x input is 0 off the
+    # ink, so a transposed or flipped map would show here.
+    assert np.all(attribution[seen == 0] == 0)
+    model, _info = load_model(served_model)
+    expected = explain(model, seen[None].astype(np.float32) / 255)[0]
+    np.testing.assert_allclose(attribution, expected, rtol=0, atol=1e-3 * np.abs(expected).max())
+
+
+def test_explain_comes_every_way_a_digit_does_and_only_when_asked(client, sample) -> None:
+    png = encode(sample.test_images[0])
+    by_query = client.post("/predict?explain=true", content=png,
+                           headers={"content-type": "image/png"}).json()
+    by_form = client.post("/predict", params={"explain": "true"},
+                          files={"file": ("digit.png", png, "image/png")}).json()
+    by_json = client.post("/predict", json={"pixels": by_query["input"], "explain": True}).json()
+    assert by_query["explanation"] == by_form["explanation"] == by_json["explanation"]
+    old_fields = {"label", "name", "probabilities", "min_confidence", "classes", "input"}
+    for answer in (client.post("/predict?explain=false", content=png,
+                               headers={"content-type": "image/png"}).json(),
+                   client.post("/predict", json={"pixels": by_query["input"], "explain": False}).json(),
+                   client.post("/predict", json={"pixels": by_query["input"]}).json()):
+        assert set(answer) == old_fields  # no "explanation": null either
+
+
+def test_explain_works_for_a_model_without_gradients(sample, tmp_path) -> None:
+    from digitlab.io import save_model
+    from digitlab.models import Template
+
+    path = tmp_path / "template.safetensors"
+    save_model(path, Template().fit(sample.features("train"), sample.train_labels),
+               input_shape=sample.image_shape, class_names=sample.class_names)
+    answer = TestClient(create_app(path)).post(
+        "/predict?explain=true", content=drawn_seven(), headers={"content-type": "image/png"}).json()
+    attribution = np.array(answer["explanation"]["map"])
+    assert answer["explanation"]["method"] == "occlusion"
+    assert attribution.shape == (28, 28)
+    assert np.isfinite(attribution).all()
+    assert attribution.max() > 0  # some ink supported the answer
+
+
+@pytest.mark.parametrize(("peak", "decimals"), [(0.5, 4), (3.0, 4), (0.012, 5), (2e-6, 9), (0.0, 4)])
+def test_maps_keep_four_significant_digits_of_their_peak(peak, decimals) -> None:
+    attribution = np.array([[peak, -peak / 3], [0.0, peak / 7]])
+    assert map_decimals(attribution) == decimals
+    assert map_decimals(-attribution) == decimals
 
 
 def test_the_servers_min_confidence_is_the_default(served_model, sample) -> None:
@@ -230,7 +302,8 @@ def test_the_page_loads_everything_from_this_server(client) -> None:
     page = client.get("/")
     assert page.status_code == 200
     assert "default-src 'self'" in page.headers["content-security-policy"]
-    for needed in ('id="pad"', 'id="clear"', 'id="label"', 'id="bars"', 'id="seen"', "report-frame"):
+    for needed in ('id="pad"', 'id="clear"', 'id="label"', 'id="bars"', 'id="seen"', 'id="why"',
+                   "report-frame"):
         assert needed in page.text
     assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
     assert sorted(assets) == ["/static/app.js", "/static/favicon.svg", "/static/style.css"]

@@ -149,6 +149,7 @@ def test_drawing_digits_then_reading_the_report(browser, server, tmp_path) -> No
     for digit, touch in (("1", False), ("7", False), ("0", True)):
         check_drawing(browser, tmp_path, digit, touch=touch)
     check_threshold(browser, tmp_path)
+    check_why(browser, tmp_path)
     check_report_tab(browser, tmp_path)
 
     loaded = browser.execute_script(
@@ -208,6 +209,45 @@ def check_threshold(browser: webdriver.Chrome, folder: Path) -> None:
     set_threshold(browser, 0)
     settled_answers(browser)
     assert browser.find_element(By.ID, "label").text == "1"
+    browser.find_element(By.ID, "clear").click()
+
+
+def coloured_seen(driver: webdriver.Chrome) -> int:
+    """Pixels of the 'what the model saw' canvas that are not grey: the "Why?" overlay's tint."""
+    return int(driver.execute_script(
+        "const c = document.getElementById('seen');"
+        "const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+        "let n = 0; for (let i = 0; i < d.length; i += 4) {"
+        "  if (Math.max(d[i], d[i + 1], d[i + 2]) - Math.min(d[i], d[i + 1], d[i + 2]) > 16) n += 1; }"
+        "return n;"))
+
+
+def check_why(browser: webdriver.Chrome, folder: Path) -> None:
+    """"Why?" on: the image the model saw is tinted by its map (red for the answer, blue
+    against), with a key; off: the plain grey image again."""
+    why = browser.find_element(By.ID, "why")
+    key = browser.find_element(By.ID, "why-key")
+    draw(browser, DIGITS["7"], touch=False)
+    before = settled_answers(browser)
+    assert coloured_seen(browser) == 0
+    assert not key.is_displayed()
+
+    why.click()
+    assert settled_answers(browser) > before  # asked again, now with explain=true
+    shot = screenshot(browser, folder, "why-on")
+    assert coloured_seen(browser) > 20, f"no overlay: see {shot}"
+    red = browser.execute_script(  # some ink supported the answer: a reddish pixel
+        "const c = document.getElementById('seen');"
+        "const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+        "for (let i = 0; i < d.length; i += 4) if (d[i] > d[i + 2] + 40) return true; return false;")
+    assert red
+    assert key.is_displayed()
+    assert browser.find_element(By.ID, "why-method").text == "gradient-x-input"
+
+    why.click()
+    assert coloured_seen(browser) == 0
+    assert ink_seen(browser) > 0  # the plain image is back
+    assert not key.is_displayed()
     browser.find_element(By.ID, "clear").click()
 
 

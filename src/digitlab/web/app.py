@@ -21,6 +21,7 @@ from typing import Annotated, Any
 
 import anyio
 import anyio.to_thread
+import numpy as np
 import python_multipart  # noqa: F401  -- uploads need it; fail at start, not on the first upload
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import FileResponse
@@ -28,9 +29,10 @@ from fastapi.staticfiles import StaticFiles
 
 from digitlab import __version__
 from digitlab.calibration import calibration_of, temperature_of
+from digitlab.explain import explain_predictions, map_as_lists
 from digitlab.io import ModelInfo, load_model
 from digitlab.models import DigitClassifier
-from digitlab.predict import check_min_confidence, read_images
+from digitlab.predict import Prediction, check_min_confidence, read_images
 from digitlab.preparation import warn_if_pictures_differ
 from digitlab.web import MAX_BODY_BYTES
 from digitlab.web.errors import InputError, install_error_handlers
@@ -46,6 +48,7 @@ from digitlab.web.inputs import (
 from digitlab.web.limits import BodyLimit
 from digitlab.web.schemas import (
     ErrorResponse,
+    ExplanationResponse,
     HealthResponse,
     ModelResponse,
     PixelsRequest,
@@ -79,6 +82,12 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 # Below it the answer is "unknown"; absent, the server's --min-confidence.
 Threshold = Annotated[float | None, Query(ge=0, le=1, allow_inf_nan=False, description=(
     "answer unknown (label null) when the largest probability is below this, 0 to 1"))]
+
+Explain = Annotated[bool | None, Query(description=(
+    "also answer why: `explanation`, the attribution map of the predicted class over `input`"))]
+
+# Significant digits kept of a map's largest value: 4, as the page's colours need no more.
+MAP_DIGITS = 4
 
 ERRORS_404 = {"model": ErrorResponse, "description": "no report.html beside the model file"}
 
@@ -140,35 +149,61 @@ def create_app(
     async def model_route() -> ModelResponse:
         return about
 
+    # exclude_unset: `explanation` is left out, not null, when it was not asked for.
     @app.post("/predict", responses=ERRORS, openapi_extra=PREDICT_BODY,
+              response_model_exclude_unset=True,
               summary="read the digit in a picture or a pixel array")
-    async def predict(request: Request, min_confidence: Threshold = None) -> PredictionResponse:
+    async def predict(
+        request: Request, min_confidence: Threshold = None, explain: Explain = None,
+    ) -> PredictionResponse:
         kind, body = await read_payload(request)
         return await anyio.to_thread.run_sync(predict_body, model, info, kind, body,
-                                              min_confidence, about.min_confidence, limiter=cpu)
+                                              min_confidence, about.min_confidence, explain,
+                                              limiter=cpu)
 
     return app
 
 
 def predict_body(
     model: DigitClassifier, info: ModelInfo, kind: str, body: bytes,
-    asked: float | None = None, default: float = 0.0,
+    asked: float | None = None, default: float = 0.0, explain: bool | None = None,
 ) -> PredictionResponse:
-    """What the model reads in one request's body; ``asked`` is the query's min_confidence."""
+    """What the model reads in one request's body; ``asked`` and ``explain`` are the query's."""
     if kind == "json":
         request = parse_pixels(body)
         image = pixels_image(request, info)
-        if None not in (asked, request.min_confidence) and asked != request.min_confidence:
-            raise InputError(422, f"min_confidence given twice, {asked} in the query and "
-                             f"{request.min_confidence} in the body: give one")
-        asked = request.min_confidence if request.min_confidence is not None else asked
+        asked = once("min_confidence", asked, request.min_confidence)
+        explain = once("explain", explain, request.explain)
     else:
         image = model_image(kind, body, info)  # (h, w) uint8, the model's input shape
     threshold = default if asked is None else asked
     reading = read_images(model, info, image[None], min_confidence=threshold)[0]
-    return PredictionResponse(label=reading.label, name=reading.name,
-                              probabilities=reading.probabilities, min_confidence=threshold,
-                              classes=list(info.classes), input=image.tolist())
+    answer = PredictionResponse(label=reading.label, name=reading.name,
+                                probabilities=reading.probabilities, min_confidence=threshold,
+                                classes=list(info.classes), input=image.tolist())
+    if explain:
+        seen = Prediction("upload", reading.label, reading.name, reading.probabilities, image)
+        why = explain_predictions(model, [seen])[0]
+        answer.explanation = ExplanationResponse(
+            method=why.method, map=map_as_lists(why.map, map_decimals(why.map)))
+    return answer
+
+
+def once(name: str, query: Any, body: Any) -> Any:
+    """The option given in the query or in the JSON body (None: neither); a 422 if both differ."""
+    if None not in (query, body) and query != body:
+        raise InputError(422, f"{name} given twice, {json.dumps(query)} in the query and "
+                         f"{json.dumps(body)} in the body: give one")
+    return body if body is not None else query
+
+
+def map_decimals(attribution: np.ndarray) -> int:
+    """Decimals that keep :data:`MAP_DIGITS` significant digits of the map's largest value
+    (at least that many): maps of confident models are small, and rounding must not blank them."""
+    peak = float(np.abs(attribution).max())
+    if not np.isfinite(peak) or peak == 0:
+        return MAP_DIGITS
+    return max(MAP_DIGITS, MAP_DIGITS - 1 - int(np.floor(np.log10(peak))))
 
 
 def describe_model(info: ModelInfo, model_path: Path, min_confidence: float = 0.0) -> ModelResponse:

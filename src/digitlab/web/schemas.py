@@ -39,6 +39,18 @@ class PixelsRequest(BaseModel):
         description="answer unknown (label null) when the largest probability is below this; "
         "default: the ?min_confidence query parameter, else the server's --min-confidence",
     )
+    explain: bool | None = Field(
+        default=None, description="also answer why: the attribution map of the predicted "
+        "class over the image the model saw; default: the ?explain query parameter, else false",
+    )
+
+
+class ExplanationResponse(BaseModel):
+    method: str = Field(description="how the map was made (digitlab.explain): occlusion, "
+                        "gradient-x-input or integrated-gradients, per model kind")
+    map: list[list[float]] = Field(
+        description="one signed value per pixel of `input`, row by row: positive where the "
+        "ink supports the predicted class, negative where it argues against it, 0 no effect")
 
 
 class PredictionResponse(BaseModel):
@@ -50,6 +62,8 @@ class PredictionResponse(BaseModel):
     min_confidence: float = Field(description="the threshold this answer used")
     classes: list[int]
     input: list[list[int]] = Field(description="the uint8 image the model saw, row by row")
+    explanation: ExplanationResponse | None = Field(
+        default=None, description="why it read `input` so; only when explain=true was asked for")
 
 
 class ModelResponse(BaseModel):

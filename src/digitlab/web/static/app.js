@@ -14,6 +14,12 @@ const barsEl = document.getElementById("bars");
 const seen = document.getElementById("seen");
 const thresholdEl = document.getElementById("min-confidence");
 const thresholdValueEl = document.getElementById("min-confidence-value");
+const whyEl = document.getElementById("why");
+const whyKeyEl = document.getElementById("why-key");
+const whyMethodEl = document.getElementById("why-method");
+// matplotlib's RdBu_r ends, as `digitlab predict --explain` colours its heat maps.
+const SUPPORTS = [178, 24, 43];
+const AGAINST = [33, 102, 172];
 
 let hasInk = false;      // nothing to ask about on a blank pad
 let drawing = null;      // the pointer drawing now, and its last point
@@ -22,6 +28,7 @@ let inFlight = false;    // one request at a time: answers arrive in order
 let lastSent = 0;
 let timer = null;
 let epoch = 0;           // bumped by Clear, so a late answer for an old drawing is dropped
+let lastAnswer = null;   // redrawn plain when "Why?" is turned off, without asking again
 
 // ------------------------------------------------------------ drawing
 
@@ -34,7 +41,9 @@ function clearPad() {
   labelEl.textContent = "?";
   confidenceEl.textContent = "";
   showBars(null);
+  lastAnswer = null;
   seen.getContext("2d").clearRect(0, 0, seen.width, seen.height);
+  whyKeyEl.hidden = true;
   setStatus("Draw a digit, large and in the middle.");
   updateState();
 }
@@ -94,6 +103,13 @@ thresholdEl.addEventListener("input", () => {
   if (hasInk) requestPrediction();
 });
 
+// "Why?" on: ask again with explain=true (the map costs a little time, so only when shown).
+// Off: the plain image at once, from the last answer.
+whyEl.addEventListener("change", () => {
+  if (whyEl.checked && hasInk) requestPrediction();
+  else if (lastAnswer) showSeen(lastAnswer);
+});
+
 // ------------------------------------------------------------ predicting
 
 function requestPrediction() {
@@ -118,6 +134,7 @@ function pump() {
   pad.toBlob(async (blob) => {
     try {
       const query = new URLSearchParams({ min_confidence: thresholdEl.value });
+      if (whyEl.checked) query.set("explain", "true");
       const response = await fetch(`/predict?${query}`, {
         method: "POST", headers: { "Content-Type": "image/png" }, body: blob,
       });
@@ -138,13 +155,17 @@ function pump() {
 }
 
 function showAnswer(answer) {
+  if (answer.explanation) {  // the map's largest magnitude, once: the colours' full scale
+    answer.explanation.peak = Math.max(...answer.explanation.map.flat().map(Math.abs));
+  }
   labelEl.textContent = answer.name;
   const best = Math.max(...answer.probabilities);
   confidenceEl.textContent = answer.label === null
     ? `${(100 * best).toFixed(1)}% sure, below the ${thresholdValueEl.textContent} asked for`
     : `${(100 * best).toFixed(1)}% sure`;
   showBars(answer);
-  showSeen(answer.input);
+  lastAnswer = answer;
+  showSeen(answer);
   setStatus("Keep drawing, or Clear to start again.");
   document.body.dataset.answers = String(Number(document.body.dataset.answers) + 1);
 }
@@ -176,17 +197,34 @@ function buildBars(classNames) {
   }));
 }
 
-// The model's input, rows of 0..255, drawn one canvas pixel per image pixel (CSS upscales it).
-function showSeen(rows) {
+// The model's input, rows of 0..255, drawn one canvas pixel per image pixel (CSS upscales it);
+// with "Why?" on and a map in the answer, each pixel is tinted by its attribution.
+function showSeen(answer) {
+  const rows = answer.input;
   const h = rows.length;
   const w = rows[0].length;
+  const why = whyEl.checked && answer.explanation ? answer.explanation : null;
   seen.width = w;
   seen.height = h;
   const image = new ImageData(w, h);
   rows.forEach((row, y) => row.forEach((v, x) => {
-    image.data.set([v, v, v, 255], 4 * (y * w + x));
+    image.data.set(why ? tinted(v, why.map[y][x], why.peak) : [v, v, v], 4 * (y * w + x));
+    image.data[4 * (y * w + x) + 3] = 255;
   }));
   seen.getContext("2d").putImageData(image, 0, 0);
+  whyKeyEl.hidden = !why;
+  whyMethodEl.textContent = why ? why.method : "";
+}
+
+// As digitlab.explain.overlay: the digit in dimmed grey, red (supports the answer) or blue
+// (argues against it) over it, 0.85 opaque at the map's peak. The opacity follows the square
+// root of |value| rather than |value|: on a 168-pixel square, a few strong pixels would
+// otherwise leave the rest of the stroke looking untouched.
+function tinted(v, value, peak) {
+  const base = 0.15 * 255 + 0.6 * v;
+  const alpha = peak > 0 ? 0.85 * Math.sqrt(Math.abs(value) / peak) : 0;
+  const colour = value >= 0 ? SUPPORTS : AGAINST;
+  return colour.map((c) => Math.round((1 - alpha) * base + alpha * c));
 }
 
 function setStatus(text) {
