@@ -26,10 +26,10 @@ from fastapi.testclient import TestClient  # noqa: E402
 from digitlab.cli import main  # noqa: E402
 from digitlab.data.preprocess import normalise_digit  # noqa: E402
 from digitlab.errors import SettingsError  # noqa: E402
-from digitlab.explain import explain  # noqa: E402
+from digitlab.explain import explain, map_decimals  # noqa: E402
 from digitlab.io import load_model  # noqa: E402
 from digitlab.predict import predict_images  # noqa: E402
-from digitlab.web.app import create_app, map_decimals  # noqa: E402
+from digitlab.web.app import create_app  # noqa: E402
 from digitlab.web.inputs import MAX_PIXELS  # noqa: E402
 
 N = 40  # test digits sent through the API

@@ -553,6 +553,21 @@ def write_explanations(folder: str | os.PathLike[str], explanations: Sequence[Ex
             for name, e in zip(names, explanations, strict=True)]
 
 
-def map_as_lists(attribution: np.ndarray, decimals: int = 6) -> list[list[float]]:
-    """A map as nested lists of rounded floats (rows of the image), for JSON."""
-    return np.round(np.asarray(attribution, dtype=np.float64), decimals).tolist()
+# Significant digits of a map's largest value kept in JSON (and at least this many decimals).
+MAP_DIGITS = 4
+
+
+def map_decimals(attribution: np.ndarray) -> int:
+    """Decimals that keep :data:`MAP_DIGITS` significant digits of the map's largest value
+    (at least that many): maps of confident models are small, and rounding must not blank them."""
+    peak = float(np.abs(attribution).max())
+    if not np.isfinite(peak) or peak == 0:
+        return MAP_DIGITS
+    return max(MAP_DIGITS, MAP_DIGITS - 1 - int(np.floor(np.log10(peak))))
+
+
+def map_as_lists(attribution: np.ndarray) -> list[list[float]]:
+    """A map as nested lists of floats (rows of the image), for JSON, rounded to
+    :func:`map_decimals` (the same in ``predict --json`` and the web API)."""
+    attribution = np.asarray(attribution, dtype=np.float64)
+    return np.round(attribution, map_decimals(attribution)).tolist()

@@ -21,7 +21,6 @@ from typing import Annotated, Any
 
 import anyio
 import anyio.to_thread
-import numpy as np
 import python_multipart  # noqa: F401  -- uploads need it; fail at start, not on the first upload
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import FileResponse
@@ -86,8 +85,6 @@ Threshold = Annotated[float | None, Query(ge=0, le=1, allow_inf_nan=False, descr
 Explain = Annotated[bool | None, Query(description=(
     "also answer why: `explanation`, the attribution map of the predicted class over `input`"))]
 
-# Significant digits kept of a map's largest value: 4, as the page's colours need no more.
-MAP_DIGITS = 4
 
 ERRORS_404 = {"model": ErrorResponse, "description": "no report.html beside the model file"}
 
@@ -185,7 +182,7 @@ def predict_body(
         seen = Prediction("upload", reading.label, reading.name, reading.probabilities, image)
         why = explain_predictions(model, [seen])[0]
         answer.explanation = ExplanationResponse(
-            method=why.method, map=map_as_lists(why.map, map_decimals(why.map)))
+            method=why.method, map=map_as_lists(why.map))
     return answer
 
 
@@ -195,15 +192,6 @@ def once(name: str, query: Any, body: Any) -> Any:
         raise InputError(422, f"{name} given twice, {json.dumps(query)} in the query and "
                          f"{json.dumps(body)} in the body: give one")
     return body if body is not None else query
-
-
-def map_decimals(attribution: np.ndarray) -> int:
-    """Decimals that keep :data:`MAP_DIGITS` significant digits of the map's largest value
-    (at least that many): maps of confident models are small, and rounding must not blank them."""
-    peak = float(np.abs(attribution).max())
-    if not np.isfinite(peak) or peak == 0:
-        return MAP_DIGITS
-    return max(MAP_DIGITS, MAP_DIGITS - 1 - int(np.floor(np.log10(peak))))
 
 
 def describe_model(info: ModelInfo, model_path: Path, min_confidence: float = 0.0) -> ModelResponse:
