@@ -278,3 +278,19 @@ def test_cnn_activations_show_one_random_digit_per_class(sample) -> None:
         assert sorted(ax.get_ylabel() for ax in digits) == [str(d) for d in range(10)]
         rows[seed] = [ax.images[0].get_array().tobytes() for ax in digits]
     assert rows[0] != rows[1]  # drawn at random with the seed
+
+
+def test_cnn_attributions_fall_back_to_occlusion_without_captum(sample, monkeypatch) -> None:
+    pytest.importorskip("torch")
+    import importlib.util
+
+    from digitlab.inspection import attribution_method
+    from digitlab.models.cnn import CNN
+
+    model = CNN(epochs=1, width=1, dense=4, random_state=0).fit(
+        sample.features("train")[:100], sample.train_labels[:100])
+    assert attribution_method(model) == "integrated-gradients"
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "captum" else real(name, *a))
+    assert attribution_method(model) == "occlusion"
