@@ -393,3 +393,20 @@ def test_input_is_checked_before_the_shape_and_leaves_a_fitted_model_unchanged(s
     for name in before:
         np.testing.assert_array_equal(after[name], before[name], err_msg=name)
 
+
+
+def test_first_filters_and_first_block_are_the_network_s_own(fitted, sample) -> None:
+    filters = fitted.first_filters()
+    assert filters.shape == (16, 3, 3)
+    np.testing.assert_array_equal(filters, fitted.network_[0].weight.detach().numpy()[:, 0])
+    X = sample.features("test")[:20]
+    maps = fitted.first_block(X)
+    assert maps.shape == (20, 16, 14, 14)
+    assert maps.dtype == np.float32
+    assert maps.min() == 0.0 < maps.max()  # after the ReLU: some cut off, some lit
+    # the rest of the network, fed the block's output, gives the model's own scores
+    layers = list(fitted.network_)
+    end = next(i for i, layer in enumerate(layers) if isinstance(layer, torch.nn.ReLU)) + 1
+    with torch.inference_mode():
+        logits = torch.nn.Sequential(*layers[end:])(torch.from_numpy(maps)).double().numpy()
+    np.testing.assert_allclose(logits, fitted.decision_function(X), rtol=1e-4, atol=1e-4)

@@ -140,6 +140,83 @@ def test_similarity_bars_show_the_target_share_apart() -> None:
     assert bars[0].get_facecolor() != bars[1].get_facecolor()
 
 
+# ---------------------------------------------------------------- what a network learned
+
+
+@pytest.fixture(scope="module")
+def tiny_networks(sample):
+    """A CNN (width 3) and an MLP (20 hidden units) trained briefly on 300 digits."""
+    pytest.importorskip("torch")
+    from digitlab.models import MLP
+    from digitlab.models.cnn import CNN
+
+    X, y = sample.features("train")[:300], sample.train_labels[:300]
+    cnn = CNN(epochs=1, width=3, dense=8, random_state=0).fit(X, y)
+    mlp = MLP(hidden=(20,), epochs=3, random_state=0).fit(X, y)
+    return cnn, mlp
+
+
+def _image_axes(fig: Figure) -> list:
+    return [ax for ax in fig.axes if ax.images]
+
+
+def test_cnn_filters_one_panel_per_channel_on_one_scale(tiny_networks) -> None:
+    cnn, _ = tiny_networks
+    fig = plots.cnn_filters(cnn)
+    panels = _image_axes(fig)
+    assert len(panels) == 3
+    limit = float(np.abs(cnn.first_filters()).max())
+    for ax, kernel in zip(panels, cnn.first_filters(), strict=True):
+        np.testing.assert_array_equal(ax.images[0].get_array(), kernel)
+        assert ax.images[0].get_clim() == pytest.approx((-limit, limit))
+    assert _png_size(fig) == _expected(fig)
+
+
+def test_cnn_activations_one_row_per_digit(tiny_networks, digits) -> None:
+    cnn, _ = tiny_networks
+    images, labels = digits
+    fig = plots.cnn_activations(cnn, images[:4], [str(v) for v in labels[:4]])
+    panels = _image_axes(fig)
+    assert len(panels) == 4 * (1 + 3)  # each row: the digit, then 3 channels
+    maps = cnn.first_block(images[:4].reshape(4, -1).astype(np.float32) / 255)
+    np.testing.assert_array_equal(panels[1].images[0].get_array(), maps[0, 0])
+    np.testing.assert_array_equal(panels[4 + 3].images[0].get_array(), maps[1, 2])
+    scales = {ax.images[0].get_clim() for ax in panels if ax.images[0].get_cmap().name == "magma"}
+    assert len(scales) == 1  # one scale for every channel of every digit
+    assert scales.pop() == pytest.approx((0.0, float(maps.max())))
+    assert [panels[4 * row].get_ylabel() for row in range(4)] == [str(v) for v in labels[:4]]
+    assert _png_size(fig) == _expected(fig)
+
+
+@pytest.mark.parametrize("kind", ["cnn", "mlp"])
+def test_attributions_show_the_explain_map_over_each_digit(tiny_networks, digits, kind) -> None:
+    from digitlab.explain import explain, overlay
+
+    model = dict(zip(("cnn", "mlp"), tiny_networks, strict=True))[kind]
+    images, _ = digits
+    captions = [f"{i},{i + 1}" for i in range(5)]
+    fig = plots.attributions(model, images[:5], captions, mistakes=[True, False, False, False, False])
+    panels = _image_axes(fig)
+    assert len(panels) == 5
+    assert [ax.get_title() for ax in panels] == captions
+    assert panels[0].title.get_color() == plots.MISTAKE_COLOUR != panels[1].title.get_color()
+    maps = explain(model, images[:5].reshape(5, -1).astype(np.float32) / 255)
+    np.testing.assert_array_equal(panels[2].images[0].get_array(), overlay(images[2], maps[2], scale=1))
+    assert ("integrated-gradients" if kind == "cnn" else "gradient-x-input") in fig.get_suptitle()
+
+
+def test_mlp_first_layer_draws_the_first_units(tiny_networks, sample) -> None:
+    cnn, mlp = tiny_networks
+    fig = plots.mlp_first_layer(mlp, count=8)
+    panels = _image_axes(fig)
+    assert len(panels) == 8
+    np.testing.assert_array_equal(panels[5].images[0].get_array(),
+                                  mlp.hidden_weights()[5].reshape(28, 28))
+    assert len(_image_axes(plots.mlp_first_layer(mlp, count=100))) == 20  # all there are
+    with pytest.raises(ValueError, match="no hidden layer"):
+        plots.mlp_first_layer(cnn)
+
+
 def test_a_grid_of_one_digit_is_not_a_stamp() -> None:
     fig = plots.digit_grid(np.zeros((1, 28, 28), np.uint8), ["7"], suptitle="one digit, a long title")
     width, height = fig.get_size_inches()

@@ -232,3 +232,65 @@ def test_cli_aims_the_analysis_and_refuses_a_digit_not_in_the_task(tmp_path, cap
                  "--target-digit", "2"]) == 2
     assert "--target-digit 2 is not a class of this task (classes: 0, 1)" in capsys.readouterr().err
     assert not bad.exists()  # refused before training, nothing written
+
+
+NETWORK_FIGURES = {"cnn": {"cnn_filters", "cnn_activations", "attributions"},
+                   "mlp": {"hidden_weights", "attributions"}}
+
+
+@pytest.mark.parametrize(("kind", "settings"), [
+    ("cnn", ["--epochs", "1", "--width", "2", "--dense", "8"]),
+    ("mlp", ["--hidden", "16", "--epochs", "3"]),
+])
+def test_network_runs_show_what_they_learned_and_why(tmp_path, kind, settings) -> None:
+    if kind == "cnn":
+        pytest.importorskip("torch")
+    out = tmp_path / "run"
+    assert main(["train", "--data", "digits", "--model", kind, *settings, "--out", str(out),
+                 "--quiet"]) == 0
+    page = (out / "report.html").read_text(encoding="utf-8")
+    ids = _parse(page).ids
+    for name in NETWORK_FIGURES[kind]:
+        assert f"fig-{name}" in ids, name
+        assert (out / "figures" / f"{name}.png").is_file(), name
+    others = set().union(*NETWORK_FIGURES.values()) - NETWORK_FIGURES[kind]
+    assert not {f"fig-{name}" for name in others} & ids
+    assert not any((out / "figures" / f"{name}.png").exists() for name in others)
+    assert "red pixels pushed it towards its answer" in page
+
+
+def test_models_without_layers_or_gradients_get_no_network_figures(binary_run) -> None:
+    _, _, inspection = binary_run  # a template
+    assert not set().union(*NETWORK_FIGURES.values()) & set(inspection.figures.names())
+
+
+def test_cnn_activations_show_one_random_digit_per_class(sample) -> None:
+    pytest.importorskip("torch")
+    from digitlab.models.cnn import CNN
+
+    data = sample.take("train", 0, 300).take("test", 0, 100)
+    model = CNN(epochs=1, width=2, dense=8, random_state=0).fit(data.features("train"),
+                                                                 data.train_labels)
+    rows = {}
+    for seed in (0, 1):
+        figure = _figure(inspect_model(model, data, splits=("test",), seed=seed), "cnn_activations")
+        digits = [ax for ax in figure.axes if ax.images and ax.get_ylabel()]  # not the colour bar
+        assert sorted(ax.get_ylabel() for ax in digits) == [str(d) for d in range(10)]
+        rows[seed] = [ax.images[0].get_array().tobytes() for ax in digits]
+    assert rows[0] != rows[1]  # drawn at random with the seed
+
+
+def test_cnn_attributions_fall_back_to_occlusion_without_captum(sample, monkeypatch) -> None:
+    pytest.importorskip("torch")
+    import importlib.util
+
+    from digitlab.inspection import attribution_method
+    from digitlab.models.cnn import CNN
+
+    model = CNN(epochs=1, width=1, dense=4, random_state=0).fit(
+        sample.features("train")[:100], sample.train_labels[:100])
+    assert attribution_method(model) == "integrated-gradients"
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "captum" else real(name, *a))
+    assert attribution_method(model) == "occlusion"

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from digitlab import analysis, display, metrics, plots
+from digitlab import analysis, display, explain, metrics, plots
 from digitlab.calibration import (
     Calibration,
     Reliability,
@@ -31,6 +31,9 @@ N_EXAMPLES = 20
 N_WORST = 10
 N_HIDDEN_SHOWN = 16
 SIMILARITY_TARGET = 5  # "which digit is most often mistaken for a 5", the classic question
+# Models whose reports explain their worst-written digits: those explain.py has a fast
+# gradient method for (occlusion on any other model would cost seconds per report).
+ATTRIBUTED_KINDS = tuple(explain.AUTO_METHOD)
 
 
 @dataclass
@@ -157,9 +160,21 @@ def inspect_model(
     hidden = model.hidden_weights()
     if hidden is not None and figures:
         count = min(len(hidden), N_HIDDEN_SHOWN)
-        shown.add("hidden_weights", f"First-layer weights of {count} hidden units",
-                  plots.weight_images(hidden[:count], shape, [f"unit {i}" for i in range(count)],
-                                      suptitle="First-layer weights"))
+        shown.add("hidden_weights", f"First-layer weights of {count} hidden units: each unit's "
+                  "weight on every pixel (red raises the unit, blue lowers it). Strokes and "
+                  "blobs are the pen shapes a unit looks for; speckled noise is a unit that "
+                  "learned little", plots.mlp_first_layer(model, count=N_HIDDEN_SHOWN, shape=shape))
+    if getattr(model, "kind", None) == "cnn" and figures:
+        filters = plots.cnn_filters(model)
+        shown.add("cnn_filters", "The CNN's first-layer 3x3 filters, one per channel, on one "
+                  "colour scale: a red row beside a blue one finds a horizontal edge, red beside "
+                  "blue columns a vertical one, all red a blob of ink", filters)
+        one_each = analysis.sample_per_class(y, len(np.unique(y)), rng=seed)
+        shown.add("cnn_activations", f"What the first block (convolution, pooling, batch norm, "
+                  f"ReLU) sees in one {split} digit per class, drawn at random (seed {seed}): "
+                  "each channel lights up where its filter finds its pattern; a channel dark on "
+                  "every digit is unused", plots.cnn_activations(
+                      model, images[one_each], [name_of(int(v)) for v in y[one_each]]))
 
     # -- mistakes: the most confused pairs, and what is mistaken for the target digit
     conf = evaluation[split]["confusion"]
@@ -204,6 +219,16 @@ def inspect_model(
                                       [name_of(int(v)) for v in y[worst]],
                                       [name_of(int(v)) for v in predicted[worst]],
                                       suptitle=f"Worst-written {whose}: true,predicted and p(true)"))
+    if figures and len(worst) and getattr(model, "kind", None) in ATTRIBUTED_KINDS:
+        method = attribution_method(model)
+        shown.add("attributions", f"Why the model read the worst-written {whose} as it did "
+                  f"({method}; true,predicted): red pixels pushed it towards its answer, blue "
+                  "ones against it. Red on a stray stroke or a missing gap shows what misled it",
+                  plots.attributions(model, images[worst],
+                                     [f"{name_of(int(t))},{name_of(int(p))}" for t, p
+                                      in zip(y[worst], predicted[worst], strict=True)],
+                                     method=method, mistakes=y[worst] != predicted[worst],
+                                     suptitle=f"Worst-written {whose}: why (true,predicted)"))
     if figures:
         # at random per class, seeded: the first images of a class-sorted source are one class
         picked = analysis.sample_per_class(y, N_EXAMPLES, rng=seed)
@@ -253,6 +278,17 @@ def inspect_model(
         readings.append(describe_calibration(split, test_eval["accuracy"], test_eval["calibration"],
                                              calibration))
     return Inspection(evaluation, found, shown, readings, calibration)
+
+
+def attribution_method(model: DigitClassifier) -> str:
+    """:func:`digitlab.explain.method_for` the model, or occlusion for a CNN when Captum
+    (the torch extra's attribution library) is not installed: a report never fails for it."""
+    import importlib.util
+
+    method = explain.method_for(model)
+    if method in ("integrated-gradients", "saliency") and importlib.util.find_spec("captum") is None:
+        return "occlusion"
+    return method
 
 
 def check_analysis_digits(

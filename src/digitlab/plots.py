@@ -28,10 +28,12 @@ from digitlab.atomic import atomic_file
 
 if TYPE_CHECKING:
     from digitlab.calibration import Reliability
+    from digitlab.models import DigitClassifier
 
 INK = "gray_r"  # 0 -> white paper, 255 -> black ink
 DIVERGING = "RdBu_r"  # negative weights blue, positive red, zero white
 MISTAKE_COLOUR = "#c0392b"
+ACTIVATION = "magma"  # ReLU outputs: 0 black, strongest bright
 
 
 def _figure(ax: Axes | None, size: tuple[float, float]) -> tuple[Figure, Axes]:
@@ -80,14 +82,19 @@ def digit_grid(
     fig, axes = _panel_grid(len(images), ncols, (1.1, 1.1 + 0.16 * lines), suptitle)
     for i, ax in enumerate(axes):
         ax.imshow(images[i], cmap=INK, vmin=0, vmax=255, interpolation="nearest")
-        wrong = bool(mistakes[i]) if mistakes is not None else False
-        if titles is not None:
-            ax.set_title(titles[i], fontsize=9, color=MISTAKE_COLOUR if wrong else "black")
-        if wrong:
-            for spine in ax.spines.values():
-                spine.set_color(MISTAKE_COLOUR)
-                spine.set_linewidth(2)
+        _title_panel(ax, titles[i] if titles is not None else None,
+                     bool(mistakes[i]) if mistakes is not None else False)
     return fig
+
+
+def _title_panel(ax: Axes, title: str | None, wrong: bool) -> None:
+    """A panel's title, red with a red frame when it shows a wrong prediction."""
+    if title is not None:
+        ax.set_title(title, fontsize=9, color=MISTAKE_COLOUR if wrong else "black")
+    if wrong:
+        for spine in ax.spines.values():
+            spine.set_color(MISTAKE_COLOUR)
+            spine.set_linewidth(2)
 
 
 MIN_GRID_WIDTH = 3.5  # inches
@@ -365,4 +372,120 @@ def reliability_diagram(curves: Sequence[tuple[str, Reliability]], *, title: str
     bottom.set_xlabel("confidence (largest probability)")
     bottom.set_ylabel("share")
     bottom.grid(alpha=0.3)
+    return fig
+
+
+# ---------------------------------------------------------------- what a network learned
+
+
+def mlp_first_layer(
+    model: DigitClassifier, *, count: int = 16, shape: tuple[int, int] | None = None,
+) -> Figure:
+    """The first ``count`` hidden units of a network (``model.hidden_weights()``, e.g. the
+    :class:`~digitlab.models.MLP`), each unit's weights over the pixels as an image on a
+    diverging map centred on zero, one scale per unit (units differ in size).
+
+    ``shape``: the image's (h, w); default the square that holds the features.
+    """
+    hidden = model.hidden_weights()
+    if hidden is None:
+        raise ValueError(f"a {getattr(model, 'kind', type(model).__name__)} model has no hidden "
+                         "layer over the pixels")
+    if shape is None:
+        side = math.isqrt(hidden.shape[1])
+        shape = (side, side)
+    count = min(count, len(hidden))
+    return weight_images(hidden[:count], shape, [f"unit {i}" for i in range(count)],
+                         suptitle=f"First-layer weights of {count} of {len(hidden)} hidden units")
+
+
+def cnn_filters(model: Any, *, suptitle: str | None = None) -> Figure:
+    """The CNN's first-layer 3x3 kernels (``model.first_filters()``), one panel per channel,
+    on one diverging scale shared by all (red adds ink under the kernel, blue subtracts it)."""
+    filters = np.asarray(model.first_filters(), dtype=np.float64)  # (channels, 3, 3)
+    limit = float(np.abs(filters).max()) or 1.0
+    fig, axes = _panel_grid(len(filters), 8, (0.9, 1.0),
+                            suptitle or f"First-layer filters ({len(filters)} channels, 3x3)")
+    for i, ax in enumerate(axes):
+        shown = ax.imshow(filters[i], cmap=DIVERGING, vmin=-limit, vmax=limit, interpolation="nearest")
+        ax.set_title(f"ch {i}", fontsize=8)
+    fig.colorbar(shown, ax=axes, shrink=0.8, label="weight")  # the scale all panels share
+    width, height = fig.get_size_inches()
+    fig.set_size_inches(max(width + 0.8, 4.8), height)  # room for the colour bar and the title
+    return fig
+
+
+def cnn_activations(
+    model: Any, images: np.ndarray, labels: Sequence[str], *, suptitle: str | None = None,
+) -> Figure:
+    """One row per digit: the digit, then each channel of the CNN's first block after its
+    ReLU (``model.first_block``), all on one scale so a weak channel looks weak.
+
+    Parameters
+    ----------
+    model : CNN
+        Fitted.
+    images : ndarray of shape (n, h, w), uint8
+        As stored (0 background, 255 ink); the model sees them / 255.
+    labels : sequence of str
+        A name for each row (e.g. its true label).
+    """
+    images = np.asarray(images)
+    features = images.reshape(len(images), -1).astype(np.float32) / np.float32(255.0)
+    maps = model.first_block(features)  # (n, channels, h', w')
+    n, channels = maps.shape[:2]
+    top = float(maps.max()) or 1.0
+    fig = Figure(figsize=(max(0.7 * (channels + 1) + 0.8, 5.0), 0.75 * n + 0.8), dpi=100,
+                 layout="constrained")
+    grid = fig.subplots(n, channels + 1, squeeze=False)
+    for row in range(n):
+        grid[row, 0].imshow(images[row], cmap=INK, vmin=0, vmax=255, interpolation="nearest")
+        grid[row, 0].set_ylabel(labels[row], rotation=0, labelpad=10, fontsize=9, va="center")
+        for channel in range(channels):
+            shown = grid[row, channel + 1].imshow(maps[row, channel], cmap=ACTIVATION, vmin=0,
+                                                  vmax=top, interpolation="nearest")
+    grid[0, 0].set_title("digit", fontsize=8)
+    for channel in range(channels):
+        grid[0, channel + 1].set_title(f"ch {channel}", fontsize=8)
+    for ax in grid.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(shown, ax=grid[:, 1:].ravel().tolist(), shrink=0.6, label="activation")
+    fig.suptitle(suptitle or "First-block activations (after ReLU), one digit per class")
+    return fig
+
+
+def attributions(
+    model: DigitClassifier, images: np.ndarray, captions: Sequence[str], *,
+    method: str = "auto", mistakes: Sequence[bool] | np.ndarray | None = None,
+    suptitle: str | None = None,
+) -> Figure:
+    """Why the model read each digit as it did: :func:`digitlab.explain.explain`'s map of
+    the predicted class over the digit (:func:`digitlab.explain.overlay`: red pixels
+    support the answer, blue argue against it), one panel per digit.
+
+    Parameters
+    ----------
+    model : DigitClassifier
+        Fitted.
+    images : ndarray of shape (n, h, w), uint8
+        As stored; the model sees them / 255.
+    captions : sequence of str
+        One per digit, e.g. "true,predicted".
+    method : str
+        As :func:`digitlab.explain.explain` (``"auto"``: the best by the deletion test).
+    mistakes : sequence of bool, optional
+        Marks wrong predictions: red caption and frame.
+    """
+    from digitlab.explain import explain, method_for, overlay
+
+    images = np.asarray(images)
+    features = images.reshape(len(images), -1).astype(np.float32) / np.float32(255.0)
+    used = method_for(model) if method == "auto" else method
+    maps = explain(model, features, used)  # (n, h, w)
+    title = suptitle or f"Why: {used} (red supports the answer, blue argues against it)"
+    fig, axes = _panel_grid(len(images), 10, (1.1, 1.3), title)
+    for i, ax in enumerate(axes):
+        ax.imshow(overlay(images[i], maps[i], scale=1), interpolation="nearest")
+        _title_panel(ax, captions[i], bool(mistakes[i]) if mistakes is not None else False)
     return fig

@@ -544,6 +544,28 @@ class CNN(DigitClassifier):
         """None: the first layer's 3x3 filters are not per-pixel weights over the image."""
         return None
 
+    def first_filters(self) -> np.ndarray:
+        """The first convolution's kernels, float32 (width, 3, 3): one per output channel,
+        each over the single input (ink) channel. :func:`digitlab.plots.cnn_filters` draws them."""
+        check_is_fitted(self, "classes_")
+        conv = self.network_[0]
+        assert isinstance(conv, torch.nn.Conv2d)  # build_network starts with it
+        return np.ascontiguousarray(conv.weight.detach().cpu().numpy()[:, 0])  # (w, 1, 3, 3) -> (w, 3, 3)
+
+    def first_block(self, X: np.ndarray) -> np.ndarray:
+        """What the first block (conv, pool, BN, ReLU) makes of features ``X`` (n, n_features):
+        float32 (n, width, s/2, s/2), one map per channel, zero where the ReLU cut it off.
+        :func:`digitlab.plots.cnn_activations` draws them."""
+        check_is_fitted(self, "classes_")
+        layers = list(self.network_)
+        end = next(i for i, layer in enumerate(layers) if isinstance(layer, torch.nn.ReLU)) + 1
+        block = torch.nn.Sequential(*layers[:end]).eval()  # the same modules: BN in eval mode
+        device = next(self.network_.parameters()).device
+        images = _to_images(np.asarray(X, dtype=np.float32), image_side(X.shape[1]), device)
+        with torch.inference_mode():
+            maps = block(images.contiguous(memory_format=torch.channels_last))
+        return np.ascontiguousarray(maps.float().cpu().numpy())
+
 
 def _layer_type(layer: nn.Module) -> str:
     """A layer's type as a summary shows it: "Conv2d 3x3, 1 -> 32", "Linear 1568 -> 128"."""
