@@ -8,6 +8,7 @@ on a larger page, saved as JPEG and read back.
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 
 import numpy as np
@@ -481,3 +482,19 @@ def test_decode_accepts_only_the_formats_asked_for(sample: Dataset) -> None:
     np.testing.assert_array_equal(decode_user_image(buffer.getvalue()), sample.test_images[0])
     with pytest.raises(DataError, match="upload: not a PNG or JPEG image"):
         decode_user_image(buffer.getvalue(), source="upload", formats=("PNG", "JPEG"))
+
+
+@pytest.mark.parametrize("shape", [(28, 28), (1, 5), (5, 1), (31, 40), (20, 30000)])
+def test_a_small_pictures_paper_is_flat_at_its_frames_median(shape) -> None:
+    # Under SHADING_MIN_SIDE no surface is fitted: the paper is the median of the
+    # sample grid's frame (every pixel's, unless the picture is huge), as float32.
+    from digitlab.data.preprocess import _background
+
+    grey = np.random.default_rng(1).integers(0, 256, shape).astype(np.float32)
+    step = max(1, math.ceil(math.sqrt(shape[0] * shape[1] / 10_000)))
+    grid = grey[::step, ::step]
+    frame = np.concatenate([grid[0], grid[-1], grid[1:-1, 0], grid[1:-1, -1]]) if min(grid.shape) > 1 else grid.ravel()
+    paper = _background(grey)
+    assert paper.dtype == np.float32
+    assert paper.shape == shape
+    np.testing.assert_array_equal(paper, np.float32(np.median(frame.astype(np.float64))))

@@ -403,6 +403,10 @@ def _background(grey: np.ndarray) -> np.ndarray:
     """
     h, w = grey.shape
     step = max(1, math.ceil(math.sqrt(h * w / 10_000)))
+    if min(h, w) < SHADING_MIN_SIDE:
+        # No surface is fitted: the flat start below, without building the fit's grid
+        # (most of the time of a 28x28 picture; equal to the surface with zero slopes).
+        return np.full((h, w), _flat_paper_level(grey[::step, ::step]), dtype=np.float32)
     ys = np.linspace(-1.0, 1.0, h) if h > 1 else np.zeros(1)
     xs = np.linspace(-1.0, 1.0, w) if w > 1 else np.zeros(1)
 
@@ -433,6 +437,13 @@ def _background(grey: np.ndarray) -> np.ndarray:
     by_row = c0 + c2 * y + c5 * y * y  # (h, 1): broadcast, no (h, w, 6) basis needed
     by_col = c1 * x + c3 * x * x  # (1, w)
     return (by_row + by_col) + (c4 * y) * x  # (h, w) float32
+
+
+def _flat_paper_level(grid: np.ndarray) -> np.float32:
+    """:func:`_background`'s flat start: the median of the sample ``grid``'s frame."""
+    on_frame = np.zeros(grid.shape, dtype=bool)
+    on_frame[[0, -1], :] = on_frame[:, [0, -1]] = True
+    return np.float32(np.median(grid[on_frame].astype(np.float64)))
 
 
 def _otsu(hist: np.ndarray) -> float:
