@@ -498,3 +498,26 @@ def test_a_small_pictures_paper_is_flat_at_its_frames_median(shape) -> None:
     assert paper.dtype == np.float32
     assert paper.shape == shape
     np.testing.assert_array_equal(paper, np.float32(np.median(frame.astype(np.float64))))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_fast_median_is_numpys_median_in_value_and_dtype(dtype) -> None:
+    from digitlab.data.preprocess import _median
+
+    rng = np.random.default_rng(2)
+    for n in [*range(1, 12), 99, 100, 784]:
+        for values in (rng.normal(size=n) * 255, np.round(rng.normal(size=(n, 1)) * 3)):
+            values = values.astype(dtype)  # ties, odd and even counts, 2-D
+            expected, got = np.median(values), _median(values)
+            assert got == expected
+            assert got.dtype == expected.dtype
+
+
+def test_the_fast_centre_of_mass_is_scipys() -> None:
+    from digitlab.data.preprocess import _centre_of_mass
+
+    rng = np.random.default_rng(3)
+    for shape in [(1, 1), (20, 13), (7, 20), (28, 28)]:
+        image = rng.random(shape) * (rng.random(shape) > 0.5)
+        image[0, 0] += 0.1  # some mass
+        assert _centre_of_mass(image) == tuple(ndimage.center_of_mass(image))
