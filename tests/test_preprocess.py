@@ -521,3 +521,12 @@ def test_the_fast_centre_of_mass_is_scipys() -> None:
         image = rng.random(shape) * (rng.random(shape) > 0.5)
         image[0, 0] += 0.1  # some mass
         assert _centre_of_mass(image) == tuple(ndimage.center_of_mass(image))
+
+
+def test_cached_resampling_weights_are_shared_read_only() -> None:
+    from digitlab.data.preprocess import _axis_weights
+
+    first = _axis_weights(17, 12, extent=11.5, edge="zero")
+    assert _axis_weights(17, 12, extent=11.5, edge="zero") is first  # computed once
+    with pytest.raises(ValueError, match="read-only"):
+        first[0, 0] = 1.0  # no caller can change what the next one gets
