@@ -308,10 +308,10 @@ def test_bad_cnn_setting_from_the_cli_is_one_line(tmp_path, capsys) -> None:
 def test_the_command_line_starts_without_importing_torch() -> None:
     # Listing the CNN's settings must not cost torch's import time for every command.
     code = ("import sys, digitlab.cli, digitlab.models as m; "
-            "print('cnn' in m.MODELS, type(sys.modules['torch']).__name__)")
+            "print('cnn' in m.MODELS, 'torch' in sys.modules)")
     printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              check=True).stdout.split()
-    assert printed == ["True", "_LazyModule"]
+    assert printed == ["True", "False"]  # not even a lazy stand-in: libraries look there
 
 
 def _blobs(n_features: int, n: int = 90) -> tuple[np.ndarray, np.ndarray]:

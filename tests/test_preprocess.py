@@ -8,6 +8,7 @@ on a larger page, saved as JPEG and read back.
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 
 import numpy as np
@@ -481,3 +482,51 @@ def test_decode_accepts_only_the_formats_asked_for(sample: Dataset) -> None:
     np.testing.assert_array_equal(decode_user_image(buffer.getvalue()), sample.test_images[0])
     with pytest.raises(DataError, match="upload: not a PNG or JPEG image"):
         decode_user_image(buffer.getvalue(), source="upload", formats=("PNG", "JPEG"))
+
+
+@pytest.mark.parametrize("shape", [(28, 28), (1, 5), (5, 1), (31, 40), (20, 30000)])
+def test_a_small_pictures_paper_is_flat_at_its_frames_median(shape) -> None:
+    # Under SHADING_MIN_SIDE no surface is fitted: the paper is the median of the
+    # sample grid's frame (every pixel's, unless the picture is huge), as float32.
+    from digitlab.data.preprocess import _background
+
+    grey = np.random.default_rng(1).integers(0, 256, shape).astype(np.float32)
+    step = max(1, math.ceil(math.sqrt(shape[0] * shape[1] / 10_000)))
+    grid = grey[::step, ::step]
+    frame = np.concatenate([grid[0], grid[-1], grid[1:-1, 0], grid[1:-1, -1]]) if min(grid.shape) > 1 else grid.ravel()
+    paper = _background(grey)
+    assert paper.dtype == np.float32
+    assert paper.shape == shape
+    np.testing.assert_array_equal(paper, np.float32(np.median(frame.astype(np.float64))))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_fast_median_is_numpys_median_in_value_and_dtype(dtype) -> None:
+    from digitlab.data.preprocess import _median
+
+    rng = np.random.default_rng(2)
+    for n in [*range(1, 12), 99, 100, 784]:
+        for values in (rng.normal(size=n) * 255, np.round(rng.normal(size=(n, 1)) * 3)):
+            values = values.astype(dtype)  # ties, odd and even counts, 2-D
+            expected, got = np.median(values), _median(values)
+            assert got == expected
+            assert got.dtype == expected.dtype
+
+
+def test_the_fast_centre_of_mass_is_scipys() -> None:
+    from digitlab.data.preprocess import _centre_of_mass
+
+    rng = np.random.default_rng(3)
+    for shape in [(1, 1), (20, 13), (7, 20), (28, 28)]:
+        image = rng.random(shape) * (rng.random(shape) > 0.5)
+        image[0, 0] += 0.1  # some mass
+        assert _centre_of_mass(image) == tuple(ndimage.center_of_mass(image))
+
+
+def test_cached_resampling_weights_are_shared_read_only() -> None:
+    from digitlab.data.preprocess import _axis_weights
+
+    first = _axis_weights(17, 12, extent=11.5, edge="zero")
+    assert _axis_weights(17, 12, extent=11.5, edge="zero") is first  # computed once
+    with pytest.raises(ValueError, match="read-only"):
+        first[0, 0] = 1.0  # no caller can change what the next one gets

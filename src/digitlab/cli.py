@@ -9,7 +9,6 @@ line each.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import sys
@@ -18,7 +17,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -93,7 +91,7 @@ def _add_normalise(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_train(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from digitlab.models import MODELS
+    from digitlab.catalog import model_kinds  # not digitlab.models: --help must not wait for it
 
     parser = commands.add_parser(
         "train", help="train a model and write its metrics",
@@ -102,7 +100,7 @@ def _add_train(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         formatter_class=_HelpFormatter,
     )
     parser.add_argument("--data", default="mnist-sample", help=DATA_HELP)
-    parser.add_argument("--model", default="template", choices=sorted(MODELS), help="model to train")
+    parser.add_argument("--model", default="template", choices=model_kinds(), help="model to train")
     parser.add_argument("--task", default="all",
                         help="'all' digits, 'is-D' (D against the rest) or 'A-vs-B' (only A and B)")
     parser.add_argument("--image-size", type=int, default=None, choices=(28, 20, 8),
@@ -140,12 +138,8 @@ def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
 def _defaults_from_run_config(parser: argparse.ArgumentParser) -> None:
     """Run options default to None, so that ``--config`` can tell the options given
     from those left out; the real defaults are RunConfig's, shown in the help."""
-    import dataclasses
+    from digitlab.catalog import RUN_DEFAULTS as defaults  # RunConfig's, without importing run
 
-    from digitlab.run import RunConfig
-
-    defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)
-                if f.default is not dataclasses.MISSING}
     for action in parser._actions:
         if action.dest in defaults:
             default = defaults[action.dest]
@@ -284,16 +278,17 @@ RUN_SETTINGS = ("random_state", "validation_fraction")  # model settings the run
 
 
 def _add_model_settings(parser: argparse.ArgumentParser) -> None:
-    """One ``--setting-name`` option per model setting, named after the Python keyword."""
-    from digitlab.models import MODELS
+    """One ``--setting-name`` option per model setting, named after the Python keyword
+    (from the catalog, which tests check equals the models' signatures)."""
+    from digitlab.catalog import MODEL_SETTINGS, model_kinds
 
     by_name: dict[str, list[tuple[str, Any]]] = {}
-    for kind, cls in sorted(MODELS.items()):
-        for param in inspect.signature(cls.__init__).parameters.values():
+    for kind in model_kinds():
+        for name, default in MODEL_SETTINGS[kind].items():
             # random_state is set by the run's --seed and validation_fraction by the run's own
             # --validation-fraction (the run carves the split); every other setting gets an option
-            if param.kind is inspect.Parameter.KEYWORD_ONLY and param.name not in RUN_SETTINGS:
-                by_name.setdefault(param.name, []).append((kind, param.default))
+            if name not in RUN_SETTINGS:
+                by_name.setdefault(name, []).append((kind, default))
     group = parser.add_argument_group("model settings (used by the models named in each help)")
     for name, uses in sorted(by_name.items()):
         defaults = ", ".join(f"{kind}: {default!r}" for kind, default in uses)
@@ -538,6 +533,8 @@ def _cmd_predict(args: argparse.Namespace, out: Console, err: Console) -> int:
             with atomic_file(args.output) as tmp:
                 tmp.write_text(text, encoding="utf-8")
         return code
+    import numpy as np  # here, not at the top: --help starts without NumPy (0.1 s)
+
     table = Table(title=f"{info.kind} predictions (--json for every probability)")
     table.add_column("image", overflow="fold")
     table.add_column("label", justify="right")

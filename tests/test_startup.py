@@ -1,0 +1,112 @@
+"""Start-up costs: what the command line and a run import, and only when needed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from digitlab.lazy_import import lazy_import
+
+
+def test_a_lazy_module_stays_out_of_sys_modules_until_used(tmp_path, monkeypatch) -> None:
+    (tmp_path / "heavy_thing.py").write_text("LOADED = True\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "heavy_thing", raising=False)
+    module = lazy_import("heavy_thing")
+    # Libraries ask sys.modules "is torch in use?"; a lazy stand-in there would import it.
+    assert "heavy_thing" not in sys.modules
+    assert module.LOADED is True
+    assert sys.modules["heavy_thing"].LOADED is True
+    assert lazy_import("heavy_thing") is sys.modules["heavy_thing"]
+
+
+def test_a_missing_module_is_an_import_error_at_once() -> None:
+    import pytest
+
+    with pytest.raises(ImportError, match="no_such_module_here"):
+        lazy_import("no_such_module_here")
+
+
+def _modules_after(code: str) -> set[str]:
+    done = subprocess.run([sys.executable, "-c", code + "\nimport sys; print(' '.join(sys.modules))"],
+                          capture_output=True, text=True, check=True, timeout=600)
+    return set(done.stdout.split())
+
+
+def test_training_a_numpy_model_with_figures_never_imports_torch(tmp_path) -> None:
+    # matplotlib checks sys.modules["torch"].Tensor on every plotted array.
+    modules = _modules_after(
+        "from digitlab.cli import main\n"
+        f"assert main(['train', '--model', 'majority', '--quiet', '--out', {str(tmp_path / 'run')!r}]) == 0")
+    assert "matplotlib" in modules
+    assert "torch" not in modules
+
+
+def _keyword_settings(cls: type) -> dict[str, object]:
+    import inspect
+
+    return {p.name: p.default for p in inspect.signature(cls.__init__).parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def _typed(table: dict[str, object]) -> list[tuple[str, str, str]]:
+    # type and repr: --help prints the repr, and the parser's type comes from the default's
+    return [(name, type(value).__name__, repr(value)) for name, value in table.items()]
+
+
+def test_the_catalog_equals_every_models_real_settings() -> None:
+    from digitlab.catalog import MODEL_SETTINGS, model_kinds
+    from digitlab.models import MODELS
+
+    assert model_kinds() == sorted(MODELS)
+    real = {kind: _keyword_settings(MODELS[kind]) for kind in sorted(MODELS)}
+    listed = {kind: MODEL_SETTINGS[kind] for kind in sorted(MODELS)}
+    assert {k: _typed(v) for k, v in listed.items()} == {k: _typed(v) for k, v in real.items()}, (
+        f"update digitlab/catalog.py's MODEL_SETTINGS to:\n{real!r}")
+
+
+def test_the_catalog_lists_the_cnn_only_with_pytorch(monkeypatch) -> None:
+    import importlib.util
+
+    from digitlab import catalog
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "torch" else real_find_spec(name, *a))
+    assert "cnn" not in catalog.model_kinds()
+    assert "mlp" in catalog.model_kinds()
+
+
+def test_the_catalog_equals_the_run_configs_defaults() -> None:
+    import dataclasses
+
+    from digitlab.catalog import RUN_DEFAULTS
+    from digitlab.run import RunConfig
+
+    real = {f.name: f.default for f in dataclasses.fields(RunConfig)
+            if f.default is not dataclasses.MISSING}
+    assert _typed(RUN_DEFAULTS) == _typed(real), f"update digitlab/catalog.py's RUN_DEFAULTS to:\n{real!r}"
+
+
+def test_help_and_usage_errors_import_no_model_nor_numpy() -> None:
+    modules = _modules_after(
+        "from digitlab.cli import main\n"
+        "assert main(['train', '--help']) == 0\n"
+        "assert main(['train', '--model', 'nope']) == 2\n"
+        "assert main(['--help']) == 0")
+    heavy = {"numpy", "sklearn", "scipy", "matplotlib", "torch", "digitlab.models", "digitlab.run"}
+    assert heavy & modules == set()
+
+
+def test_train_help_lists_every_models_settings_with_defaults(capsys) -> None:
+    from digitlab.cli import RUN_SETTINGS, main
+    from digitlab.models import MODELS
+
+    assert main(["train", "--help"]) == 0
+    helptext = " ".join(capsys.readouterr().out.split())
+    for kind, cls in MODELS.items():
+        assert kind in helptext
+        for name, default in _keyword_settings(cls).items():
+            if name not in RUN_SETTINGS:
+                assert f"--{name.replace('_', '-')} " in helptext
+                assert f"{kind}: {default!r}" in helptext
