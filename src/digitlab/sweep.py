@@ -346,7 +346,7 @@ def run_sweep(
     write_results(out, ordered())
     if on_start is not None:
         on_start(len(todo), len(planned) - len(todo))
-    futures = {}
+    futures: dict[Any, dict[str, Any]] = {}
     for rid, config in todo:
         spec = {"run_id": rid, "config": asdict(config), "out": str(out / "runs" / rid),
                 "settings": varied(config, base)}
