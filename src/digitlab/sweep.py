@@ -348,7 +348,7 @@ def run_sweep(
         on_start(len(todo), len(planned) - len(todo))
     futures: dict[Any, dict[str, Any]] = {}
     for rid, config in todo:
-        spec = {"run_id": rid, "config": asdict(config), "out": str(out / "runs" / rid),
+        spec: dict[str, Any] = {"run_id": rid, "config": asdict(config), "out": str(out / "runs" / rid),
                 "settings": varied(config, base)}
         futures[engine.submit(run_one, spec, key=f"digitlab-run-{rid}")] = spec
     for future in engine.as_completed(list(futures)):
