@@ -245,6 +245,13 @@ def _add_lab(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument("recipes", nargs="*", metavar="RECIPE", help="recipes to run (default: all)")
     parser.add_argument("--out", type=Path, default=Path("runs/lab"), help="folder to write into")
     parser.add_argument("--quiet", action="store_true", help="print only errors")
+    parser.add_argument("--seeds", default=None, metavar="S1,S2",
+                        help="run the recipes once per seed (in place of the exercises' seeds) and "
+                        "show each figure's mean and spread; each seed's lab in OUT/seed-N/")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="with --seeds: local processes (default: one per usable core)")
+    parser.add_argument("--cluster", default=None, metavar="tcp://HOST:8786",
+                        help="with --seeds: run on this Dask scheduler (needs the dask extra)")
     parser.set_defaults(handler=_cmd_lab)
 
 
@@ -720,6 +727,8 @@ def _cmd_lab(args: argparse.Namespace, out: Console, err: Console) -> int:
         if not args.quiet:
             err.print(text, highlight=False)
 
+    if args.seeds is not None:
+        return _lab_seeds(args, out, report)
     results = run_lab(args.recipes, args.out, report=report)
     if args.quiet:
         return EXIT_OK
@@ -835,6 +844,33 @@ def _sweep_table(rows: list[dict[str, Any]], best: dict[str, Any] | None) -> Tab
                       "" if row.get("seconds") is None else f"{row['seconds']:.1f}",
                       row.get("error") or row.get("where") or "")
     return table
+
+
+def _lab_seeds(args: argparse.Namespace, out: Console, report: Callable[[str], None]) -> int:
+    from digitlab.lab import run_lab_seeds
+
+    seeds = _parse_seeds(args.seeds)
+    engine = _sweep_engine(args)
+    try:
+        rows = run_lab_seeds(args.recipes, seeds, args.out, engine, report=report)
+    finally:
+        engine.close()
+    if args.quiet:
+        return EXIT_OK
+    table = Table(title=f"digitlab lab over seeds {', '.join(map(str, seeds))} (mean ± sd)")
+    for column in ("recipe", "variant", "model"):
+        table.add_column(column, overflow="fold")
+    for column in ("test acc.", "baseline", "balanced", "s"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for r in rows:
+        table.add_row(r["recipe"], r["variant"], r["title"],
+                      *(f"{r[key]['mean']:.1%} ± {r[key]['std']:.1%}"
+                        for key in ("test_accuracy", "majority_baseline", "balanced_accuracy")),
+                      f"{r['seconds']['mean']:.1f}")
+    out.print(table)
+    out.print(f"wrote {show_path(args.out / 'seeds.json')}; each seed's report: "
+              f"{show_path(args.out)}/seed-N/report.html", highlight=False, soft_wrap=True)
+    return EXIT_OK
 
 
 def _cmd_data_info(args: argparse.Namespace, out: Console, err: Console) -> int:
