@@ -20,6 +20,8 @@ from digitlab.sweep import (
     run_id,
     run_sweep,
     sweep_points,
+    swept_names,
+    swept_values,
     write_sweep_report,
 )
 
@@ -58,6 +60,13 @@ def test_grid_values_take_the_train_options_types() -> None:
 def test_bad_grids_are_refused(texts: list[str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         parse_grid(texts, "mlp", PARSE)
+
+
+def test_every_row_shows_each_swept_value_even_the_base_one() -> None:
+    configs = _plan(parse_grid(["epochs=2,3", "task=all,is-2"], "mlp", PARSE), [0])
+    names = swept_names(configs, BASE)
+    assert names == ["task", "epochs"]
+    assert swept_values(configs[0], names) == {"task": "all", "epochs": 2}  # both BASE's own
 
 
 def test_random_search_is_seeded_and_within_its_bounds() -> None:
@@ -131,20 +140,25 @@ def test_results_are_written_per_run_failures_recorded_and_resumed(tmp_path) -> 
     assert (out / "figures" / "setting-activation.png").is_file()
 
 
-def test_an_interrupted_sweep_keeps_what_finished(tmp_path) -> None:
-    configs = _plan({"lr": [0.01, 0.1]}, [0])
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_interrupted_sweep_keeps_what_finished(workers, tmp_path) -> None:
+    configs = _plan({"lr": [0.01, 0.1, 1.0]}, [0])
     out = tmp_path / "sweep"
 
     def interrupt(row: dict, best: dict | None) -> None:
         raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
-        run_sweep(configs, out, LocalEngine(1), base=BASE, on_run=interrupt)
+    engine = LocalEngine(workers)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_sweep(configs, out, engine, base=BASE, on_run=interrupt)
+    finally:
+        engine.close()  # as the CLI does: the runs still going are stopped
     kept = read_results(out)
     assert [row["status"] for row in kept.values()] == ["ok"]
     counts: list[tuple[int, int]] = []
     run_sweep(configs, out, LocalEngine(1), base=BASE, on_start=lambda n, s: counts.append((n, s)))
-    assert counts == [(1, 1)]
+    assert counts == [(2, 1)]
 
 
 def test_one_process_and_two_processes_give_the_same_rows(tmp_path) -> None:

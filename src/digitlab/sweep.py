@@ -193,13 +193,22 @@ def run_id(config: RunConfig) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
-def varied(config: RunConfig, base: RunConfig) -> dict[str, Any]:
-    """What this run sets beyond ``base``: its swept settings and run options, as JSON."""
-    options = {name: getattr(config, name) for name in RUN_OPTIONS
-               if getattr(config, name) != getattr(base, name)}
-    settings = {name: value for name, value in config.settings.items()
-                if base.settings.get(name, object()) != value}
-    return json_settings({**options, **settings})
+def swept_names(configs: list[RunConfig], base: RunConfig) -> list[str]:
+    """The run options and model settings some run sets otherwise than ``base``: what
+    the sweep varies (every run's table row shows its value of each)."""
+    names = [name for name in RUN_OPTIONS if any(getattr(c, name) != getattr(base, name) for c in configs)]
+    missing = object()
+    for config in configs:
+        names += [name for name, value in config.settings.items()
+                  if name not in names and base.settings.get(name, missing) != value]
+    return names
+
+
+def swept_values(config: RunConfig, names: list[str]) -> dict[str, Any]:
+    """This run's value of each swept name, as JSON."""
+    values = {name: getattr(config, name) if name in RUN_OPTIONS else config.settings.get(name)
+              for name in names}
+    return json_settings(values)
 
 
 # ---------------------------------------------------------------- one run
@@ -346,10 +355,11 @@ def run_sweep(
     write_results(out, ordered())
     if on_start is not None:
         on_start(len(todo), len(planned) - len(todo))
+    names = swept_names(configs, base)
     futures: dict[Any, dict[str, Any]] = {}
     for rid, config in todo:
         spec: dict[str, Any] = {"run_id": rid, "config": asdict(config), "out": str(out / "runs" / rid),
-                "settings": varied(config, base)}
+                "settings": swept_values(config, names)}
         futures[engine.submit(run_one, spec, key=f"digitlab-run-{rid}")] = spec
     for future in engine.as_completed(list(futures)):
         spec = futures[future]
