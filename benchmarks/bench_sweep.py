@@ -28,7 +28,7 @@ from digitlab.sweep import plan_sweep, run_sweep, sweep_points
 
 TARGET_SPEEDUP = 1.8  # issue 18: two local processes against one
 DASK_WITHIN = 0.15  # issue 18: two Dask workers within 15% of two local processes
-BASE = RunConfig(model="mlp", settings={"hidden": (32,), "epochs": 5})
+BASE = RunConfig(model="mlp", settings={"hidden": (100,), "epochs": 10})
 LRS = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05]
 SEEDS = [0, 1, 2, 3]
 
