@@ -514,13 +514,18 @@ def setting_accuracy(name: str, entries: Sequence[dict[str, Any]]) -> Figure:
         ax.set_xscale("log")
     if not numeric:
         ax.set_xticks(xs, [str(v) for v in values])
-    ax.set_xlabel(name)
+    _finish_accuracy_axes(ax, name, f"Accuracy against {name}")
+    return fig
+
+
+def _finish_accuracy_axes(ax: Axes, xlabel: str, title: str) -> None:
+    """Labels, grid, legend (when anything is labelled) and title of a sweep's accuracy axes."""
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("accuracy")
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend()
-    ax.set_title(f"Accuracy against {name}")
-    return fig
+    ax.set_title(title)
 
 
 def overlaid_learning_curves(curves: dict[str, dict[str, list[float]]], *, best: str | None = None) -> Figure:
@@ -535,11 +540,6 @@ def overlaid_learning_curves(curves: dict[str, dict[str, list[float]]], *, best:
             if values:
                 ax.plot(range(1, len(values) + 1), values, style, color=colour, linewidth=width,
                         alpha=1.0 if name == best else 0.6, label=label if key == "accuracy" else None)
-    ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel("accuracy")
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend()
-    ax.set_title(f"Learning curves of {len(curves)} runs")
+    _finish_accuracy_axes(ax, "epoch", f"Learning curves of {len(curves)} runs")
     return fig
