@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(commands)
     _add_serve(commands)
     _add_export(commands)
+    _add_sweep(commands)
     return parser
 
 
@@ -238,6 +239,13 @@ def _add_lab(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument("recipes", nargs="*", metavar="RECIPE", help="recipes to run (default: all)")
     parser.add_argument("--out", type=Path, default=Path("runs/lab"), help="folder to write into")
     parser.add_argument("--quiet", action="store_true", help="print only errors")
+    parser.add_argument("--seeds", default=None, metavar="S1,S2",
+                        help="run the recipes once per seed (in place of the exercises' seeds) and "
+                        "show each figure's mean and spread; each seed's lab in OUT/seed-N/")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="with --seeds: local processes (default: one per usable core)")
+    parser.add_argument("--cluster", default=None, metavar="tcp://HOST:8786",
+                        help="with --seeds: run on this Dask scheduler (needs the dask extra)")
     parser.set_defaults(handler=_cmd_lab)
 
 
@@ -381,6 +389,83 @@ def _add_data(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     _add_normalise(convert)
     _add_data_options(convert)
     convert.set_defaults(handler=_cmd_data_convert)
+
+
+def _add_sweep(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from digitlab.models import MODELS
+
+    parser = commands.add_parser(
+        "sweep", help="train over a grid or random draws of settings and several seeds",
+        description="Train one run per setting combination and seed, in parallel on this "
+        "machine's cores or on a Dask cluster. results.csv and results.json in --out are "
+        "rewritten as each run ends; running again with the same --out skips finished runs. "
+        "The best run is chosen on validation accuracy.",
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument("--data", default="mnist-sample", help=DATA_HELP)
+    parser.add_argument("--model", default="template", choices=sorted(MODELS), help="model to train")
+    parser.add_argument("--task", default="all",
+                        help="'all' digits, 'is-D' (D against the rest) or 'A-vs-B' (only A and B)")
+    parser.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2",
+                        help="values of a setting to try (repeatable; every combination runs); "
+                        "separate values by ';' when a value holds commas (hidden=128,64;256)")
+    parser.add_argument("--random", action="append", default=[], metavar="NAME=DIST",
+                        help="draw a setting at random: log:LOW:HIGH, uniform:LOW:HIGH, "
+                        "int:LOW:HIGH or choice:A,B (repeatable; --trials draws, seeded by --seed)")
+    parser.add_argument("--trials", type=int, default=10, help="random draws with --random")
+    parser.add_argument("--seeds", default=None, metavar="S1,S2",
+                        help="seeds of every combination (default: --seed)")
+    parser.add_argument("--validation-fraction", type=float, default=None,
+                        help="share of the train images held out as the validation split that "
+                        "chooses the best run (default: the model's, 0.1)")
+    _add_data_options(parser)
+    parser.add_argument("--out", type=Path, required=True, help="sweep folder to write into")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="local processes (default: one per usable core)")
+    parser.add_argument("--cluster", default=None, metavar="tcp://HOST:8786",
+                        help="run on this Dask scheduler instead (needs the dask extra)")
+    parser.add_argument("--quiet", action="store_true", help="print only errors")
+    _add_model_settings(parser)
+    parser.set_defaults(handler=_cmd_sweep)
+
+
+def _sweep_parse(model: str) -> Callable[[str, str], object]:
+    """A sweep value's parser: the type the train option of that setting takes, from the
+    model's default (so lr=0.1 is a float, hidden=64 a tuple, early_stopping=yes a bool)."""
+    from digitlab.sweep import sweep_settings
+
+    defaults = sweep_settings(model)
+
+    def parse(name: str, text: str) -> object:
+        try:
+            return _setting_type(defaults[name])(text)
+        except (ValueError, argparse.ArgumentTypeError) as exc:
+            raise SettingsError(f"{name}={text!r}: {exc}") from None
+
+    return parse
+
+
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise SettingsError(f"--seeds {text!r}: expected integers separated by commas") from None
+    if not seeds or any(seed < 0 for seed in seeds):
+        raise SettingsError(f"--seeds {text!r}: expected integers >= 0 separated by commas")
+    return list(dict.fromkeys(seeds))
+
+
+def _sweep_engine(args: argparse.Namespace) -> Any:
+    if args.cluster is None:
+        from digitlab.engines import LocalEngine
+
+        return LocalEngine(args.workers)
+    try:
+        from digitlab.engines import DaskEngine  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        raise SettingsError("digitlab sweep --cluster needs the dask extra: "
+                            "pip install 'digitlab[dask]'") from None
+    return DaskEngine(args.cluster)
 
 
 # ---------------------------------------------------------------- commands
@@ -639,6 +724,8 @@ def _cmd_lab(args: argparse.Namespace, out: Console, err: Console) -> int:
         if not args.quiet:
             err.print(text, highlight=False)
 
+    if args.seeds is not None:
+        return _lab_seeds(args, out, report)
     results = run_lab(args.recipes, args.out, report=report)
     if args.quiet:
         return EXIT_OK
@@ -655,6 +742,131 @@ def _cmd_lab(args: argparse.Namespace, out: Console, err: Console) -> int:
                       f"{r.balanced_accuracy:.1%}", f"{r.seconds:.1f}", r.reproduces)
     out.print(table)
     out.print(f"report: {args.out / 'report.html'}", highlight=False, soft_wrap=True)
+    return EXIT_OK
+
+
+def _cmd_sweep(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from digitlab.atomic import check_folder_destination
+    from digitlab.run import RunConfig
+    from digitlab.sweep import (
+        parse_grid,
+        parse_random,
+        plan_sweep,
+        run_sweep,
+        sweep_points,
+        write_sweep_report,
+    )
+
+    # every mistake is found here, before any run starts
+    parse = _sweep_parse(args.model)
+    grid = parse_grid(args.grid, args.model, parse)
+    draws = parse_random(args.random, args.model, parse)
+    seeds = _parse_seeds(args.seeds) if args.seeds is not None else [args.seed]
+    settings = {key[len("setting_"):]: value for key, value in vars(args).items()
+                if key.startswith("setting_")}
+    base = RunConfig(data=args.data, model=args.model, task=args.task, seed=seeds[0],
+                     test_fraction=args.test_fraction, validation_fraction=args.validation_fraction,
+                     label_column=args.label_column, labels=args.labels, settings=settings)
+    configs = plan_sweep(base, sweep_points(grid, draws, args.trials, args.seed), seeds)
+    check_folder_destination(args.out, merge=True)
+    engine = _sweep_engine(args)
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("best (validation) {task.fields[best]}"), TimeRemainingColumn(),
+                   console=err, disable=args.quiet or not err.is_terminal, transient=True)
+    task = bar.add_task(f"sweep on {engine.where}", total=None, best="-")
+
+    def started(to_run: int, skipped: int) -> None:
+        bar.update(task, total=to_run)
+        if skipped and not args.quiet:
+            err.print(f"{skipped} runs already finished in {show_path(args.out)}: skipped",
+                      highlight=False, soft_wrap=True)
+
+    def finished(row: dict[str, Any], best: dict[str, Any] | None) -> None:
+        bar.update(task, advance=1, best=f"{best['validation_accuracy']:.2%}" if best else "-")
+        if not args.quiet and not err.is_terminal:  # a log gets one line a run
+            err.print(f"run {row['run_id']} {row['status']}"
+                      + (f": validation {row['validation_accuracy']:.2%}" if row["validation_accuracy"] is not None
+                         else f": {row['error']}" if row["error"] else ""), highlight=False, soft_wrap=True)
+
+    try:
+        with bar:
+            result = run_sweep(configs, args.out, engine, base=base, on_start=started, on_run=finished)
+    finally:
+        engine.close()
+    report = write_sweep_report(result, title=f"digitlab sweep: {args.model} on {args.data} ({args.task})")
+    for message in sorted({w for row in result.rows for w in row.get("warnings") or []}):
+        err.print(f"digitlab: warning: {one_line(message)}", highlight=False, soft_wrap=True)
+    failed = [row for row in result.rows if row["status"] != "ok"]
+    if args.quiet:
+        return EXIT_ERROR if failed else EXIT_OK
+    out.print(_sweep_table(result.rows, result.best))
+    if result.best is not None:
+        out.print(f"best on validation: run {result.best['run_id']} "
+                  f"({result.best['validation_accuracy']:.2%}); its model: "
+                  f"{show_path(args.out / 'runs' / result.best['run_id'] / 'model.safetensors')}",
+                  highlight=False, soft_wrap=True)
+    if failed:
+        err.print(f"{len(failed)} runs failed (see the error column); run again to retry them",
+                  highlight=False)
+    out.print(f"wrote {show_path(args.out)}/ (results.csv, results.json, runs/); "
+              f"report: {show_path(report)}", highlight=False, soft_wrap=True)
+    return EXIT_ERROR if failed else EXIT_OK
+
+
+def _sweep_table(rows: list[dict[str, Any]], best: dict[str, Any] | None) -> Table:
+    table = Table(title="digitlab sweep (best on validation marked *)")
+    for column in ("run", "settings", "seed", "status"):
+        table.add_column(column, overflow="fold")
+    for column in ("train", "validation", "test", "balanced", "s"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("where / error", overflow="fold")
+
+    def pct(value: float | None) -> str:
+        return "" if value is None else f"{value:.1%}"
+
+    for row in rows:
+        mark = "*" if best is not None and row["run_id"] == best["run_id"] else ""
+        settings = " ".join(f"{k}={json.dumps(v)}" for k, v in row.get("settings", {}).items())
+        table.add_row(row["run_id"] + mark, settings, str(row["seed"]), row["status"],
+                      pct(row.get("train_accuracy")), pct(row.get("validation_accuracy")),
+                      pct(row.get("test_accuracy")), pct(row.get("balanced_accuracy")),
+                      "" if row.get("seconds") is None else f"{row['seconds']:.1f}",
+                      row.get("error") or row.get("where") or "")
+    return table
+
+
+def _lab_seeds(args: argparse.Namespace, out: Console, report: Callable[[str], None]) -> int:
+    from digitlab.lab import run_lab_seeds
+
+    seeds = _parse_seeds(args.seeds)
+    engine = _sweep_engine(args)
+    try:
+        rows = run_lab_seeds(args.recipes, seeds, args.out, engine, report=report)
+    finally:
+        engine.close()
+    if args.quiet:
+        return EXIT_OK
+    table = Table(title=f"digitlab lab over seeds {', '.join(map(str, seeds))} (mean ± sd)")
+    for column in ("recipe", "variant", "model"):
+        table.add_column(column, overflow="fold")
+    for column in ("test acc.", "baseline", "balanced", "s"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for r in rows:
+        table.add_row(r["recipe"], r["variant"], r["title"],
+                      *(f"{r[key]['mean']:.1%} ± {r[key]['std']:.1%}"
+                        for key in ("test_accuracy", "majority_baseline", "balanced_accuracy")),
+                      f"{r['seconds']['mean']:.1f}")
+    out.print(table)
+    out.print(f"wrote {show_path(args.out / 'seeds.json')}; each seed's report: "
+              f"{show_path(args.out)}/seed-N/report.html", highlight=False, soft_wrap=True)
     return EXIT_OK
 
 

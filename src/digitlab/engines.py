@@ -29,3 +29,109 @@ class Engine(Protocol):
     def close(self) -> None:
         """Release workers and connections (running futures are cancelled)."""
         ...
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, not the machine's total)."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS and Windows have no affinity call
+        return max(1, os.cpu_count() or 1)
+
+
+# Environment variables the BLAS and OpenMP runtimes read when they start (torch reads
+# OMP_NUM_THREADS at import); threadpoolctl limits those already loaded.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                    "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+def limit_threads(threads: int) -> None:
+    """Make this worker process use at most ``threads`` BLAS/OpenMP/torch threads: N
+    processes each running a machine's worth of threads would fight over the cores."""
+    import os
+    import sys
+
+    from threadpoolctl import threadpool_limits
+
+    for name in THREAD_VARIABLES:
+        os.environ[name] = str(threads)
+    threadpool_limits(limits=threads)  # stays in force for the life of the process
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+
+
+class _Deferred:
+    """A future for one process: the call runs when its result is first asked for, so a
+    sweep's progress shows each run as it ends (and Ctrl-C stops between runs)."""
+
+    def __init__(self, fn: Callable[[Any], Any], arg: Any) -> None:
+        self.fn, self.arg = fn, arg
+        self._done = False
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+    def result(self) -> Any:
+        if not self._done:
+            try:
+                self._value = self.fn(self.arg)
+            except Exception as exc:  # kept and raised by result(), as a future does
+                self._error = exc
+            self._done = True
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+class LocalEngine:
+    """Runs on this machine: ``workers`` processes (default: the usable cores) through
+    joblib's loky executor, whose workers start fresh (spawn-safe on every platform) and
+    are reused between sweeps; ``workers=1`` runs in this process, one run at a time."""
+
+    def __init__(self, workers: int | None = None) -> None:
+        from digitlab.errors import SettingsError
+
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                    or workers < 1):
+            raise SettingsError(f"workers must be an integer >= 1, got {workers!r}")
+        cores = usable_cores()
+        self.workers = workers or cores
+        self.where = f"local ({self.workers} process{'es' if self.workers > 1 else ''})"
+        self._executor: Any = None
+        self._futures: list[Any] = []
+        if self.workers > 1:
+            from joblib.externals.loky import get_reusable_executor
+
+            # each worker gets its share of the cores for BLAS and torch (at least one)
+            threads = max(1, cores // self.workers)
+            self._executor = get_reusable_executor(
+                max_workers=self.workers, initializer=limit_threads, initargs=(threads,))
+
+    def submit(self, fn: Callable[[Any], Any], arg: Any, *, key: str) -> Any:
+        if self._executor is None:
+            return _Deferred(fn, arg)
+        future = self._executor.submit(fn, arg)
+        self._futures.append(future)
+        return future
+
+    def as_completed(self, futures: Iterable[Any]) -> Iterator[Any]:
+        futures = list(futures)
+        if self._executor is None:
+            for future in futures:
+                future.result()
+                yield future
+            return
+        import concurrent.futures
+
+        yield from concurrent.futures.as_completed(futures)
+
+    def close(self) -> None:
+        if self._executor is None:
+            return
+        if not all(future.done() for future in self._futures):
+            # an interrupted sweep must not leave runs going in the background
+            self._executor.shutdown(wait=True, kill_workers=True)
+        # else the idle workers stay for the next sweep (loky's reusable executor ends
+        # them after a few idle minutes): starting Python and numpy again costs seconds
+        self._executor, self._futures = None, []

@@ -9,6 +9,7 @@ seconds), so the two can be compared side by side in one report.
 
 from __future__ import annotations
 
+import contextvars
 import tempfile
 import time
 from collections.abc import Callable
@@ -29,6 +30,16 @@ from digitlab.models.base import features_outside_unit_range
 from digitlab.models.mlp import init_params
 
 Report = Callable[[str], None]
+
+# `digitlab lab --seeds`: one seed in place of every seed the recipes use (the exercises'
+# own, 0 and 2024, when unset), so a figure's spread over seeds can be shown.
+_SEED: contextvars.ContextVar[int | None] = contextvars.ContextVar("lab_seed", default=None)
+
+
+def _seed(exercise: int) -> int:
+    """The seed to use where the recipe uses ``exercise``: the lab's seed when one is set."""
+    chosen = _SEED.get()
+    return exercise if chosen is None else chosen
 
 
 @dataclass
@@ -134,7 +145,7 @@ def two_detector(out: Path, report: Report) -> list[VariantResult]:
     shape = data.image_shape
 
     report("two-detector: guess-and-check, 5,000 candidates")
-    guess = GuessAndCheck(n_candidates=5000, weight_range=1.0, bias_range=20.0, random_state=TWO_SEED)
+    guess = GuessAndCheck(n_candidates=5000, weight_range=1.0, bias_range=20.0, random_state=_seed(TWO_SEED))
     faithful = _measure("two-detector", "faithful", "Guess-and-check perceptron",
                         "MNIST sample as a PNG tree, is it a 2", "5,000 random w~U(-1,1), b~U(-20,20), seed 2024",
                         guess, X, y, X_test, y_test)
@@ -145,7 +156,7 @@ def two_detector(out: Path, report: Report) -> list[VariantResult]:
     faithful.reproduces = ("reproduces: seed 2024's weights, pixels (20, 22) and (7, 18)"
                            if pixels == ((20, 22), (7, 18)) else f"not reproduced: pixels {pixels}")
     # three 2s and three others, drawn with the seed: the tree is class-sorted
-    examples = data.test_images[analysis.sample_per_class(data.test_labels, 6, rng=TWO_SEED)]
+    examples = data.test_images[analysis.sample_per_class(data.test_labels, 6, rng=_seed(TWO_SEED))]
     faithful.figures += [
         ("arrows", "Most positive (green) and most negative (red) pixel of the chosen candidate",
          plots.pixel_arrows(examples, tuple(ranking["most_positive_pixel"]),
@@ -159,7 +170,7 @@ def two_detector(out: Path, report: Report) -> list[VariantResult]:
                                 baseline=metrics.majority_baseline(y, y))),
     ]
     report("two-detector: logistic regression")
-    logistic = Softmax(random_state=TWO_SEED)
+    logistic = Softmax(random_state=_seed(TWO_SEED))
     fixed = _measure("two-detector", "fixed", "Logistic regression, read by balanced accuracy",
                      "MNIST sample as a PNG tree, is it a 2", "trained logistic model (Adam, L2)",
                      logistic, X, y, X_test, y_test)
@@ -209,7 +220,7 @@ def digits_mlp(out: Path, report: Report) -> list[VariantResult]:
 
     report("digits-mlp: random and template classifiers (templates from images[1000:], tested on the first 1,000)")
     text = "sklearn 8x8 digits / 15: templates from images[1000:], tested on the first 1,000"
-    random_model = RandomScores(random_state=0)
+    random_model = RandomScores(random_state=_seed(0))
     results.append(_measure("digits-mlp", "faithful", "Random classifier", text, "ten random scores per image",
                             random_model, X_all[rest], labels[rest], X_all[first], labels[first],
                             reproduces="not reproducible: random answers (about 10% by design)"))
@@ -234,8 +245,8 @@ def digits_mlp(out: Path, report: Report) -> list[VariantResult]:
 
     report("digits-mlp: a random-weight 64-16-10 sigmoid network, cost on the first 1,000")
     untrained = MLP(hidden=(16,), activation="sigmoid", output="sigmoid", loss="squared-distance",
-                    init="uniform", random_state=0)
-    state = init_params((64, 16, 10), "uniform", "sigmoid", np.random.default_rng(0))
+                    init="uniform", random_state=_seed(0))
+    state = init_params((64, 16, 10), "uniform", "sigmoid", np.random.default_rng(_seed(0)))
     untrained.load_state_dict({**state, "classes_": np.arange(10), "n_features_in_": np.array(64)})
     text = "sklearn 8x8 digits / 15: the first 1,000"
     result = _measure("digits-mlp", "faithful", "Random-weight 64-16-10 sigmoid network", text,
@@ -268,7 +279,7 @@ def digits_mlp(out: Path, report: Report) -> list[VariantResult]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # the exercise stops at 100 epochs
         reference = MLPClassifier(16, activation="logistic", learning_rate_init=0.1, max_iter=100,
-                                  random_state=1).fit(X, y)
+                                  random_state=_seed(1)).fit(X, y)
     seconds = time.perf_counter() - started
     plugged = MLP.from_sklearn(reference)
     result = _measure("digits-mlp", "faithful", "MLPClassifier(16, logistic) in digitlab's MLP",
@@ -282,7 +293,7 @@ def digits_mlp(out: Path, report: Report) -> list[VariantResult]:
     results.append(result)
 
     report("digits-mlp: digitlab's best settings")
-    best = MLP(random_state=0, **BEST_DIGITS_MLP)
+    best = MLP(random_state=_seed(0), **BEST_DIGITS_MLP)
     result = _measure("digits-mlp", "fixed", "digitlab MLP, tuned", text,
                       ", ".join(f"{k}={v}" for k, v in BEST_DIGITS_MLP.items()), best, X, y, X_test, y_test)
     result.extra["squared_cost_first_1000"] = exercise_cost(best, X, y)
@@ -315,12 +326,12 @@ def softmax_recipe(out: Path, report: Report) -> list[VariantResult]:
     X, y, X_test, y_test = data.features("train"), data.train_labels, data.features("test"), data.test_labels
     text = "MNIST sample, ten digits"
     report("softmax: Adam(0.1), batch 64, 3 epochs")
-    faithful_model = Softmax(optimizer="adam", lr=0.1, batch_size=64, epochs=3, alpha=0.0, tol=None, random_state=0)
+    faithful_model = Softmax(optimizer="adam", lr=0.1, batch_size=64, epochs=3, alpha=0.0, tol=None, random_state=_seed(0))
     faithful = _measure("softmax", "faithful", "784-10 softmax, Adam(0.1), 3 epochs", text,
                         "lr 0.1, batch 64, 3 epochs", faithful_model, X, y, X_test, y_test,
                         fit_options={"eval_set": (X_test, y_test)}, reproduces=RANDOM_START)
     report("softmax: tuned learning rate and enough epochs")
-    fixed_model = Softmax(random_state=0)
+    fixed_model = Softmax(random_state=_seed(0))
     fixed = _measure("softmax", "fixed", "784-10 softmax, tuned", text,
                      "Adam lr 0.001, L2, up to 30 epochs with early stopping", fixed_model,
                      X, y, X_test, y_test, fit_options={"eval_set": (X_test, y_test)})
@@ -354,7 +365,7 @@ def zero_vs_one(out: Path, report: Report) -> list[VariantResult]:
     report("zero-vs-one: 400-25-15-1 sigmoid, binary cross-entropy, Adam(0.001), 20 epochs")
     network = MLP(hidden=(25, 15), activation="sigmoid", output="sigmoid", loss="binary-cross-entropy",
                   optimizer="adam", lr=0.001, batch_size=32, epochs=20, init="glorot", alpha=0.0,
-                  tol=None, random_state=0)
+                  tol=None, random_state=_seed(0))
     faithful = _measure("zero-vs-one", "faithful", "400-25-15-1 sigmoid network", text,
                         "BCE, Adam(0.001), 20 epochs, batch 32", network, X, y, X_test, y_test,
                         fit_options={"eval_set": (X_test, y_test)})
@@ -371,7 +382,7 @@ def zero_vs_one(out: Path, report: Report) -> list[VariantResult]:
         ("learning_curves", "Loss and accuracy per epoch", plots.learning_curves(network.history_, val_label=TEST_CURVE)),
     ]
     report("zero-vs-one: logistic regression with 401 parameters")
-    logistic = Softmax(**ZERO_ONE_LOGISTIC)
+    logistic = Softmax(**{**ZERO_ONE_LOGISTIC, "random_state": _seed(0)})
     fixed = _measure("zero-vs-one", "fixed", "Logistic regression (401 parameters)", text,
                      "one sigmoid unit on the pixels, epochs by early stopping on a validation "
                      "split of the training images", logistic, X, y, X_test, y_test)
@@ -383,7 +394,7 @@ def zero_vs_one(out: Path, report: Report) -> list[VariantResult]:
     for result, settings in ((faithful, network.get_params()), (fixed, logistic.get_params())):
         kind = type(network) if result is faithful else Softmax
         predicted = cross_val_predict(kind(**settings), X_all, y_all,
-                                      cv=StratifiedKFold(5, shuffle=True, random_state=0))
+                                      cv=StratifiedKFold(5, shuffle=True, random_state=_seed(0)))
         result.extra.update(
             larger_split="5-fold cross-validation over all 1,000 zeros and ones (train and test pooled)",
             larger_split_accuracy=metrics.accuracy(y_all, predicted),
@@ -408,7 +419,7 @@ def relu_net(out: Path, report: Report) -> list[VariantResult]:
     report("relu-net: N(0,1) weights, sigmoid-then-distance loss, SGD lr 50, batch 1,000, 30 epochs")
     faithful_model = MLP(hidden=(500,), activation="relu", output="sigmoid", loss="sigmoid-distance",
                          optimizer="sgd", momentum=0.0, lr=50.0, batch_size=1000, epochs=30,
-                         init="normal", alpha=0.0, tol=None, random_state=0)
+                         init="normal", alpha=0.0, tol=None, random_state=_seed(0))
     faithful = _measure("relu-net", "faithful", "784-500-10 ReLU, N(0,1), lr 50", text,
                         "sigmoid-distance loss, plain SGD lr 50, batch 1,000, 30 epochs",
                         faithful_model, X, y, X_test, y_test, fit_options={"eval_set": (X_test, y_test)},
@@ -416,7 +427,7 @@ def relu_net(out: Path, report: Report) -> list[VariantResult]:
     report("relu-net: He initialisation, cross-entropy, SGD lr 0.1 with momentum")
     fixed_model = MLP(hidden=(500,), activation="relu", output="softmax", loss="cross-entropy",
                       optimizer="sgd", momentum=0.9, lr=0.1, batch_size=128, epochs=15, init="he",
-                      alpha=1e-4, tol=None, random_state=0)
+                      alpha=1e-4, tol=None, random_state=_seed(0))
     fixed = _measure("relu-net", "fixed", "784-500-10 ReLU, He init, cross-entropy", text,
                      "cross-entropy, SGD lr 0.1 momentum 0.9, batch 128, 15 epochs", fixed_model,
                      X, y, X_test, y_test, fit_options={"eval_set": (X_test, y_test)})
@@ -461,9 +472,19 @@ def run_lab(
     out: str | Path,
     *,
     report: Report | None = None,
+    seed: int | None = None,
 ) -> list[VariantResult]:
     """Run the named recipes (all when ``names`` is empty) and write ``summary.json``,
-    ``report.html`` and each recipe's figures under ``out``."""
+    ``report.html`` and each recipe's figures under ``out``; ``seed`` replaces every
+    seed the recipes use (default: the exercises' own)."""
+    token = _SEED.set(seed)
+    try:
+        return _run_lab(names, out, report=report)
+    finally:
+        _SEED.reset(token)
+
+
+def _run_lab(names: list[str] | None, out: str | Path, *, report: Report | None) -> list[VariantResult]:
     from digitlab.atomic import atomic_dir, write_json
     from digitlab.errors import SettingsError
     from digitlab.report import write_lab_report
@@ -485,3 +506,54 @@ def run_lab(
         write_json(building / "summary.json", {"recipes": names, "rows": [r.row() for r in results]})
         write_lab_report(building, [RECIPES[name] for name in names], results)
     return results
+
+
+# ---------------------------------------------------------------- several seeds
+
+
+def lab_seed_run(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """One seed of ``digitlab lab --seeds``: the recipes ``spec["names"]`` with seed
+    ``spec["seed"]`` into ``spec["out"]``; the table's rows (module-level and plain data,
+    for any engine)."""
+    results = run_lab(spec["names"], spec["out"], seed=spec["seed"])
+    return [r.row() for r in results]
+
+
+def run_lab_seeds(
+    names: list[str] | None,
+    seeds: list[int],
+    out: str | Path,
+    engine: Any,
+    *,
+    report: Report | None = None,
+) -> list[dict[str, Any]]:
+    """Run the recipes once per seed on ``engine`` (each seed's lab in ``out/seed-N/``)
+    and write ``out/seeds.json``: for each recipe and variant, the test and balanced
+    accuracy of every seed, their mean and standard deviation."""
+    from digitlab.atomic import check_folder_destination, write_json
+    from digitlab.errors import SettingsError
+
+    names = list(names or RECIPES)
+    unknown = [name for name in names if name not in RECIPES]
+    if unknown:
+        raise SettingsError(f"unknown recipe {unknown[0]!r}: choose from {', '.join(RECIPES)}")
+    out = Path(out)
+    check_folder_destination(out, merge=True)
+    say = report or (lambda _text: None)
+    futures = {engine.submit(lab_seed_run, {"names": names, "seed": seed, "out": str(out / f"seed-{seed}")},
+                             key=f"digitlab-lab-seed-{seed}"): seed for seed in seeds}
+    by_seed: dict[int, list[dict[str, Any]]] = {}
+    for future in engine.as_completed(list(futures)):
+        by_seed[futures[future]] = future.result()
+        say(f"lab: seed {futures[future]} done ({len(by_seed)} of {len(seeds)})")
+    summary = []
+    for index, first in enumerate(by_seed[seeds[0]]):  # every seed runs the same rows in order
+        rows = [by_seed[seed][index] for seed in seeds]
+        entry = {key: first[key] for key in ("recipe", "variant", "title", "data", "model")}
+        for figure in ("test_accuracy", "balanced_accuracy", "majority_baseline", "seconds"):
+            values = [float(row[figure]) for row in rows]
+            entry[figure] = {"mean": float(np.mean(values)), "std": float(np.std(values)),
+                             "by_seed": dict(zip(map(str, seeds), values, strict=True))}
+        summary.append(entry)
+    write_json(out / "seeds.json", {"recipes": names, "seeds": seeds, "rows": summary})
+    return summary

@@ -489,3 +489,57 @@ def attributions(
         ax.imshow(overlay(images[i], maps[i], scale=1), interpolation="nearest")
         _title_panel(ax, captions[i], bool(mistakes[i]) if mistakes is not None else False)
     return fig
+
+
+# ---------------------------------------------------------------- sweeps
+
+
+def setting_accuracy(name: str, entries: Sequence[dict[str, Any]]) -> Figure:
+    """Validation and test accuracy against one swept setting: each value's mean, with
+    its standard deviation as error bars (``entries`` from ``sweep.setting_summary``).
+    Numbers on a number line (logarithmic when they span 100x), anything else in order."""
+    fig, ax = _figure(None, (6.0, 3.6))
+    values = [entry["value"] for entry in entries]
+    numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+    xs = np.array(values, dtype=float) if numeric else np.arange(len(values), dtype=float)
+    for split, style in (("validation", "o-"), ("test", "s--")):
+        means = [entry[f"{split}_mean"] for entry in entries]
+        if all(m is None for m in means):
+            continue
+        mean = np.array([np.nan if m is None else m for m in means], dtype=float)
+        spread = np.array([np.nan if entry[f"{split}_std"] is None else entry[f"{split}_std"]
+                           for entry in entries], dtype=float)
+        ax.errorbar(xs, mean, yerr=spread, fmt=style, capsize=3, label=split)
+    if numeric and len(xs) and xs.min() > 0 and xs.max() >= 100 * xs.min():
+        ax.set_xscale("log")
+    if not numeric:
+        ax.set_xticks(xs, [str(v) for v in values])
+    _finish_accuracy_axes(ax, name, f"Accuracy against {name}")
+    return fig
+
+
+def _finish_accuracy_axes(ax: Axes, xlabel: str, title: str) -> None:
+    """Labels, grid, legend (when anything is labelled) and title of a sweep's accuracy axes."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("accuracy")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    ax.set_title(title)
+
+
+def overlaid_learning_curves(curves: dict[str, dict[str, list[float]]], *, best: str | None = None) -> Figure:
+    """Every run's accuracy per epoch on one axes: train solid, validation dashed, one
+    colour a run; ``best`` (a key of ``curves``) drawn thick and named in the legend."""
+    fig, ax = _figure(None, (7.5, 4.0))
+    for index, (name, history) in enumerate(curves.items()):
+        colour = f"C{index % 10}"
+        width, label = (2.8, f"best ({name})") if name == best else (1.0, None)
+        for key, style in (("accuracy", "-"), ("val_accuracy", "--")):
+            values = history.get(key)
+            if values:
+                ax.plot(range(1, len(values) + 1), values, style, color=colour, linewidth=width,
+                        alpha=1.0 if name == best else 0.6, label=label if key == "accuracy" else None)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _finish_accuracy_axes(ax, "epoch", f"Learning curves of {len(curves)} runs")
+    return fig

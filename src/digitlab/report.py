@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import math
 import os
 from pathlib import Path
@@ -241,6 +242,65 @@ def write_lab_report(out: str | os.PathLike[str], recipes: list[Any], results: l
                              f"{html.escape(caption)}</figcaption></figure>")
     page = ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>digitlab lab"
             f"</title><style>{CSS}</style></head><body>" + "\n".join(parts) + "</body></html>\n")
+    path = out / "report.html"
+    with atomic_file(path) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    return path
+
+
+def write_sweep_page(
+    out: str | os.PathLike[str],
+    *,
+    title: str,
+    rows: list[dict[str, Any]],
+    best: dict[str, Any] | None,
+    summary: dict[str, list[dict[str, Any]]],
+    figures: list[tuple[str, str, Any]],
+) -> Path:
+    """A sweep's ``report.html`` (figures also under ``figures/``): the best run, chosen on
+    validation accuracy, with a link to its folder; accuracy against each setting; the
+    learning curves; every run's row."""
+    out = Path(out)
+    parts = [f"<h1>{html.escape(title)}</h1>", f"<p class='muted'>digitlab {html.escape(__version__)}; "
+             f"{len(rows)} runs, {sum(r.get('status') == 'ok' for r in rows)} ok</p>", "<h2>Best run</h2>"]
+    if best is None:
+        parts.append("<p>No run finished with a validation split, so none is chosen: the test "
+                     "split chooses nothing.</p>")
+    else:
+        folder = f"runs/{best['run_id']}/"
+        parts.append(
+            f"<p class='reading'>Chosen on validation accuracy ({_pct(best['validation_accuracy'])}); "
+            f"its test accuracy {_pct(best['test_accuracy'])} was not looked at to choose it. "
+            f"Settings {html.escape(json.dumps(best.get('settings', {})))}, seed {best['seed']}. "
+            f"Its folder: <a href='{html.escape(folder)}'>{html.escape(folder)}</a> "
+            f"(<a href='{html.escape(folder)}report.html'>its report</a>; "
+            f"<code>digitlab predict {html.escape(folder)}model.safetensors IMAGE</code> and "
+            f"<code>digitlab serve {html.escape(folder)}model.safetensors</code> use its model).</p>")
+    for name, entries in summary.items():
+        parts.append(f"<h2 id='setting-{html.escape(name)}'>{html.escape(name)}</h2>")
+        parts.append(_table(
+            [name, "runs", "validation mean", "validation sd", "test mean", "test sd"],
+            [[json.dumps(e["value"]), e["runs"], _pct(e["validation_mean"]), _pct(e["validation_std"]),
+              _pct(e["test_mean"]), _pct(e["test_std"])] for e in entries]))
+    for name, caption, figure in figures:
+        png = png_bytes(figure)
+        with atomic_file(out / "figures" / f"{name}.png") as tmp:
+            tmp.write_bytes(png)
+        encoded = base64.b64encode(png).decode("ascii")
+        parts.append(f"<figure id='fig-{html.escape(name)}'><img alt='{html.escape(caption)}' "
+                     f"src='data:image/png;base64,{encoded}'><figcaption>{html.escape(caption)}"
+                     "</figcaption></figure>")
+    parts.append("<h2>Every run</h2>")
+    parts.append(_table(
+        ["run", "settings", "seed", "status", "train", "validation", "test", "balanced (test)",
+         "seconds", "where", "error"],
+        [[r["run_id"], json.dumps(r.get("settings", {})), r.get("seed"), r.get("status"),
+          _pct(r.get("train_accuracy")), _pct(r.get("validation_accuracy")), _pct(r.get("test_accuracy")),
+          _pct(r.get("balanced_accuracy")), f"{r['seconds']:.1f}" if r.get("seconds") is not None else "",
+          r.get("where") or "", r.get("error") or ""] for r in rows]))
+    page = ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>"
+            f"{html.escape(title)}</title><style>{CSS}</style></head><body>" + "\n".join(parts)
+            + "</body></html>\n")
     path = out / "report.html"
     with atomic_file(path) as tmp:
         tmp.write_text(page, encoding="utf-8")

@@ -1,0 +1,85 @@
+"""24 MLP runs of a sweep on the bundled MNIST sample: one local process against two.
+
+The sweep is 6 learning rates x 4 seeds of a 784-32-10 MLP, 5 epochs, each run
+a full ``digitlab train`` (its run folder, figures and report included), as
+``digitlab sweep`` runs it. Timed from creating the engine to the last result
+(worker start-up included), each into a fresh folder. The two sweeps' rows must
+be identical but for seconds and where they ran: same settings and seed, same
+numbers. Target (issue 18): two processes at least 1.8x faster than one.
+
+    python benchmarks/bench_sweep.py                  # the 24 runs
+    python benchmarks/bench_sweep.py --dry-run        # 4 runs, a quick check
+    python benchmarks/bench_sweep.py --cluster tcp://127.0.0.1:8786   # add the Dask row
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _results import report  # benchmarks/ is sys.path[0] when run as a script
+
+from digitlab.engines import LocalEngine
+from digitlab.run import RunConfig
+from digitlab.sweep import plan_sweep, run_sweep, sweep_points
+
+TARGET_SPEEDUP = 1.8  # issue 18: two local processes against one
+DASK_WITHIN = 0.15  # issue 18: two Dask workers within 15% of two local processes
+BASE = RunConfig(model="mlp", settings={"hidden": (100,), "epochs": 10})
+LRS = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05]
+SEEDS = [0, 1, 2, 3]
+
+
+def timed_sweep(engine: Any, configs: list[RunConfig], out: Path, started: float) -> tuple[float, list[dict[str, Any]]]:
+    try:
+        result = run_sweep(configs, out, engine, base=BASE)
+    finally:
+        engine.close()
+    seconds = time.perf_counter() - started
+    failed = [row for row in result.rows if row["status"] != "ok"]
+    if failed:
+        raise SystemExit(f"{len(failed)} runs failed: {failed[0]['error']}")
+    return seconds, [{k: v for k, v in row.items() if k not in ("seconds", "fit_seconds", "where")}
+                     for row in result.rows]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dry-run", action="store_true", help="4 runs instead of 24")
+    parser.add_argument("--cluster", default=None, metavar="ADDRESS",
+                        help="also run the sweep on this Dask scheduler (two workers)")
+    args = parser.parse_args()
+    lrs, seeds = (LRS[:2], SEEDS[:2]) if args.dry_run else (LRS, SEEDS)
+    configs = plan_sweep(BASE, sweep_points({"lr": lrs}, {}, 1, 0), seeds)
+    with tempfile.TemporaryDirectory(prefix="bench-sweep-") as folder:
+        started = time.perf_counter()
+        one, rows_one = timed_sweep(LocalEngine(1), configs, Path(folder) / "one", started)
+        print(f"{len(configs)} runs, 1 process:   {one:.1f} s")
+        started = time.perf_counter()
+        two, rows_two = timed_sweep(LocalEngine(2), configs, Path(folder) / "two", started)
+        print(f"{len(configs)} runs, 2 processes: {two:.1f} s ({one / two:.2f}x)")
+        same = rows_one == rows_two
+        print(f"identical result rows: {same}")
+        report(f"sweep: {len(configs)} MLP runs, 2 local processes vs 1", digitlab=two, reference=one,
+               unit="s", ratio=one / two, target=f">= {TARGET_SPEEDUP}x faster", met=one / two >= TARGET_SPEEDUP
+               and same, note="identical rows" if same else "ROWS DIFFER")
+
+        # ---- Dask row (issue 18; filled in by the Dask engine's branch) ----
+        if args.cluster is not None:
+            from digitlab.engines import DaskEngine  # type: ignore[attr-defined,unused-ignore]
+
+            started = time.perf_counter()
+            dask, rows_dask = timed_sweep(DaskEngine(args.cluster), configs, Path(folder) / "dask", started)
+            print(f"{len(configs)} runs, Dask at {args.cluster}: {dask:.1f} s")
+            same_dask = rows_dask == rows_one
+            report(f"sweep: {len(configs)} MLP runs, Dask vs 2 local processes", digitlab=dask, reference=two,
+                   unit="s", ratio=dask / two, target=f"<= {1 + DASK_WITHIN:.2f}x the local time",
+                   met=dask / two <= 1 + DASK_WITHIN and same_dask,
+                   note="identical rows" if same_dask else "ROWS DIFFER")
+
+
+if __name__ == "__main__":
+    main()
