@@ -481,7 +481,7 @@ def test_perceptron_bad_settings(settings) -> None:
 def test_drawing_on_threads_gives_the_plain_loops_numbers(cpus, monkeypatch) -> None:
     """Candidates drawn in parts on worker threads are the plain loop's, in its order,
     and the generator ends where the plain loop's does."""
-    monkeypatch.setattr(guess_and_check_engine, "_usable_cpus", lambda: cpus)
+    monkeypatch.setattr(guess_and_check_engine, "usable_cores", lambda: cpus)
     data = np.random.default_rng(1)
     X = data.random((40, 7)).astype(np.float32)
     positive = data.random(40) < 0.3

@@ -20,13 +20,14 @@ error bound that decides which rows are rescored in float64):
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
+
+from digitlab.engines import usable_cores
 
 if TYPE_CHECKING:
     from digitlab.models.guess_and_check import BestSoFar
@@ -141,7 +142,7 @@ class _CandidateScorer:
         self.majority_before = np.concatenate([[0], np.cumsum(~minority)])
         # Rows, spread over the data, on which each candidate's minority-answer rate is measured.
         self.sample = X[np.linspace(0, n - 1, min(n, _SAMPLE_ROWS)).astype(np.int64)]
-        self.workers = max(1, min(_usable_cpus(), _MAX_WORKERS))
+        self.workers = max(1, min(usable_cores(), _MAX_WORKERS))
         self._pool: ThreadPoolExecutor | None = None
         self._stack = ExitStack()
 
@@ -390,11 +391,4 @@ def _pcg64_after(state: dict[str, Any], draws: int) -> np.random.PCG64:
     generator = np.random.PCG64()
     generator.state = state  # type: ignore[assignment]  # a plain dict is what numpy takes
     return generator.advance(draws)
-
-
-def _usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 

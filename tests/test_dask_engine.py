@@ -1,0 +1,167 @@
+"""DaskEngine on a real cluster: `dask scheduler` and two `dask worker` processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("distributed")
+
+from dask_tasks import square
+from digitlab.engines import DaskEngine
+from digitlab.errors import DataError, SettingsError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_cluster_module():
+    # benchmarks/_cluster.py starts clusters for the benchmarks too: one way to start them.
+    spec = importlib.util.spec_from_file_location("_cluster", ROOT / "benchmarks" / "_cluster.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory):
+    """A scheduler and two workers (one process, one thread each), as a user starts them;
+    the workers import digitlab from this checkout and dask_tasks from tests/."""
+    clusters = _load_cluster_module()
+    with clusters.local_cluster(2, tmp_path_factory.mktemp("dask-cluster"),
+                                pythonpath=[ROOT / "src", ROOT / "tests"]) as running:
+        yield running
+
+
+@pytest.fixture
+def engine(cluster):
+    engine = DaskEngine(cluster.address)
+    yield engine
+    engine.close()
+
+
+def test_importing_engines_does_not_import_dask() -> None:
+    code = ("import sys, digitlab.engines; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_without_dask_the_engine_says_how_to_get_it(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed fails as if absent
+    with pytest.raises(SettingsError, match=r"pip install 'digitlab\[dask\]'"):
+        DaskEngine("tcp://127.0.0.1:8786")
+
+
+def test_no_scheduler_is_one_line_naming_the_address() -> None:
+    with socket.socket() as probe:  # a port nothing listens on: bound, then freed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    with pytest.raises(SettingsError) as caught:
+        DaskEngine(address, timeout=1)
+    message = str(caught.value)
+    assert message.startswith(f"no Dask scheduler answers at {address}: ")
+    assert "\n" not in message
+
+
+def test_an_address_that_is_not_one_is_a_settings_error() -> None:
+    with pytest.raises(SettingsError, match=r"no Dask scheduler answers at ftp://x:1: .*scheme"):
+        DaskEngine("ftp://x:1", timeout=1)
+
+
+def test_results_on_the_cluster_equal_local_ones(cluster, engine) -> None:
+    specs = [{"x": x, "sleep": 0.05} for x in range(10)]
+    futures = [engine.submit(square, spec, key=f"square-{spec['x']}") for spec in specs]
+    remote = [future.result() for future in futures]
+    local = [square(spec) for spec in specs]
+    assert [(r["x"], r["square"]) for r in remote] == [(r["x"], r["square"]) for r in local]
+    worker_pids = set(cluster.client.run(os.getpid).values())
+    assert {r["pid"] for r in remote} <= worker_pids  # ran on the workers, not here
+    assert engine.where == cluster.address
+
+
+def test_as_completed_yields_every_future_once(engine) -> None:
+    futures = [engine.submit(square, {"x": x, "sleep": 0.02 * (x % 3)}, key=f"done-{x}")
+               for x in range(12)]
+    finished = list(engine.as_completed(futures))
+    assert sorted(map(id, finished)) == sorted(map(id, futures))
+    assert sorted(f.result()["square"] for f in finished) == [x * x for x in range(12)]
+
+
+def test_a_failing_run_raises_its_own_error_once(engine, tmp_path) -> None:
+    future = engine.submit(square, {"x": 7, "fail": True, "started_in": str(tmp_path)}, key="fails")
+    with pytest.raises(DataError, match="run-7: failed on purpose"):
+        future.result()
+    assert len(list(tmp_path.iterdir())) == 1  # not retried: bad settings would fail again
+
+
+def test_close_leaves_the_cluster_up(cluster) -> None:
+    first = DaskEngine(cluster.address)
+    first.close()
+    again = DaskEngine(cluster.address)
+    try:
+        assert again.submit(square, {"x": 3}, key="after-close").result()["square"] == 9
+    finally:
+        again.close()
+    assert len(cluster.client.scheduler_info()["workers"]) == 2
+
+
+def test_killing_a_worker_mid_run_loses_nothing(cluster, engine, tmp_path) -> None:
+    """SIGKILL one worker (and its nanny: a machine lost) while it runs a task: every task
+    still finishes, the lost one on the other worker."""
+    started = tmp_path / "started"
+    started.mkdir()
+    specs = [{"x": x, "sleep": 1.0, "started_in": str(started)} for x in range(6)]
+    futures = [engine.submit(square, spec, key=f"kill-{spec['x']}") for spec in specs]
+    while not any(started.iterdir()):
+        # every task fails at once (say, a worker cannot import the task): say so, don't hang
+        assert not all(f.done() for f in futures), [f.exception() for f in futures]
+        time.sleep(0.02)
+    marker = next(started.iterdir()).name
+    lost_x, lost_pid = map(int, marker.split("-"))
+    cluster.kill_worker(cluster.worker_of(lost_pid))
+    try:
+        results = [f.result() for f in engine.as_completed(futures)]
+        assert sorted(r["x"] for r in results) == list(range(6))
+        assert all(r["square"] == r["x"] ** 2 for r in results)
+        rerun = next(r for r in results if r["x"] == lost_x)
+        assert rerun["pid"] != lost_pid  # finished elsewhere
+        assert all(r["pid"] != lost_pid for r in results)
+    finally:
+        cluster.add_worker()  # the other tests expect two workers again
+        cluster.wait_for_workers(2)
+
+
+def test_a_sweep_on_the_cluster_gives_the_same_table_as_local(cluster, tmp_path, capsys) -> None:
+    """`digitlab sweep --cluster ADDRESS`: 8 runs, the same rows as on local processes."""
+    sweep = pytest.importorskip("digitlab.sweep")
+    if not hasattr(sweep, "run_one"):
+        pytest.skip("digitlab.sweep.run_one is not here yet")
+    from digitlab.cli import main
+
+    common = ["sweep", "--model", "mlp", "--hidden", "8", "--epochs", "2",
+              "--grid", "lr=0.01,0.1", "--seeds", "0,1,2,3", "--quiet"]
+    assert main([*common, "--workers", "2", "--out", str(tmp_path / "local")]) == 0
+    assert main([*common, "--cluster", cluster.address, "--out", str(tmp_path / "dask")]) == 0
+    capsys.readouterr()
+
+    def table(out: Path) -> dict[str, dict]:
+        return {rid: {k: v for k, v in row.items() if k not in ("seconds", "fit_seconds", "where")}
+                for rid, row in sweep.read_results(out).items()}
+
+    local, remote = table(tmp_path / "local"), table(tmp_path / "dask")
+    assert len(local) == 8
+    assert all(row["status"] == "ok" for row in local.values())
+    assert remote == local
+    where = {row["where"] for row in sweep.read_results(tmp_path / "dask").values()}
+    assert where
+    assert all(w is not None for w in where)
