@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -165,3 +166,118 @@ def test_a_sweep_on_the_cluster_gives_the_same_table_as_local(cluster, tmp_path,
     where = {row["where"] for row in sweep.read_results(tmp_path / "dask").values()}
     assert where
     assert all(w is not None for w in where)
+
+
+# ---------------------------------------------------------------- sweeps that lose workers or stop
+
+SWEEP_TIMES = ("seconds", "fit_seconds", "where")  # what may differ between two runs of one sweep
+
+
+def _tiny_sweep():
+    """8 tiny MLP runs (2 learning rates x 4 seeds), as `digitlab sweep --grid lr=0.01,0.1
+    --seeds 0,1,2,3` plans them."""
+    from digitlab.run import RunConfig
+    from digitlab.sweep import plan_sweep, sweep_points
+
+    base = RunConfig(model="mlp", settings={"hidden": (8,), "epochs": 2})
+    return base, plan_sweep(base, sweep_points({"lr": [0.01, 0.1]}, {}, 1, 0), [0, 1, 2, 3])
+
+
+def _table(rows) -> dict[str, dict]:
+    return {row["run_id"]: {k: v for k, v in row.items() if k not in SWEEP_TIMES} for row in rows}
+
+
+@pytest.fixture(scope="module")
+def local_table(tmp_path_factory) -> dict[str, dict]:
+    """The tiny sweep on two local processes: what the cluster's sweeps must equal."""
+    from digitlab.engines import LocalEngine
+    from digitlab.sweep import run_sweep
+
+    base, configs = _tiny_sweep()
+    engine = LocalEngine(2)
+    try:
+        result = run_sweep(configs, tmp_path_factory.mktemp("local-sweep"), engine, base=base)
+    finally:
+        engine.close()
+    assert [row["status"] for row in result.rows] == ["ok"] * 8
+    return _table(result.rows)
+
+
+def test_killing_a_worker_mid_sweep_loses_nothing(cluster, local_table, tmp_path) -> None:
+    """SIGKILL the worker still on its first run when the other finishes one: the sweep
+    ends with all 8 runs ok, the lost ones rerun on the other worker, the same table."""
+    from digitlab.sweep import run_sweep
+
+    base, configs = _tiny_sweep()
+    killed: dict[str, Any] = {}
+
+    def kill_the_other_worker(row: dict[str, Any], best: dict[str, Any] | None) -> None:
+        if killed:
+            return
+        finished_pid = int(row["where"].rsplit(":", 1)[1])
+        pids = cluster.client.run(os.getpid)  # worker address -> its pid
+        address, pid = next((a, p) for a, p in pids.items() if p != finished_pid)
+        killed["pid"] = pid
+        killed["keys"] = list(cluster.client.processing()[address])  # its runs in flight
+        cluster.kill_worker(cluster.worker_of(pid))
+
+    engine = DaskEngine(cluster.address)
+    try:
+        result = run_sweep(configs, tmp_path / "sweep", engine, base=base, on_run=kill_the_other_worker)
+        assert killed["keys"], "the worker was killed with no run in flight: nothing was tested"
+        assert [row["status"] for row in result.rows] == ["ok"] * 8, [r["error"] for r in result.rows]
+        assert _table(result.rows) == local_table
+        rows = {f"digitlab-run-{row['run_id']}": row for row in result.rows}
+        assert all(not rows[key]["where"].endswith(f":{killed['pid']}") for key in killed["keys"])
+        assert len(cluster.client.scheduler_info()["workers"]) == 1  # the kill did happen
+    finally:
+        engine.close()
+        cluster.add_worker()  # the other tests expect two workers again
+        cluster.wait_for_workers(2)
+
+
+def _file_times(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+
+def test_an_interrupted_cluster_sweep_resumes_without_redoing_finished_runs(
+        cluster, local_table, tmp_path) -> None:
+    """Ctrl-C after 3 of 8 runs on the cluster keeps those 3 rows; the same sweep into the
+    same folder then runs only the other 5 and ends with the full local table."""
+    from digitlab.sweep import read_results, run_sweep
+
+    base, configs = _tiny_sweep()
+    out = tmp_path / "sweep"
+    seen: list[str] = []
+
+    def interrupt_after_three(row: dict[str, Any], best: dict[str, Any] | None) -> None:
+        seen.append(row["run_id"])
+        if len(seen) == 3:
+            raise KeyboardInterrupt
+
+    engine = DaskEngine(cluster.address)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_sweep(configs, out, engine, base=base, on_run=interrupt_after_three)
+    finally:
+        engine.close()
+    kept = read_results(out)
+    assert sorted(kept) == sorted(seen)
+    assert all(row["status"] == "ok" for row in kept.values())
+    times = {rid: _file_times(out / "runs" / rid) for rid in kept}
+    assert all(times.values())  # each finished run left its files
+
+    plan: list[tuple[int, int]] = []
+    rerun: list[str] = []
+    engine = DaskEngine(cluster.address)
+    try:
+        result = run_sweep(configs, out, engine, base=base, on_start=lambda n, skipped: plan.append((n, skipped)),
+                           on_run=lambda row, best: rerun.append(row["run_id"]))
+    finally:
+        engine.close()
+    assert plan == [(5, 3)]
+    assert sorted(rerun) == sorted(set(local_table) - set(kept))
+    final = {row["run_id"]: row for row in result.rows}
+    assert all(final[rid] == row for rid, row in kept.items())  # seconds and where too: not rerun
+    assert {rid: _file_times(out / "runs" / rid) for rid in kept} == times
+    assert _table(result.rows) == local_table
