@@ -236,6 +236,18 @@ def test_killing_a_worker_mid_sweep_loses_nothing(cluster, local_table, tmp_path
         cluster.wait_for_workers(2)
 
 
+def _wait_until_idle(cluster) -> None:
+    """Until no worker still runs a task. Ctrl-C cannot stop a run a worker thread is
+    executing: it finishes in the background, and would race its rerun (on the other
+    worker) writing the same run folder."""
+    def running(dask_worker) -> int:
+        return sum(task.state in ("executing", "cancelled", "resumed", "long-running")
+                   for task in dask_worker.state.tasks.values())
+
+    while any(cluster.client.run(running).values()):
+        time.sleep(0.1)
+
+
 def _file_times(folder: Path) -> dict[str, int]:
     return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
 
@@ -261,6 +273,7 @@ def test_an_interrupted_cluster_sweep_resumes_without_redoing_finished_runs(
             run_sweep(configs, out, engine, base=base, on_run=interrupt_after_three)
     finally:
         engine.close()
+    _wait_until_idle(cluster)
     kept = read_results(out)
     assert sorted(kept) == sorted(seen)
     assert all(row["status"] == "ok" for row in kept.values())
