@@ -392,7 +392,7 @@ def _add_data(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 def _add_sweep(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from digitlab.models import MODELS
+    from digitlab.catalog import model_kinds  # not the models: --help stays light
 
     parser = commands.add_parser(
         "sweep", help="train over a grid or random draws of settings and several seeds",
@@ -403,7 +403,8 @@ def _add_sweep(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         formatter_class=_HelpFormatter,
     )
     parser.add_argument("--data", default="mnist-sample", help=DATA_HELP)
-    parser.add_argument("--model", default="template", choices=sorted(MODELS), help="model to train")
+    parser.add_argument("--model", default="template", choices=sorted(model_kinds()),
+                        help="model to train")
     parser.add_argument("--task", default="all",
                         help="'all' digits, 'is-D' (D against the rest) or 'A-vs-B' (only A and B)")
     parser.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2",
