@@ -17,6 +17,7 @@ from typing import Any
 
 from digitlab import __version__
 from digitlab.atomic import atomic_file
+from digitlab.display import html_table
 from digitlab.inspection import Inspection
 from digitlab.metrics import format_cost, format_interval
 from digitlab.plots import png_bytes
@@ -34,15 +35,6 @@ figcaption { color: #555; font-size: 0.95em; }
 .reading { background: #f7f9fc; border-left: 4px solid #2e86c1; padding: 0.5em 1em; }
 .muted { color: #777; font-size: 0.9em; }
 """
-
-
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in row) + "</tr>"
-        for row in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _pct(value: float | None) -> str:
@@ -80,7 +72,7 @@ def render_html(
              *(split["per_class"].get(label, 0) for split in splits.values())]
             for label in labels]
     rows.append(["all", *(split["count"] for split in splits.values())])
-    parts.append(_table(["class", *splits], rows))
+    parts.append(html_table(["class", *splits], rows))
     for note in data_summary.get("notes", []):
         parts.append(f"<p class='muted'>note: {html.escape(note)}</p>")
 
@@ -89,12 +81,12 @@ def render_html(
                  f"<code>{html.escape(str(model_summary.get('settings', {})))}</code></p>")
     layers = model_summary.get("layers")
     if layers:
-        parts.append(_table(["layer", "weights", "bias", "parameters"],
+        parts.append(html_table(["layer", "weights", "bias", "parameters"],
                             [[layer.get("name", i), layer.get("weight_shape", ""),
                               layer.get("bias_shape", ""), f"{layer.get('n_parameters', 0):,}"]
                              for i, layer in enumerate(layers)]))
     else:
-        parts.append(_table(["array", "shape"], [[name, "x".join(map(str, shape)) or "scalar"]
+        parts.append(html_table(["array", "shape"], [[name, "x".join(map(str, shape)) or "scalar"]
                                                    for name, shape in model_summary.get("parameters", {}).items()]))
     parts.append(f"<p>{html.escape(describe_parameters(model_summary))}</p>")
 
@@ -107,13 +99,13 @@ def render_html(
                      _pct(figures["balanced_accuracy"]), _pct(figures.get("majority_baseline")),
                      format_cost(costs.get("cross_entropy")),
                      format_cost(costs.get("brier_score"))])
-    parts.append(_table(["split", "images", "accuracy", "95% interval", "balanced accuracy",
+    parts.append(html_table(["split", "images", "accuracy", "95% interval", "balanced accuracy",
                          "majority baseline", "cross-entropy", "Brier score"], rows))
     parts.append("<p class='muted'>The 95% interval (Wilson) is where the accuracy on unseen "
                  "images of the same kind lies, given how few were tested: two accuracies whose "
                  "intervals overlap much are not told apart.</p>")
     last = list(inspection.evaluation.values())[-1]
-    parts.append(_table(["class", "precision", "recall", "F1", "support"],
+    parts.append(html_table(["class", "precision", "recall", "F1", "support"],
                         [[names[int(k)] if int(k) < len(names) else k, f"{v['precision']:.3f}",
                           f"{v['recall']:.3f}", f"{v['f1']:.3f}", v["support"]]
                          for k, v in last["per_class"].items()]))
@@ -179,7 +171,7 @@ def _calibration_section(inspection: Inspection) -> list[str]:
             if fitted is not None else "No temperature was fitted (no validation split).")
     return ["<h3 id='calibration'>Calibration</h3>",
             f"<p>Expected calibration error (15 equal-width confidence bins). {html.escape(note)}</p>",
-            _table(["split", "images", "temperature", "ECE before", "ECE after",
+            html_table(["split", "images", "temperature", "ECE before", "ECE after",
                     "mean confidence before", "mean confidence after"], rows)]
 
 
@@ -211,7 +203,7 @@ def write_lab_report(out: str | os.PathLike[str], recipes: list[Any], results: l
     out = Path(out)
     parts = ["<h1>digitlab lab: the classic exercises, faithful and fixed</h1>",
              f"<p class='muted'>digitlab {html.escape(__version__)}</p>", "<h2 id='summary'>Summary</h2>"]
-    parts.append(_table(
+    parts.append(html_table(
         ["recipe", "variant", "what", "data", "model", "test accuracy", "95% interval",
          "majority baseline", "balanced accuracy", "seconds", "the exercise's figure"],
         [[r.recipe, r.variant, r.title, r.data, r.model, _pct(r.test_accuracy),
@@ -278,7 +270,7 @@ def write_sweep_page(
             f"<code>digitlab serve {html.escape(folder)}model.safetensors</code> use its model).</p>")
     for name, entries in summary.items():
         parts.append(f"<h2 id='setting-{html.escape(name)}'>{html.escape(name)}</h2>")
-        parts.append(_table(
+        parts.append(html_table(
             [name, "runs", "validation mean", "validation sd", "test mean", "test sd"],
             [[json.dumps(e["value"]), e["runs"], _pct(e["validation_mean"]), _pct(e["validation_std"]),
               _pct(e["test_mean"]), _pct(e["test_std"])] for e in entries]))
@@ -291,7 +283,7 @@ def write_sweep_page(
                      f"src='data:image/png;base64,{encoded}'><figcaption>{html.escape(caption)}"
                      "</figcaption></figure>")
     parts.append("<h2>Every run</h2>")
-    parts.append(_table(
+    parts.append(html_table(
         ["run", "settings", "seed", "status", "train", "validation", "test", "balanced (test)",
          "seconds", "where", "error"],
         [[r["run_id"], json.dumps(r.get("settings", {})), r.get("seed"), r.get("status"),
