@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import socket
 import subprocess
@@ -12,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from script_modules import load_script
 
 pytest.importorskip("distributed")
 
@@ -24,13 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _load_cluster_module():
     # benchmarks/_cluster.py starts clusters for the benchmarks too: one way to start them.
-    spec = importlib.util.spec_from_file_location("_cluster", ROOT / "benchmarks" / "_cluster.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
+    return load_script("benchmarks/_cluster.py")
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory):

@@ -4,7 +4,6 @@ meets images prepared otherwise (issue 13, part 2)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import warnings
 from pathlib import Path
@@ -21,19 +20,14 @@ from digitlab.predict import model_input
 from digitlab.preparation import appearance, differences, warn_if_pictures_differ
 from digitlab.run import RunConfig, prepare_data
 from digitlab.splits import stratified_holdout
+from script_modules import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 300
 
 
 def _scans_module():
-    spec = importlib.util.spec_from_file_location("scans", ROOT / "scripts" / "scans.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
+    return load_script("scripts/scans.py")
 
 scans_script = _scans_module()
 

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+
+from script_modules import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _commands() -> list[str]:
-    spec = importlib.util.spec_from_file_location("readme_commands", ROOT / "scripts" / "readme_commands.py")
-    assert spec
-    assert spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("scripts/readme_commands.py")
     return module.readme_commands((ROOT / "README.md").read_text(encoding="utf-8"))  # type: ignore[no-any-return]
-
 
 def test_readme_opens_with_two_commands() -> None:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
