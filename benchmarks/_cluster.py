@@ -26,6 +26,14 @@ from typing import Any
 # A hang guard, not a speed limit: a cluster that is not up by then never will be.
 START_SECONDS = 180.0
 
+# Dask's nanny starts each worker with MALLOC_TRIM_THRESHOLD_=65536 (its default
+# distributed.nanny.pre-spawn-environ), to hand freed memory back to the system. Setting
+# it also turns off glibc's adaptive mmap threshold, so every array over 128 KiB is a
+# fresh mmap whose pages fault in again: an MLP fit took 2.5x as long as in a local
+# process. None unsets it (dask's documented way to drop a pre-spawn variable); the
+# README's `dask worker` line sets the same.
+WORKER_ENVIRON = {"DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON": '{"MALLOC_TRIM_THRESHOLD_": None}'}
+
 
 def dask_command(role: str) -> list[str]:
     """``dask scheduler`` / ``dask worker``: the console script beside this Python, else its module."""
@@ -44,8 +52,9 @@ class LocalCluster:
         if os.environ.get("PYTHONPATH"):
             paths.append(os.environ["PYTHONPATH"])
         # One BLAS thread per worker: each worker is one core's worth, as a local process is.
+        # WORKER_ENVIRON: the workers' allocator as a local process has it (README, "Sweeps").
         self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "OMP_NUM_THREADS": "1",
-                    "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+                    "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **WORKER_ENVIRON}
         self.workers: list[subprocess.Popen[bytes]] = []
         scheduler_file = folder / "scheduler.json"
         self.scheduler = self._start("scheduler", [

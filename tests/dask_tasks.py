@@ -29,3 +29,8 @@ def square(spec: dict[str, Any]) -> dict[str, Any]:
     if spec.get("fail"):
         raise DataError(f"run-{x}", "failed on purpose")
     return {"x": x, "square": x * x, "pid": os.getpid(), "host": socket.gethostname()}
+
+
+def environ(name: str) -> str | None:
+    """This worker's value of the environment variable ``name`` (None when unset)."""
+    return os.environ.get(name)
