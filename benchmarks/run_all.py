@@ -5,6 +5,9 @@
     python benchmarks/run_all.py --only softmax mlp   # bench_softmax.py and bench_mlp.py
     python benchmarks/run_all.py --json results.json  # the rows as JSON too
 
+A script that declares ``--dask-local`` gets it on every run: it starts the
+two-worker Dask cluster its Dask row needs on 127.0.0.1.
+
 Each script runs with this Python in its own process; its output streams here
 under a heading, and its ``RESULT {json}`` lines (see ``_results.py``) become
 the table's rows. Exit code: 0 when every row met its target, 1 when some
@@ -28,6 +31,10 @@ HERE = Path(__file__).resolve().parent
 REQUIRED = ("name", "digitlab", "reference", "unit", "ratio", "target", "met")
 # A script's own quick-run flag: ours, then pytorch/examples' name for it.
 QUICK_FLAGS = ("--quick", "--dry-run")
+# Flags passed to every script that declares them, quick run or not: a script that can
+# start the Dask cluster its rows need (bench_sweep's Dask row) starts it, else that row
+# would be missing from the table.
+ALWAYS_FLAGS = ("--dask-local",)
 COLUMNS = ("benchmark", "digitlab", "reference", "unit", "ratio", "target", "verdict", "load")
 
 Row = dict[str, Any]
@@ -127,6 +134,12 @@ def quick_flag(script: Path) -> str | None:
     return next((flag for flag in QUICK_FLAGS if f'"{flag}"' in source), None)
 
 
+def always_flags(script: Path) -> list[str]:
+    """The flags of ALWAYS_FLAGS the script's argparse declares, to pass it on every run."""
+    source = script.read_text(encoding="utf-8")
+    return [flag for flag in ALWAYS_FLAGS if f'"{flag}"' in source]
+
+
 def collect(script: str, returncode: int, output: str) -> tuple[list[Row], str | None]:
     """A finished script's rows (each naming the script) and why it failed, or None.
 
@@ -194,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     failures: list[str] = []
     for script in scripts:
         flag = quick_flag(script) if args.quick else None
-        command = [sys.executable, "-u", str(script), *([flag] if flag else [])]
+        command = [sys.executable, "-u", str(script), *([flag] if flag else []), *always_flags(script)]
         start = time.perf_counter()
         returncode, output = run_script(command, " ".join([script.name, *command[3:]]))
         print(f"=== {script.name}: exit {returncode} after {time.perf_counter() - start:.0f} s")

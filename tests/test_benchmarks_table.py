@@ -156,6 +156,9 @@ def test_select_and_quick_flags_of_the_real_benchmarks() -> None:
     assert run_all.quick_flag(BENCHMARKS / "bench_mlp.py") == "--dry-run"
     assert run_all.quick_flag(BENCHMARKS / "bench_softmax.py") == "--quick"
     assert run_all.quick_flag(BENCHMARKS / "bench_accuracy.py") is None  # already quick
+    # the sweep's Dask row needs a cluster: run_all has bench_sweep start its own
+    assert run_all.always_flags(BENCHMARKS / "bench_sweep.py") == ["--dask-local"]
+    assert run_all.always_flags(BENCHMARKS / "bench_mlp.py") == []
     with pytest.raises(ValueError, match="no benchmark nonesuch in"):
         run_all.select(BENCHMARKS, ["softmax", "nonesuch"])
 
@@ -240,6 +243,18 @@ def test_run_all_exit_code_2_names_the_script_that_failed(tmp_path: Path) -> Non
     assert "FAILED: bench_broken.py exited with code 1" in done.stdout
     assert "gamma" in done.stdout.split("FAILED")[0]  # the scripts after it still ran
     assert "3 rows: 2 met, 1 MISSED" in done.stdout
+
+
+def test_run_all_passes_dask_local_to_a_script_that_declares_it(tmp_path: Path) -> None:
+    tail = 'print("dask-local:", args.dask_local)'
+    flag = 'parser.add_argument("--dask-local", action="store_true")'
+    (tmp_path / "bench_sweepish.py").write_text(
+        FAKE.format(name="sweepish", met=True, quick=flag, tail=tail), encoding="utf-8")
+    for extra in ((), ("--quick",)):
+        done = run(tmp_path, *extra)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "dask-local: True" in done.stdout
+        assert "bench_sweepish.py --dask-local" in done.stdout  # the heading shows the command
 
 
 def test_run_all_only_runs_the_named_scripts(tmp_path: Path) -> None:
