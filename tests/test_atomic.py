@@ -111,6 +111,35 @@ def test_merge_replaces_its_own_entries_and_keeps_the_users(tmp_path) -> None:
     assert _leftovers(tmp_path) == []
 
 
+def test_keep_existing_the_first_writer_to_finish_wins_whole(tmp_path) -> None:
+    # Two writers of the same run folder, interleaved as a cluster worker still finishing a
+    # run and the resumed sweep's new run of it are: the one that finishes first stays whole.
+    run = tmp_path / "runs" / "abc"
+    with atomic_dir(run, keep_existing=True) as first:
+        (first / "figures").mkdir()
+        (first / "figures" / "first.png").write_text("first")
+        (first / "metrics.json").write_text("first")
+        with atomic_dir(run, keep_existing=True) as second:
+            (second / "figures").mkdir()
+            (second / "figures" / "second.png").write_text("second")
+            (second / "metrics.json").write_text("second")
+            (second / "model.safetensors").write_text("second")
+        assert (run / "metrics.json").read_text() == "second"
+    assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == [
+        "figures", "figures/second.png", "metrics.json", "model.safetensors"]
+    assert (run / "metrics.json").read_text() == "second"
+    assert _leftovers(tmp_path / "runs") == []
+    # a folder written before stays as it is; an empty one is filled
+    with atomic_dir(run, keep_existing=True) as third:
+        (third / "metrics.json").write_text("third")
+    assert (run / "metrics.json").read_text() == "second"
+    (tmp_path / "empty").mkdir()
+    with atomic_dir(tmp_path / "empty", keep_existing=True) as folder:
+        (folder / "metrics.json").write_text("new")
+    assert (tmp_path / "empty" / "metrics.json").read_text() == "new"
+    assert _leftovers(tmp_path) == []
+
+
 def test_without_merge_a_users_folder_is_never_replaced(tmp_path) -> None:
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("mine")

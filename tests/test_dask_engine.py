@@ -124,6 +124,31 @@ def test_close_leaves_the_cluster_up(cluster) -> None:
     assert len(cluster.client.scheduler_info()["workers"]) == 2
 
 
+def test_close_cancels_the_runs_not_yet_started(cluster, tmp_path) -> None:
+    """Ctrl-C closes the engine: the runs already on a worker finish there (a thread cannot
+    be stopped), no other run starts, and the scheduler keeps none of them."""
+    started = tmp_path / "started"
+    started.mkdir()
+    engine = DaskEngine(cluster.address)
+    try:
+        futures = [engine.submit(square, {"x": x, "sleep": 1.0, "started_in": str(started)},
+                                 key=f"cancel-{x}") for x in range(8)]
+        while len(list(started.iterdir())) < 2:
+            assert not any(f.done() for f in futures)
+            time.sleep(0.02)
+    finally:
+        engine.close()
+    assert all(f.cancelled() for f in futures)
+    time.sleep(1.5)  # the two running finish; a run not cancelled would start by then
+    _wait_until_idle(cluster)
+
+    def ours(dask_scheduler) -> list[str]:
+        return [str(key) for key in dask_scheduler.tasks if str(key).startswith("cancel-")]
+
+    assert cluster.client.run_on_scheduler(ours) == []
+    assert len(list(started.iterdir())) == 2
+
+
 def test_killing_a_worker_mid_run_loses_nothing(cluster, engine, tmp_path) -> None:
     """SIGKILL one worker (and its nanny: a machine lost) while it runs a task: every task
     still finishes, the lost one on the other worker."""

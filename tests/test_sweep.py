@@ -18,6 +18,7 @@ from digitlab.sweep import (
     plan_sweep,
     read_results,
     run_id,
+    run_one,
     run_sweep,
     sweep_points,
     swept_names,
@@ -159,6 +160,24 @@ def test_an_interrupted_sweep_keeps_what_finished(workers, tmp_path) -> None:
     counts: list[tuple[int, int]] = []
     run_sweep(configs, out, LocalEngine(1), base=BASE, on_start=lambda n, s: counts.append((n, s)))
     assert counts == [(2, 1)]
+
+
+def test_a_run_folder_written_by_an_earlier_writer_of_the_run_stays_whole(tmp_path) -> None:
+    # A run still finishing on a cluster worker after Ctrl-C, and the resumed sweep's new run
+    # of it, both write runs/<id>: the folder there first stays as it is, untouched.
+    from dataclasses import asdict
+
+    config = _plan({"lr": [0.1]}, [0])[0]
+    spec = {"run_id": run_id(config), "config": asdict(config),
+            "out": str(tmp_path / "runs" / run_id(config)), "settings": {"lr": 0.1}}
+    first = run_one(spec)
+    folder = tmp_path / "runs" / run_id(config)
+    written = {p: p.stat().st_mtime_ns for p in folder.rglob("*")}
+    second = run_one(spec)
+    assert first["status"] == second["status"] == "ok"
+    assert second["test_accuracy"] == first["test_accuracy"]  # same settings and seed
+    assert {p: p.stat().st_mtime_ns for p in folder.rglob("*")} == written
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == [run_id(config)]  # no temporaries
 
 
 def test_one_process_and_two_processes_give_the_same_rows(tmp_path) -> None:

@@ -62,7 +62,8 @@ def atomic_file(dest: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_dir(dest: str | os.PathLike[str], *, merge: bool = False) -> Iterator[Path]:
+def atomic_dir(dest: str | os.PathLike[str], *, merge: bool = False,
+               keep_existing: bool = False) -> Iterator[Path]:
     """Yield a temporary folder to fill; it becomes ``dest`` on success.
 
     With ``merge=False`` ``dest`` must not exist yet, or be an empty folder: a
@@ -71,11 +72,19 @@ def atomic_dir(dest: str | os.PathLike[str], *, merge: bool = False) -> Iterator
     already: each entry of the finished temporary folder then replaces the
     entry of that name, and everything else in ``dest`` stays. Either way
     nothing in ``dest`` changes until the work in the ``with`` block is done.
+
+    With ``keep_existing=True`` the first writer to finish wins: the finished
+    folder is renamed to ``dest`` in one step, and when ``dest`` is by then a
+    folder with something in it (a second writer of the same content, such as
+    a sweep's run still finishing on a cluster worker while the resumed sweep
+    runs it again) that folder stays whole and this one is dropped. Merging
+    entry by entry could not promise that: two writers interleaving their
+    renames leave a mix of both, or fail half way.
     """
     dest = Path(dest)
-    check_folder_destination(dest, merge=merge)
+    check_folder_destination(dest, merge=merge or keep_existing)
     # Beside dest, or inside it when merging into it: renames never cross a file system.
-    home = dest if merge and dest.is_dir() else dest.parent
+    home = dest if merge and not keep_existing and dest.is_dir() else dest.parent
     with _output_errors(dest):
         home.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=home))
@@ -83,7 +92,10 @@ def atomic_dir(dest: str | os.PathLike[str], *, merge: bool = False) -> Iterator
         with _output_errors(dest):
             yield tmp
             tmp.chmod(_default_mode(directory=True))
-            _move_into_place(tmp, dest)
+            if keep_existing:
+                _rename_unless_written(tmp, dest)
+            else:
+                _move_into_place(tmp, dest)
     except OutputError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         inside = Path(exc.source)
@@ -106,6 +118,18 @@ def _move_into_place(tmp: Path, dest: Path) -> None:
     if dest.exists():
         dest.rmdir()
     tmp.rename(dest)
+
+
+def _rename_unless_written(tmp: Path, dest: Path) -> None:
+    """Rename the folder ``tmp`` to ``dest`` unless ``dest`` already holds something: then
+    ``dest`` stays and ``tmp`` goes. One rename either way, so a second writer never sees,
+    nor leaves, a half-replaced folder (POSIX renames a folder over an empty one only)."""
+    try:
+        tmp.rename(dest)
+    except OSError:
+        if not (dest.is_dir() and any(dest.iterdir())):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _replace(source: Path, target: Path) -> None:

@@ -177,13 +177,16 @@ class DaskEngine:
             problem = " ".join(str(exc).split()) or type(exc).__name__
             raise SettingsError(f"no Dask scheduler answers at {address}: {problem}") from None
         self._retries = retries
+        self._futures: list[Any] = []
         self.where = str(self._client.scheduler_info().get("address", address))
 
     def submit(self, fn: Callable[[Any], Any], arg: Any, *, key: str) -> Any:
         """Start ``fn(arg)`` on a worker; a :class:`distributed.Future`."""
         # pure=False: the same key must not be served from a result computed earlier by
         # another client of the cluster; key names the run in the dashboard and the logs.
-        return self._client.submit(fn, arg, key=key, pure=False, retries=self._retries)
+        future = self._client.submit(fn, arg, key=key, pure=False, retries=self._retries)
+        self._futures.append(future)
+        return future
 
     def as_completed(self, futures: Iterable[Any]) -> Iterator[Any]:
         """The futures in the order they finish."""
@@ -194,5 +197,15 @@ class DaskEngine:
         return iter(as_completed(futures, loop=self._client.loop))
 
     def close(self) -> None:
-        """Disconnect; the scheduler forgets this client's runs. The cluster stays up."""
+        """Cancel the runs not yet finished and disconnect. The cluster stays up.
+
+        A run not yet started never starts. One already going on a worker cannot be
+        stopped (it runs in a worker's thread) and finishes there, unseen: its run
+        folder is written with ``keep_existing`` (:func:`digitlab.sweep.run_one`), so
+        a resumed sweep running it again cannot mix the two writers' files.
+        """
+        pending = [future for future in self._futures if not future.done()]
+        if pending:
+            self._client.cancel(pending)
+        self._futures = []
         self._client.close()

@@ -239,8 +239,13 @@ def train(
     callback: Callback | None = None,
     target_digit: int | None = None,
     worst_digit: int | None = None,
+    keep_existing: bool = False,
 ) -> RunResult:
     """Run ``config``; when ``out`` is given write the model and its figures there.
+
+    ``out`` written before is refreshed file by file, or with ``keep_existing``
+    kept whole (see :func:`digitlab.atomic.atomic_dir`): a sweep's run folder
+    may have a second writer of the same run.
 
     ``target_digit`` and ``worst_digit`` aim the analysis (see
     :func:`digitlab.inspection.inspect_model`); the example digits are drawn with the seed.
@@ -282,7 +287,7 @@ def train(
         measured["calibration"] = calibration.to_metadata()
     if out is not None:
         stage("writing the run folder")
-        with atomic_dir(out, merge=True) as folder:
+        with atomic_dir(out, merge=True, keep_existing=keep_existing) as folder:
             write_run_folder(folder, config, dataset, model, measured, inspection)
     return RunResult(config, dataset, model, measured, seconds)
 

@@ -246,7 +246,10 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            result = train(config, spec["out"])
+            # keep_existing: the same run may still be finishing on a cluster worker from an
+            # interrupted sweep; the first folder written stays whole (same settings and
+            # seed, same numbers) instead of the two writers' files mixing.
+            result = train(config, spec["out"], keep_existing=True)
         except Exception as exc:  # one failed run is a row, not the end of the sweep
             row["error"] = describe_error(exc)
         else:
