@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import asdict
 
 import pytest
 
@@ -165,8 +166,6 @@ def test_an_interrupted_sweep_keeps_what_finished(workers, tmp_path) -> None:
 def test_a_run_folder_written_by_an_earlier_writer_of_the_run_stays_whole(tmp_path) -> None:
     # A run still finishing on a cluster worker after Ctrl-C, and the resumed sweep's new run
     # of it, both write runs/<id>: the folder there first stays as it is, untouched.
-    from dataclasses import asdict
-
     config = _plan({"lr": [0.1]}, [0])[0]
     spec = {"run_id": run_id(config), "config": asdict(config),
             "out": str(tmp_path / "runs" / run_id(config)), "settings": {"lr": 0.1}}
@@ -178,6 +177,27 @@ def test_a_run_folder_written_by_an_earlier_writer_of_the_run_stays_whole(tmp_pa
     assert second["test_accuracy"] == first["test_accuracy"]  # same settings and seed
     assert {p: p.stat().st_mtime_ns for p in folder.rglob("*")} == written
     assert [p.name for p in (tmp_path / "runs").iterdir()] == [run_id(config)]  # no temporaries
+
+
+def test_a_worker_with_a_slow_allocator_says_so_in_its_row(tmp_path, monkeypatch) -> None:
+    import digitlab.run
+    from digitlab.engines import allocator_problem
+
+    def no_training(config, out, **options):
+        raise SettingsError("not trained here")
+
+    monkeypatch.setattr(digitlab.run, "train", no_training)  # only the row's warnings matter
+    config = _plan({"lr": [0.1]}, [0])[0]
+    spec = {"run_id": run_id(config), "config": asdict(config), "out": str(tmp_path / "run")}
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    assert allocator_problem() is None
+    assert run_one(spec)["warnings"] == []
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")  # what a Dask nanny sets by default
+    row = run_one(spec)
+    assert row["error"] == "not trained here"
+    assert row["warnings"] == [allocator_problem()]
+    assert "MALLOC_TRIM_THRESHOLD_=65536" in row["warnings"][0]
 
 
 def test_one_process_and_two_processes_give_the_same_rows(tmp_path) -> None:

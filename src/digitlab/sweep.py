@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from digitlab.atomic import atomic_file, check_folder_destination, write_json
+from digitlab.engines import allocator_problem
 from digitlab.errors import DataError, DigitlabError, SettingsError
 from digitlab.io import json_settings
 from digitlab.run import RunConfig
@@ -245,6 +246,9 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        slow = allocator_problem()
+        if slow is not None:
+            warnings.warn(slow, RuntimeWarning, stacklevel=1)
         try:
             # keep_existing: the same run may still be finishing on a cluster worker from an
             # interrupted sweep; the first folder written stays whole (same settings and
