@@ -164,8 +164,8 @@ class Dataset:
             images = np.ascontiguousarray(self.images(split))
             digest.update(str(images.shape).encode())
             # The arrays' own buffers (the same bytes as tobytes()): no 47 MB copy of MNIST.
-            digest.update(memoryview(images))
-            digest.update(memoryview(np.ascontiguousarray(self.labels(split))))
+            digest.update(images.data)
+            digest.update(np.ascontiguousarray(self.labels(split)).data)
         return digest.hexdigest()
 
     # ------------------------------------------------------------ derived datasets
