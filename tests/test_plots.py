@@ -247,3 +247,54 @@ def test_digit_values_stay_out_of_the_layout(digits) -> None:
     ax = plots.digit_with_values(image, title="one").axes[0]
     assert len(ax.texts) == np.count_nonzero(image)
     assert not any(text.get_in_layout() for text in ax.texts)
+
+
+@pytest.fixture
+def forkable(monkeypatch):
+    """As on a 2-core Linux machine with no other Python thread running."""
+    import threading
+
+    from digitlab import engines
+
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    monkeypatch.setattr(engines, "usable_cores", lambda: 2)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_png_bytes_all_draws_in_two_processes_the_same_bytes(digits, forkable, monkeypatch) -> None:
+    import os
+
+    figures = list(_figures(digits).values())[:5]
+    forks: list[int] = []
+    real_fork = os.fork
+
+    def counted_fork() -> int:
+        forks.append(1)
+        return real_fork()
+
+    monkeypatch.setattr(os, "fork", counted_fork)
+    drawn = plots.png_bytes_all(figures)
+    assert forks == [1]
+    # fresh figures: a second draw of one may settle its constrained layout further
+    assert drawn == [plots.png_bytes(fig) for fig in list(_figures(digits).values())[:5]]
+
+
+def test_png_bytes_all_draws_the_childs_share_itself_when_the_child_fails(
+        digits, forkable, monkeypatch) -> None:
+    figures = list(_figures(digits).values())[:3]
+    monkeypatch.setattr(plots, "_unframe", lambda data: [])  # as if the child sent nothing
+    drawn = plots.png_bytes_all(figures)
+    assert drawn == [plots.png_bytes(fig) for fig in list(_figures(digits).values())[:3]]
+
+
+def test_png_bytes_all_never_forks_beside_another_thread(digits, monkeypatch) -> None:
+    import os
+    import threading
+
+    def refused() -> int:
+        raise AssertionError("forked while another thread ran")
+
+    monkeypatch.setattr(threading, "active_count", lambda: 2)
+    monkeypatch.setattr(os, "fork", refused)
+    drawn = plots.png_bytes_all(list(_figures(digits).values())[:2])
+    assert drawn == [plots.png_bytes(fig) for fig in list(_figures(digits).values())[:2]]
