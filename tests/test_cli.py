@@ -203,3 +203,20 @@ def test_predict_table_names_classes_by_label_and_prints_names_as_they_are(
     assert cells[2] == "3"  # the label
     assert cells[4].startswith("5 ")  # next best: the other class by its label, not position 1
 
+
+
+def test_train_freezes_the_imports_only_as_the_command(tmp_path, monkeypatch) -> None:
+    """The installed command exempts its imports from garbage collection (gc.freeze);
+    main() called by a program (this test suite) leaves the caller's collector alone."""
+    import gc
+
+    from digitlab import cli
+
+    frozen: list[bool] = []
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(True))
+    argv = ["train", "--model", "majority", "--quiet", "--out"]
+    assert cli.main([*argv, str(tmp_path / "library")]) == 0
+    assert frozen == []
+    monkeypatch.setattr(cli, "_OWN_PROCESS", True)
+    assert cli.main([*argv, str(tmp_path / "command")]) == 0
+    assert frozen == [True]

@@ -204,3 +204,17 @@ def test_resized_resizes_every_split_and_says_so(sample) -> None:
         assert small.images(split).shape[1:] == (20, 20)
         np.testing.assert_array_equal(small.labels(split), sample.with_validation(0.1, seed=0).labels(split))
     assert small.notes[-1] == "resized to 20x20"
+
+
+def test_fingerprint_hashes_the_bytes_it_always_hashed(sample: Dataset) -> None:
+    """Model files record this digest: hashing the arrays' buffers, not tobytes() copies,
+    must keep it the same."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for split in sample.splits:
+        images = sample.images(split)
+        digest.update(str(images.shape).encode())
+        digest.update(images.tobytes())
+        digest.update(sample.labels(split).tobytes())
+    assert sample.fingerprint() == digest.hexdigest()

@@ -224,3 +224,77 @@ def test_a_grid_of_one_digit_is_not_a_stamp() -> None:
     assert height >= 0.9 * width  # the cell scaled up with it, not squashed
     ten = plots.digit_grid(np.zeros((10, 28, 28), np.uint8))
     assert ten.get_size_inches()[0] == pytest.approx(11.0)  # wide grids keep their cells
+
+
+def test_png_bytes_draws_once_and_writes_what_savefig_writes(digits) -> None:
+    """The one-draw path gives savefig's bytes exactly (constrained layout included);
+    another dpi than the figure's still rescales the picture."""
+    images, labels = digits
+    fig = plots.digit_grid(images[:4], [str(v) for v in labels[:4]], suptitle="digits")
+    drawn = plots.png_bytes(fig)
+    buffer = io.BytesIO()
+    plots.digit_grid(images[:4], [str(v) for v in labels[:4]], suptitle="digits").savefig(
+        buffer, format="png")
+    assert drawn == buffer.getvalue()
+    with Image.open(io.BytesIO(plots.png_bytes(fig, dpi=50))) as image:
+        assert image.size == tuple(round(v / 2) for v in _expected(fig))
+
+
+def test_digit_values_stay_out_of_the_layout(digits) -> None:
+    """Hundreds of value labels are not measured by the constrained layout (they sit
+    inside their pixels), yet every non-zero pixel still has its label."""
+    image = digits[0][0]
+    ax = plots.digit_with_values(image, title="one").axes[0]
+    assert len(ax.texts) == np.count_nonzero(image)
+    assert not any(text.get_in_layout() for text in ax.texts)
+
+
+@pytest.fixture
+def forkable(monkeypatch):
+    """As on a 2-core Linux machine with no other Python thread running."""
+    import threading
+
+    from digitlab import engines
+
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    monkeypatch.setattr(engines, "usable_cores", lambda: 2)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_png_bytes_all_draws_in_two_processes_the_same_bytes(digits, forkable, monkeypatch) -> None:
+    import os
+
+    figures = list(_figures(digits).values())[:5]
+    forks: list[int] = []
+    real_fork = os.fork
+
+    def counted_fork() -> int:
+        forks.append(1)
+        return real_fork()
+
+    monkeypatch.setattr(os, "fork", counted_fork)
+    drawn = plots.png_bytes_all(figures)
+    assert forks == [1]
+    # fresh figures: a second draw of one may settle its constrained layout further
+    assert drawn == [plots.png_bytes(fig) for fig in list(_figures(digits).values())[:5]]
+
+
+def test_png_bytes_all_draws_the_childs_share_itself_when_the_child_fails(
+        digits, forkable, monkeypatch) -> None:
+    figures = list(_figures(digits).values())[:3]
+    monkeypatch.setattr(plots, "_unframe", lambda data: [])  # as if the child sent nothing
+    drawn = plots.png_bytes_all(figures)
+    assert drawn == [plots.png_bytes(fig) for fig in list(_figures(digits).values())[:3]]
+
+
+def test_png_bytes_all_never_forks_beside_another_thread(digits, monkeypatch) -> None:
+    import os
+    import threading
+
+    def refused() -> int:
+        raise AssertionError("forked while another thread ran")
+
+    monkeypatch.setattr(threading, "active_count", lambda: 2)
+    monkeypatch.setattr(os, "fork", refused)
+    drawn = plots.png_bytes_all(list(_figures(digits).values())[:2])
+    assert drawn == [plots.png_bytes(fig) for fig in list(_figures(digits).values())[:2]]

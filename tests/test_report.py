@@ -294,3 +294,34 @@ def test_cnn_attributions_fall_back_to_occlusion_without_captum(sample, monkeypa
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "captum" else real(name, *a))
     assert attribution_method(model) == "occlusion"
+
+
+def test_majority_run_builds_no_float32_copy_of_the_images(sample, tmp_path, monkeypatch) -> None:
+    """A model that reads no pixels gets zeros that take no memory, and the same figures
+    as on the real features; every other model gets the real ones."""
+    from digitlab.data.dataset import Dataset
+    from digitlab.inspection import features_for
+    from digitlab.models import Majority
+    from digitlab.run import RunConfig, train
+
+    data = sample.take("train", 0, 600).take("test", 0, 200)
+    blank = features_for(Majority(), data, "train")
+    assert blank.shape == data.features("train").shape
+    assert blank.dtype == np.float32
+    assert blank.strides == (0, 4)
+    assert not blank.any()
+    np.testing.assert_array_equal(features_for(Template(), data, "test"), data.features("test"))
+
+    def refused(self, split):
+        raise AssertionError(f"features({split!r}) built for a model that reads no pixels")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Dataset, "features", refused)
+        result = train(RunConfig(model="majority"), tmp_path / "run")
+    assert (tmp_path / "run" / "report.html").is_file()
+    dataset = result.dataset
+    real = Majority().fit(dataset.features("train"), dataset.train_labels)
+    np.testing.assert_array_equal(real.class_prior_, result.model.class_prior_)
+    wanted = inspect_model(real, dataset, figures=False).evaluation
+    assert json.dumps(result.metrics["test"], sort_keys=True) == json.dumps(wanted["test"], sort_keys=True)
+    assert json.dumps(result.metrics["train"], sort_keys=True) == json.dumps(wanted["train"], sort_keys=True)

@@ -72,3 +72,49 @@ def test_fashion_mnist_from_debian_package() -> None:
     assert data.test_images.shape == (10000, 28, 28)
     assert data.counts("test") == dict.fromkeys(range(10), 1000)
     assert data.class_names[9] == "Ankle boot"
+
+
+def test_gzipped_idx_folder_is_decoded_once_and_read_again_when_changed(
+        tmp_path, small_splits, monkeypatch) -> None:
+    """The second read of a folder of .gz IDX files comes from the cache; replacing a
+    file (other pixels) is noticed; raw IDX files are not cached at all."""
+    import os
+
+    from digitlab.data import cache, sources
+
+    folder = tmp_path / "idx"
+    formats.write_idx_folder(folder, small_splits)
+    inflated: list[str] = []
+    real_read = formats.read_idx_folder
+
+    def counted(path):
+        inflated.append(str(path))
+        return real_read(path)
+
+    monkeypatch.setattr(formats, "read_idx_folder", counted)
+    first = read_path(folder)
+    again = read_path(folder)
+    assert len(inflated) == 1
+    for split in small_splits:
+        np.testing.assert_array_equal(again[split][0], small_splits[split][0])
+        np.testing.assert_array_equal(again[split][1], small_splits[split][1])
+        np.testing.assert_array_equal(first[split][0], again[split][0])
+    assert len(list(cache.cache_dir().glob("*.npz"))) == 1
+
+    images = folder / "t10k-images-idx3-ubyte.gz"
+    stat = images.stat()
+    formats.write_idx(images, 255 - small_splits["test"][0])
+    os.utime(images, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    changed = read_path(folder)
+    assert len(inflated) == 2
+    np.testing.assert_array_equal(changed["test"][0], 255 - small_splits["test"][0])
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
+        kind = "images" if "images" in name else "labels"
+        formats.write_idx(raw / name, small_splits["train"][0 if kind == "images" else 1])
+    sources.read_idx_folder_cached(raw)
+    sources.read_idx_folder_cached(raw)
+    assert len(inflated) == 4
+    assert len(list(cache.cache_dir().glob("*.npz"))) == 1

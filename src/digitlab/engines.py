@@ -33,6 +33,12 @@ class Engine(Protocol):
         ...
 
 
+# Python 3.12+ warns when a process running threads forks (numpy's BLAS pool always
+# runs some). Filtered only around forks whose children run numpy, Pillow or
+# matplotlib code that takes no lock those threads could hold.
+FORK_WARNING = r".*multi-threaded, use of fork\(\) may lead to deadlocks"
+
+
 def usable_cores() -> int:
     """The cores this process may run on (its CPU affinity, not the machine's total)."""
     import os

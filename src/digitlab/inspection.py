@@ -36,6 +36,17 @@ SIMILARITY_TARGET = 5  # "which digit is most often mistaken for a 5", the class
 ATTRIBUTED_KINDS = tuple(explain.AUTO_METHOD)
 
 
+def features_for(model: DigitClassifier, dataset: Dataset, split: str) -> np.ndarray:
+    """``dataset.features(split)``, or for a model that does not read pixels
+    (``reads_pixels`` False) zeros of the same shape and dtype as a read-only view of
+    one row: the same predictions, without 4 bytes a pixel of memory and the time to
+    fill them (about half a second for Fashion-MNIST's 60,000 images)."""
+    if getattr(model, "reads_pixels", True):
+        return dataset.features(split)
+    h, w = dataset.image_shape
+    return np.broadcast_to(np.zeros(h * w, dtype=np.float32), (len(dataset.labels(split)), h * w))
+
+
 @dataclass
 class Figures:
     """Named figures with a caption each, in the order the report shows them."""
@@ -98,7 +109,7 @@ def inspect_model(
     temperature = temperature_of(calibration)
     bins: list[tuple[str, Reliability]] = []
     for split in splits:
-        X, y = dataset.features(split), dataset.labels(split)
+        X, y = features_for(model, dataset, split), dataset.labels(split)
         raw = model.predict_proba(X)
         proba = scale(raw, temperature)
         predicted = classes[np.argmax(proba, axis=1)]

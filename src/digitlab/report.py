@@ -20,7 +20,7 @@ from digitlab.atomic import atomic_file
 from digitlab.display import html_table
 from digitlab.inspection import Inspection
 from digitlab.metrics import format_cost, format_interval
-from digitlab.plots import png_bytes
+from digitlab.plots import png_bytes, png_bytes_all
 
 CSS = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em;
@@ -185,7 +185,9 @@ def write_report(
 ) -> Path:
     """Write ``figures/*.png`` and ``report.html`` into ``out``; return the report's path."""
     out = Path(out)
-    pngs = {name: png_bytes(figure) for name, _caption, figure in inspection.figures.items}
+    items = inspection.figures.items
+    pngs = dict(zip([name for name, _, _ in items],
+                    png_bytes_all([figure for _, _, figure in items]), strict=True))
     for name, png in pngs.items():
         with atomic_file(out / "figures" / f"{name}.png") as tmp:
             tmp.write_bytes(png)

@@ -26,7 +26,7 @@ from digitlab.data.dataset import Dataset
 from digitlab.data.deskew import deskew_images
 from digitlab.data.sources import load
 from digitlab.errors import DataError, DataWarning, SettingsError, show_path
-from digitlab.inspection import Inspection, check_analysis_digits, inspect_model
+from digitlab.inspection import Inspection, check_analysis_digits, features_for, inspect_model
 from digitlab.io import ModelInfo, json_settings, save_model
 from digitlab.models import MODELS, DigitClassifier
 from digitlab.models.training import Callback
@@ -220,15 +220,15 @@ def fit_model(
     if "callback" in accepted:
         extra["callback"] = callback
     if "eval_set" in accepted and "validation" in dataset.splits:
-        extra["eval_set"] = (dataset.features("validation"), dataset.labels("validation"))
-    return model.fit(dataset.features("train"), dataset.train_labels, **extra)
+        extra["eval_set"] = (features_for(model, dataset, "validation"), dataset.labels("validation"))
+    return model.fit(features_for(model, dataset, "train"), dataset.train_labels, **extra)
 
 
 def calibrate_on_validation(model: DigitClassifier, dataset: Dataset) -> Calibration | None:
     """The model's temperature, fitted on the validation split; None when the run has none."""
     if "validation" not in dataset.splits:
         return None
-    return calibrate(model, dataset.features("validation"), dataset.labels("validation"))
+    return calibrate(model, features_for(model, dataset, "validation"), dataset.labels("validation"))
 
 
 def train(

@@ -1,4 +1,4 @@
-"""Decoded-array cache for image trees: a second load of an unchanged tree is near instant.
+"""Decoded-array cache for image trees (and gzipped IDX folders): a second load of unchanged files is near instant.
 
 An entry is an uncompressed ``.npz`` (``train_images``, ``train_labels`` and,
 when the tree has one, ``test_images``, ``test_labels``) named by a key:

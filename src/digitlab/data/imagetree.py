@@ -82,6 +82,7 @@ from digitlab.atomic import atomic_dir
 from digitlab.data import cache as tree_cache
 from digitlab.data import files
 from digitlab.data.formats import LABEL_RULE, MAX_LABEL, Splits, as_uint8_images, check_pair
+from digitlab.engines import FORK_WARNING
 from digitlab.errors import DataError, DataWarning
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
@@ -102,7 +103,6 @@ CHUNKS_PER_WORKER = 4
 # children only decode or encode images with Pillow and numpy, touching no
 # lock another thread could hold. macOS and Windows spawn (fork is unsafe there).
 START_METHOD = "fork" if sys.platform.startswith("linux") else "spawn"
-_FORK_WARNING = r".*multi-threaded, use of fork\(\) may lead to deadlocks"
 
 # A matching hint lets Pillow skip probing every format plugin in turn.
 _FORMAT_HINTS = {
@@ -560,7 +560,7 @@ def _imap_chunks(
             # Python 3.12+ warns when forking a process that runs threads (numpy's
             # BLAS pool always does). The children run only fn: Pillow and numpy
             # code that takes no lock those threads could be holding.
-            warnings.filterwarnings("ignore", _FORK_WARNING, DeprecationWarning)
+            warnings.filterwarnings("ignore", FORK_WARNING, DeprecationWarning)
             futures = [pool.submit(fn, *chunk) for chunk in chunks]
         try:
             for future in futures:

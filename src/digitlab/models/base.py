@@ -67,6 +67,10 @@ class DigitClassifier(ClassifierMixin, BaseEstimator):
     # Share of the train images a training run holds out as validation for what it
     # chooses (the kept epoch, early stopping, calibration); 0 for models that choose nothing.
     default_validation: ClassVar[float] = 0.1
+    # False for a model whose fit and predictions depend on X's number of rows only (the
+    # majority baseline): a run then gives it zeros of X's shape that take no memory
+    # (inspection.features_for), not a float32 copy of every image.
+    reads_pixels: ClassVar[bool] = True
     # What each ``__init__`` setting may be (models/settings.py), checked before any fit.
     settings_spec: ClassVar[Mapping[str, Setting]] = {}
     _state_names: ClassVar[tuple[str, ...]] = ()

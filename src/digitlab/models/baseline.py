@@ -23,6 +23,7 @@ class Majority(DigitClassifier):
 
     kind: ClassVar[str] = "majority"
     default_validation: ClassVar[float] = 0.0  # chooses nothing
+    reads_pixels: ClassVar[bool] = False  # the class counts and len(X) are all it uses
     _state_names: ClassVar[tuple[str, ...]] = ("class_prior_",)
     _array_roles: ClassVar[Mapping[str, str]] = {"class_prior_": "class frequencies"}
 
