@@ -410,3 +410,29 @@ def test_first_filters_and_first_block_are_the_network_s_own(fitted, sample) -> 
     with torch.inference_mode():
         logits = torch.nn.Sequential(*layers[end:])(torch.from_numpy(maps)).double().numpy()
     np.testing.assert_allclose(logits, fitted.decision_function(X), rtol=1e-4, atol=1e-4)
+
+
+def test_bfloat16_training_is_seeded_and_learns(small, tmp_path, monkeypatch) -> None:
+    monkeypatch.setitem(MODELS, "cnn", CNN)  # registered by digitlab.models when torch imports
+    X, y, X_test, y_test = small
+    first = CNN(epochs=3, batch_size=32, precision="bfloat16", random_state=3).fit(X, y)
+    again = CNN(epochs=3, batch_size=32, precision="bfloat16", random_state=3).fit(X, y).state_dict()
+    for name, value in first.state_dict().items():
+        np.testing.assert_array_equal(value, again[name], err_msg=name)
+    # Autocast really ran: the same seed in float32 ends with other weights.
+    plain = CNN(epochs=3, batch_size=32, random_state=3).fit(X, y)
+    assert not np.array_equal(first.state_dict()["net.0.weight"], plain.state_dict()["net.0.weight"])
+    # Weights stay float32, predictions too, and it learns as float32 does (600 images).
+    assert first.state_dict()["net.0.weight"].dtype == np.float32
+    assert first.predict_proba(X_test).dtype == np.float64
+    assert plain.score(X_test, y_test) > 0.85
+    assert first.score(X_test, y_test) > plain.score(X_test, y_test) - 0.03
+    save_model(tmp_path / "bf16.safetensors", first, input_shape=(28, 28))
+    loaded, info = load_model(tmp_path / "bf16.safetensors", kind="cnn")
+    assert info.settings["precision"] == "bfloat16"
+    np.testing.assert_array_equal(loaded.predict(X_test), first.predict(X_test))
+
+
+def test_precision_is_checked() -> None:
+    with pytest.raises(SettingsError, match="precision"):
+        CNN(precision="float16").fit(np.zeros((4, 64), dtype=np.float32), np.array([0, 1, 0, 1]))

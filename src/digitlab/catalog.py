@@ -17,7 +17,8 @@ MODEL_SETTINGS: dict[str, dict[str, object]] = {
     "cnn": {
         "epochs": None, "batch_size": 128, "lr": 0.2, "weight_decay": 0.0005,
         "label_smoothing": 0.1, "augment": None, "width": 16, "dense": 128, "tta": False,
-        "target_accuracy": None, "device": "cpu", "class_weight": None, "random_state": None,
+        "target_accuracy": None, "device": "cpu", "precision": "float32",
+        "class_weight": None, "random_state": None,
     },
     "guess-and-check": {
         "n_candidates": 5000, "weight_range": 1.0, "bias_range": 20.0, "batch_size": 2048,

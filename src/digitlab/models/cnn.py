@@ -41,6 +41,8 @@ else:
     torch = lazy_import("torch")
 
 DEVICES = ("cpu", "auto", "cuda")
+# Precision of training's forward and backward passes (weights and the optimizer stay float32).
+PRECISIONS = ("float32", "bfloat16")
 # Rows per forward pass in predict: bounds memory, and batches this small keep the
 # activations in cache (10,000 digits: 0.5 s in batches of 512, 1.1 s in one of 4096).
 PREDICT_BATCH = 512
@@ -177,6 +179,13 @@ class CNN(DigitClassifier):
         when there is none) reaches this, in (0, 1].
     device : {"cpu", "auto", "cuda"}
         ``"auto"`` uses CUDA when available. Model files always hold CPU arrays.
+    precision : {"float32", "bfloat16"}
+        Training's forward and backward passes in float32 or under bfloat16
+        autocast (convolutions and dense layers in bfloat16; weights, batch norm
+        statistics, the loss and the optimizer stay float32). bfloat16 pays on
+        CPUs with native bfloat16 (AVX512-BF16, AMX): a training step took 0.6-0.7
+        of the float32 time on 2 AMD EPYC cores; elsewhere it may be slower.
+        Prediction is always float32.
     class_weight : None, "balanced" or dict of label to float
         Weighs each sample's loss by its class's weight (PyTorch's
         ``cross_entropy(weight=...)``, which divides a batch's loss by the sum
@@ -229,6 +238,7 @@ class CNN(DigitClassifier):
         "tta": Flag(),
         "target_accuracy": Number(0.0, 1.0, closed="right", none=True),
         "device": OneOf(DEVICES),
+        "precision": OneOf(PRECISIONS),
         "class_weight": ClassWeight(),
         "random_state": Seed(),
     }
@@ -247,6 +257,7 @@ class CNN(DigitClassifier):
         tta: bool = False,
         target_accuracy: float | None = None,
         device: str = "cpu",
+        precision: str = "float32",
         class_weight: str | dict[int, float] | None = None,
         random_state: int | np.random.Generator | None = None,
     ) -> None:
@@ -261,6 +272,7 @@ class CNN(DigitClassifier):
         self.tta = tta
         self.target_accuracy = target_accuracy
         self.device = device
+        self.precision = precision
         self.class_weight = class_weight
         self.random_state = random_state
 
@@ -350,6 +362,7 @@ class CNN(DigitClassifier):
         weight = None if weights is None else torch.as_tensor(weights, dtype=torch.float32,
                                                               device=device)
         epoch_logs: dict[str, float] = {}
+        low_precision = self.precision == "bfloat16"
 
         def train_epoch(epoch: int) -> None:
             network.train()
@@ -361,9 +374,12 @@ class CNN(DigitClassifier):
             correct = torch.zeros((), dtype=torch.int64, device=device)
             for start, stop in bounds:
                 rows = order[start:stop]
-                logits = network(inputs[rows])
-                loss = torch.nn.functional.cross_entropy(logits, labels[rows], weight=weight,
-                                                         label_smoothing=smoothing)
+                # Autocast picks bfloat16 for the convolutions and matrix products only,
+                # float32 for the rest (batch norm's statistics, the softmax and the loss).
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=low_precision):
+                    logits = network(inputs[rows])
+                    loss = torch.nn.functional.cross_entropy(logits, labels[rows], weight=weight,
+                                                             label_smoothing=smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
