@@ -865,7 +865,7 @@ def _fit_stack(digits: np.ndarray) -> np.ndarray:
     out = np.zeros((m, MNIST_SIZE, MNIST_SIZE))
     if m == 0:
         return out
-    rows, cols = digits.any(axis=2), digits.any(axis=1)  # (m, h), (m, w)
+    rows, cols = np.any(digits, axis=2), np.any(digits, axis=1)  # (m, h), (m, w)
     top, left = rows.argmax(axis=1), cols.argmax(axis=1)
     heights = h - rows[:, ::-1].argmax(axis=1) - top  # (m,) the ink's box
     widths = w - cols[:, ::-1].argmax(axis=1) - left
