@@ -704,18 +704,22 @@ def _cmd_serve(args: argparse.Namespace, out: Console, err: Console) -> int:
                          min_confidence=args.min_confidence)
     _report(caught, err)
     sock = listen(args.host, args.port)
-    # One line on stdout with the real address (--port 0 picks one); flushed, for scripts.
-    out.print(f"digitlab: serving {args.model} at {url_of(sock)} (Ctrl-C stops)",
-              highlight=False, soft_wrap=True)
-    out.file.flush()
+
+    def serving() -> None:
+        # One line on stdout with the real address (--port 0 picks one); flushed, for scripts.
+        out.print(f"digitlab: serving {args.model} at {url_of(sock)} (Ctrl-C stops)",
+                  highlight=False, soft_wrap=True)
+        out.file.flush()
+
     if workers == 1:
+        serving()
         run(app, sock)
         return EXIT_OK
     del app  # checked above (errors and warnings once, here); each worker loads its own
     from functools import partial
 
     run_workers(partial(create_app, args.model, max_body_bytes=args.max_body_bytes,
-                        min_confidence=args.min_confidence), sock, workers)
+                        min_confidence=args.min_confidence), sock, workers, ready=serving)
     return EXIT_OK
 
 

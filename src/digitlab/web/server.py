@@ -51,9 +51,14 @@ def run(app: FastAPI, sock: socket.socket) -> None:
         pass
 
 
-def run_workers(factory: Callable[[], FastAPI], sock: socket.socket, workers: int) -> None:
+def run_workers(
+    factory: Callable[[], FastAPI], sock: socket.socket, workers: int,
+    ready: Callable[[], object] = lambda: None,
+) -> None:
     """Serve on ``sock`` from ``workers`` processes, each calling ``factory()`` once (so
-    each loads the model once) and accepting connections from the one shared socket.
+    each loads the model once) and accepting connections from the one shared socket;
+    ``ready()`` is called once every worker has its app (a first request is not left
+    waiting for the workers' imports and model loading).
 
     Python runs one request's CPU work at a time per process (the GIL), so several
     processes are what uses several cores. ``factory`` must be picklable (a
@@ -64,7 +69,28 @@ def run_workers(factory: Callable[[], FastAPI], sock: socket.socket, workers: in
     config = uvicorn.Config(partial(_worker_app, factory), factory=True, workers=workers,
                             log_level="warning", access_log=False)
     # uvicorn's own supervisor, given our socket: uvicorn.run would bind its own.
-    Multiprocess(config, sockets=[sock]).run()
+    _Workers(config, sockets=[sock], ready=ready).run()
+
+
+class _Workers(Multiprocess):
+    """uvicorn's supervisor, telling when its workers have started."""
+
+    def __init__(self, config: uvicorn.Config, sockets: list[socket.socket],
+                 ready: Callable[[], object]) -> None:
+        super().__init__(config, sockets)
+        self.ready = ready
+
+    def init_processes(self) -> None:
+        super().init_processes()
+        for process in self.processes:
+            # A worker that fails to start ends the wait; the supervisor then stops.
+            # (uvicorn before 0.5x has no readiness check: ready at once, as with one worker.)
+            if hasattr(process, "wait_until_ready"):
+                process.wait_until_ready(WORKER_START_SECONDS, self.should_exit)
+        self.ready()
+
+
+WORKER_START_SECONDS = 300.0  # importing and loading a model on a busy machine: generous
 
 
 def _worker_app(factory: Callable[[], FastAPI]) -> FastAPI:
