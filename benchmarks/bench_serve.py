@@ -64,10 +64,10 @@ def drawings() -> tuple[list[bytes], np.ndarray]:
     return payloads, sample.test_labels
 
 
-def start_server(model: Path, log: Path) -> tuple[subprocess.Popen[str], str]:
-    """``digitlab serve MODEL --port 0`` and the address it prints once listening."""
+def start_server(model: Path, log: Path, options: list[str]) -> tuple[subprocess.Popen[str], str]:
+    """``digitlab serve MODEL --port 0 [options]`` and the address it prints once listening."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "digitlab.cli", "serve", str(model), "--port", "0"],
+        [sys.executable, "-m", "digitlab.cli", "serve", str(model), "--port", "0", *options],
         stdout=subprocess.PIPE, stderr=log.open("w"), text=True,
     )
     assert process.stdout is not None
@@ -127,6 +127,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50, help="concurrent clients (default: 50)")
     parser.add_argument("--time-limit", type=float, default=300.0,
                         help="seconds the whole load may take (default: 300)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="serve --workers (default: serve's own default, one per core)")
     parser.add_argument("--quick", action="store_true",
                         help=f"a quick run: {QUICK_REQUESTS} predictions (overrides --requests)")
     args = parser.parse_args()
@@ -140,12 +142,14 @@ def main() -> None:
             train(RunConfig(model="mlp", seed=0), Path(tmp) / "run")
             model = Path(tmp) / "run" / "model.safetensors"
             print(f"trained an MLP on mnist-sample in {time.perf_counter() - started:.1f} s")
-        process, url = start_server(model, Path(tmp) / "serve.log")
+        options = [] if args.workers is None else ["--workers", str(args.workers)]
+        process, url = start_server(model, Path(tmp) / "serve.log", options)
         try:
             print(f"serving {model} at {url}")
-            warm = httpx.post(url + "predict", content=payloads[0],
-                              headers={"content-type": "image/png"}, timeout=60)
-            warm.raise_for_status()
+            for _ in range(20):  # warm every worker (connections go to whichever accepts first)
+                warm = httpx.post(url + "predict", content=payloads[0],
+                                  headers={"content-type": "image/png"}, timeout=60)
+                warm.raise_for_status()
             results, wall, unfinished = asyncio.run(
                 load(url, n_requests, args.clients, args.time_limit, payloads, labels))
         finally:

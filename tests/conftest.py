@@ -85,15 +85,16 @@ def served_model(sample: Dataset, tmp_path_factory: pytest.TempPathFactory):
 
 
 @contextlib.contextmanager
-def _serve(model: Path, log_dir: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """`digitlab serve MODEL --port 0` in a subprocess: the process and the base URL it prints.
+def _serve(model: Path, log_dir: Path, *options: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """`digitlab serve MODEL --port 0 [options]` in a subprocess: the process and the base URL
+    it prints.
 
     Its stderr goes to ``log_dir/serve-stderr.txt``; it is stopped with Ctrl-C
     (SIGINT) at the end unless it already stopped.
     """
     log = log_dir / "serve-stderr.txt"
     with log.open("w") as stderr, subprocess.Popen(
-        [sys.executable, "-m", "digitlab.cli", "serve", str(model), "--port", "0"],
+        [sys.executable, "-m", "digitlab.cli", "serve", str(model), "--port", "0", *options],
         stdout=subprocess.PIPE, stderr=stderr, text=True,
     ) as process:
         try:

@@ -332,3 +332,34 @@ def test_predict_images_on_error_in_python(trained, four) -> None:
     assert [Path(e.source).name for e in seen] == ["b-blank.png"]
     with pytest.raises(ValueError, match="on_error must be"):
         predict_images(model, info, [four], on_error="ignore")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("stack", [4096, 4])
+def test_a_folder_predicts_as_each_picture_alone(trained, pictures, sample, tmp_path,
+                                                 monkeypatch, stack) -> None:
+    """Small same-size pictures are normalised as stacks (4: several full stacks and a rest):
+    every image the model sees is the one model_input makes of its file, errors in order."""
+    import digitlab.predict as predict
+    from digitlab.io import load_model
+
+    monkeypatch.setattr(predict, "STACK", stack)
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for i in range(12):
+        Image.fromarray(sample.test_images[i]).save(folder / f"a{i:02d}.png")
+        Image.fromarray(sample.test_images[i][4:24, 2:26]).save(folder / f"b{i:02d}.png")
+    Image.new("L", (28, 28), 0).save(folder / "a05-blank.png")
+    (folder / "a07-broken.png").write_bytes(b"not a picture")
+    for name in ("000.jpg", "001.jpg"):
+        (folder / name).write_bytes((pictures / "photo" / name).read_bytes())
+    model, info = load_model(trained)
+    seen: list[DataError] = []
+    answers = predict.predict_images(model, info, [folder], on_error=seen.append)
+    files = predict.collect_images([folder])
+    assert [Path(e.source).name for e in seen] == ["a05-blank.png", "a07-broken.png"]
+    good = [path for path in files if path.name not in ("a05-blank.png", "a07-broken.png")]
+    assert [a.path for a in answers] == [str(path) for path in good]
+    for answer, path in zip(answers, good, strict=True):
+        np.testing.assert_array_equal(answer.image, predict.model_input(path, info))
+    with pytest.raises(DataError, match=r"a05-blank\.png: no digit found"):
+        predict.predict_images(model, info, [folder])

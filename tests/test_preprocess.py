@@ -530,3 +530,59 @@ def test_cached_resampling_weights_are_shared_read_only() -> None:
     assert _axis_weights(17, 12, extent=11.5, edge="zero") is first  # computed once
     with pytest.raises(ValueError, match="read-only"):
         first[0, 0] = 1.0  # no caller can change what the next one gets
+
+
+# ---------------------------------------------------------------- many small pictures at once
+
+
+def _small_pictures(sample) -> np.ndarray:
+    """Small pictures of every kind normalise_to meets: MNIST digits, their negatives
+    (dark ink on light paper), faint digits on grainy paper, speckled ones, and blanks."""
+    rng = np.random.default_rng(0)
+    digits = sample.test_images[:400]
+    faint = (digits[:200] // 3 + rng.integers(0, 40, (200, 28, 28))).astype(np.uint8)
+    specks = digits[200:400].copy()
+    specks[:, 1, 1] = specks[:, 26, 3] = 255  # dust in the corners
+    blank = np.stack([np.zeros((28, 28)), np.full((28, 28), 200)]).astype(np.uint8)
+    return np.concatenate([digits, 255 - digits[:200], faint, specks, blank])
+
+
+@pytest.mark.parametrize("shape", [(28, 28), (20, 20)])
+def test_a_stack_normalises_bit_for_bit_as_one_picture_at_a_time(sample, shape) -> None:
+    from digitlab.data.preprocess import normalise_stack, normalise_to
+
+    pictures = _small_pictures(sample)
+    out, ok = normalise_stack(pictures, shape)
+    assert out.dtype == np.uint8
+    assert out.shape == (len(pictures), *shape)
+    for picture, image, good in zip(pictures, out, ok, strict=True):
+        if not good:  # blank: normalise_to says so, and the stack leaves zeros
+            with pytest.raises(DataError, match="no digit found: the image is blank"):
+                normalise_to(picture, shape, source="x")
+            assert not image.any()
+            continue
+        np.testing.assert_array_equal(image, normalise_to(picture, shape, source="x"))
+    assert ok[:400].all()
+    assert not ok[-2:].any()
+
+
+def test_a_stack_of_odd_sizes_matches_too(sample) -> None:
+    from digitlab.data.preprocess import normalise_stack, normalise_to
+
+    for picture_shape in [(17, 23), (31, 31), (9, 12)]:
+        pictures = np.stack([np.asarray(Image.fromarray(d).resize(picture_shape[::-1]))
+                             for d in sample.test_images[:40]])
+        out, ok = normalise_stack(pictures, (28, 28))
+        assert ok.all()
+        for picture, image in zip(pictures, out, strict=True):
+            np.testing.assert_array_equal(image, normalise_to(picture, (28, 28), source="x"))
+
+
+def test_a_stack_refuses_pictures_too_big_for_it() -> None:
+    from digitlab.data.preprocess import normalise_stack, stackable
+
+    assert stackable((28, 28))
+    assert not stackable((32, 28))
+    assert not stackable((28, 28, 3))
+    with pytest.raises(ValueError, match="sides under 32"):
+        normalise_stack(np.zeros((2, 40, 40), dtype=np.uint8), (28, 28))

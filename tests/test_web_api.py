@@ -12,6 +12,7 @@ import struct
 import subprocess
 import sys
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -498,6 +499,50 @@ def test_serve_answers_on_127_0_0_1_until_ctrl_c(served_model, serve_command, tm
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0  # Ctrl-C is how a server stops: not an error
     assert "Traceback" not in (tmp_path / "serve-stderr.txt").read_text()
+
+
+def worker_pids(pid: int) -> set[int]:
+    """The spawned worker processes of ``pid`` (Linux's /proc), not multiprocessing's
+    resource tracker, which is a child too."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return {int(child) for child in children
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()}
+
+
+def test_serve_workers_answer_as_one_process_does(
+    served_model, serve_command, client, sample, tmp_path
+) -> None:
+    """`serve --workers 2`: two processes share the port, and page and API answer as the
+    app in this one process does."""
+    workers = 2
+    import httpx
+
+    drawings = [encode(np.kron(digit, np.ones((10, 10), dtype=np.uint8)))  # 280x280, as the page
+                for digit in sample.test_images[:12]]
+    with serve_command(served_model, tmp_path, "--workers", str(workers)) as (process, url):
+        with httpx.Client(base_url=url, timeout=60) as http:
+            assert http.get("/health").json() == {"status": "ok"}  # waits for a worker to be up
+            for path in ("/", "/model"):
+                here, there = client.get(path), http.get(path)
+                assert (there.status_code, there.content) == (here.status_code, here.content)
+            for drawing in drawings:
+                here = post_image(client, drawing)
+                there = http.post("/predict", content=drawing, headers={"content-type": "image/png"})
+                assert there.status_code == here.status_code == 200
+                assert there.json() == here.json()
+            bad = http.post("/predict", content=b"not a picture", headers={"content-type": "image/png"})
+            assert bad.status_code == 422
+            assert bad.json() == post_image(client, b"not a picture").json()
+        if sys.platform == "linux":
+            assert len(worker_pids(process.pid)) == workers
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+    assert "Traceback" not in (tmp_path / "serve-stderr.txt").read_text()
+
+
+def test_serve_refuses_fewer_than_one_worker(served_model, capsys) -> None:
+    assert main(["serve", str(served_model), "--workers", "0"]) == 2
+    assert "--workers must be at least 1, got 0" in capsys.readouterr().err
 
 
 def test_a_deskewed_model_sees_deskewed_pixels(sample, tmp_path) -> None:

@@ -279,6 +279,9 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES,
                         help="largest request body accepted (413 beyond)")
     _add_min_confidence(parser)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="worker processes, each with the model loaded once "
+                        "(default: the number of cores)")
     parser.set_defaults(handler=_cmd_serve)
 
 
@@ -704,24 +707,47 @@ WEB_MODULES = {"fastapi", "starlette", "uvicorn", "python_multipart", "pydantic"
 def _cmd_serve(args: argparse.Namespace, out: Console, err: Console) -> int:
     try:
         from digitlab.web.app import create_app
-        from digitlab.web.server import listen, run, url_of
+        from digitlab.web.server import listen, run, run_workers, url_of
     except ModuleNotFoundError as exc:
         if (exc.name or "").partition(".")[0] not in WEB_MODULES:
             raise
         raise DigitlabError(f"digitlab serve needs the web extra ({exc.name} is missing): "
                             "pip install 'digitlab[web]'") from None
+    workers = _serve_workers(args.workers)
     with warnings.catch_warnings(record=True) as caught:  # shown now: serving never returns
         warnings.simplefilter("always", DataWarning)
         app = create_app(args.model, max_body_bytes=args.max_body_bytes,  # the model, loaded once
                          min_confidence=args.min_confidence)
     _report(caught, err)
     sock = listen(args.host, args.port)
-    # One line on stdout with the real address (--port 0 picks one); flushed, for scripts.
-    out.print(f"digitlab: serving {args.model} at {url_of(sock)} (Ctrl-C stops)",
-              highlight=False, soft_wrap=True)
-    out.file.flush()
-    run(app, sock)
+
+    def serving() -> None:
+        # One line on stdout with the real address (--port 0 picks one); flushed, for scripts.
+        out.print(f"digitlab: serving {args.model} at {url_of(sock)} (Ctrl-C stops)",
+                  highlight=False, soft_wrap=True)
+        out.file.flush()
+
+    if workers == 1:
+        serving()
+        run(app, sock)
+        return EXIT_OK
+    del app  # checked above (errors and warnings once, here); each worker loads its own
+    from functools import partial
+
+    run_workers(partial(create_app, args.model, max_body_bytes=args.max_body_bytes,
+                        min_confidence=args.min_confidence), sock, workers, ready=serving)
     return EXIT_OK
+
+
+def _serve_workers(workers: int | None) -> int:
+    """``serve --workers``: the number given (at least 1), by default one per usable core."""
+    if workers is None:
+        from digitlab.engines import usable_cores
+
+        return usable_cores()
+    if workers < 1:
+        raise SettingsError(f"--workers must be at least 1, got {workers}")
+    return workers
 
 
 def _cmd_export(args: argparse.Namespace, out: Console, err: Console) -> int:

@@ -22,7 +22,13 @@ import numpy as np
 
 from digitlab.calibration import calibration_of, scale, temperature_of
 from digitlab.data.deskew import deskew_images
-from digitlab.data.preprocess import PICTURE_MAX_SIDE, load_user_image, normalise_to
+from digitlab.data.preprocess import (
+    PICTURE_MAX_SIDE,
+    load_user_image,
+    normalise_stack,
+    normalise_to,
+    stackable,
+)
 from digitlab.data.preprocess import layout_for as layout_for  # re-exported: one layout rule
 from digitlab.errors import DataError, DataWarning, SettingsError
 from digitlab.io import ModelInfo
@@ -169,9 +175,64 @@ def predict_images(
     """
     check_min_confidence(min_confidence)  # before any picture is read
     files = collect_images(paths)
-    return predict_prepared(model, info, [(str(path), partial(model_input, path, info, raw=raw))
-                                          for path in files],
+    sources = ([(str(path), partial(model_input, path, info, raw=raw)) for path in files]
+               if raw or layout_for(model_shape(info)) != "mnist" else _stacked_inputs(files, info))
+    return predict_prepared(model, info, sources,
                             on_error=on_error, raw=raw, min_confidence=min_confidence)
+
+
+STACK = 4096  # small pictures normalised together: ~3 MB of float32 working memory
+
+
+def _stacked_inputs(files: list[Path], info: ModelInfo) -> list[tuple[str, Callable[[], np.ndarray]]]:
+    """``(name, prepare)`` pairs as :func:`model_input` gives them, with the same images,
+    but small same-size pictures normalised as stacks (:func:`normalise_stack`, ~5x
+    faster for 28x28 PNGs) rather than one by one. Every file is read first; a file's
+    DataError is raised by its own ``prepare()``, in order, as before."""
+    done: list[np.ndarray | DataError] = []
+    waiting: dict[tuple[int, ...], list[int]] = {}  # picture shape -> indices into done
+    greys: dict[int, np.ndarray] = {}  # the pictures waiting, by index
+
+    def flush(indices: list[int]) -> None:
+        stack, ok = normalise_stack(np.stack([greys[i] for i in indices]), model_shape(info))
+        for i, image, good in zip(indices, stack, ok, strict=True):
+            grey = greys.pop(i)  # a blank one again on its own: its DataError says so
+            done[i] = as_trained(image, info) if good else _prepared(grey, info, files[i])
+        indices.clear()
+
+    for i, path in enumerate(files):
+        try:
+            grey = load_user_image(path, max_side=MAX_SIDE)
+        except DataError as exc:
+            done.append(exc)
+            continue
+        if not stackable(grey.shape):  # big pictures one by one, right away: no pile of photos
+            done.append(_prepared(grey, info, path))
+            continue
+        done.append(grey)  # a placeholder until its stack is normalised
+        greys[i] = grey
+        group = waiting.setdefault(grey.shape, [])
+        group.append(i)
+        if len(group) == STACK:
+            flush(group)
+    for group in waiting.values():
+        if group:
+            flush(group)
+    return [(str(path), partial(_replay, result)) for path, result in zip(files, done, strict=True)]
+
+
+def _prepared(grey: np.ndarray, info: ModelInfo, path: Path) -> np.ndarray | DataError:
+    """:func:`prepare_image` of a picture, or the DataError it raised."""
+    try:
+        return prepare_image(grey, info, source=path)
+    except DataError as exc:
+        return exc
+
+
+def _replay(result: np.ndarray | DataError) -> np.ndarray:
+    if isinstance(result, DataError):
+        raise result
+    return result
 
 
 def predict_prepared(
