@@ -117,7 +117,8 @@ def test_ruled_lines_are_lightened_and_strokes_crossing_them_kept() -> None:
     page[20::40, :] = 180.0  # five thin printed lines across the page
     page[30:170, 95:105] = 30.0  # a written stroke crossing three of them
     out = ink.without_printed_lines(page)
-    assert np.abs(out[20::40, :60] - 240.0).max() < 2.0  # the lines are paper again
+    assert out[20::40, :60].min() >= 239.0  # the lines are paper again (or a shade lighter)
+    assert out[25:55, :60].max() == 240.0  # and the paper between them untouched
     assert out[30:170, 95:105].max() < 100.0  # the stroke is still ink where it crosses them
 
 
