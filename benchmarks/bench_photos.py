@@ -2,7 +2,7 @@
 
     digitlab train --data /work/data/mnist --model cnn --out /tmp/photo-cnn   # ~99.4%
     python benchmarks/bench_photos.py --model /tmp/photo-cnn/model.safetensors --data /work/data/mnist
-    python benchmarks/bench_photos.py --model M --n 50                           # quick
+    python benchmarks/bench_photos.py --quick      # a CNN trained on the bundled sample, 50 per kind
 
 Each of the first N test digits of ``--data`` (MNIST's test split: never
 trained on) becomes a photo-like RGB picture of every kind of
@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import argparse
 import functools
+import tempfile
 import time
+from pathlib import Path
 from unittest import mock
 
 import numpy as np
@@ -40,6 +42,7 @@ from digitlab.data.preprocess import to_greyscale
 from digitlab.errors import DataError
 from digitlab.io import load_model
 from digitlab.predict import prepare_image, read_images
+from digitlab.run import RunConfig, train
 
 TARGET = 0.97
 _CLEAN_PAPER = ink.clean_paper
@@ -71,13 +74,23 @@ def read(model, info, greys: list[np.ndarray], clean) -> tuple[np.ndarray, float
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="a 28x28 MNIST model file (e.g. a CNN)")
-    parser.add_argument("--data", default="mnist-sample", help="digits whose test split is used")
+    parser.add_argument("--model", default=None,
+                        help="a 28x28 MNIST model file (default: a CNN trained here on --data, seed 0)")
+    parser.add_argument("--data", default="mnist-sample",
+                        help="digits whose test split is used (the full MNIST: an IDX folder)")
     parser.add_argument("--n", type=int, default=500, help="pictures per kind")
     parser.add_argument("--seed", type=int, default=19)
+    parser.add_argument("--quick", action="store_true", help="50 pictures per kind")
     args = parser.parse_args()
+    if args.quick:
+        args.n = 50
 
-    model, info = load_model(args.model)
+    with tempfile.TemporaryDirectory() as folder:
+        if args.model is None:  # as `digitlab train --data DATA --model cnn` trains it
+            print(f"training a CNN on {args.data} ...", flush=True)
+            train(RunConfig(data=args.data, model="cnn", seed=0), Path(folder) / "run")
+            args.model = Path(folder) / "run" / "model.safetensors"
+        model, info = load_model(args.model)
     dataset = sources.load(args.data)
     digits, truth = dataset.test_images[: args.n], dataset.test_labels[: args.n]
     print(f"{len(digits)} test digits of {args.data} per kind; model {args.model}")
