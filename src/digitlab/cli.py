@@ -219,6 +219,9 @@ def _add_predict(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--explain-dir", type=Path, default=None, metavar="DIR",
                         help="folder for the --explain PNGs (default: the --output file's "
                         "folder, else the current folder)")
+    parser.add_argument("--show-input", type=Path, default=None, metavar="DIR",
+                        help="write the 28x28 image the model saw for each picture into DIR "
+                        "(NAME.input.png): check what the normalisation found as ink")
     parser.set_defaults(handler=_cmd_predict)
 
 
@@ -610,6 +613,10 @@ def _cmd_predict(args: argparse.Namespace, out: Console, err: Console) -> int:
             raise OutputError(args.output, "is a folder; name a file to write")
         check_writable_location(args.output)
     explain_dir = _explain_dir(args)  # checked before any picture is read, too
+    if args.show_input is not None:
+        if args.show_input.exists() and not args.show_input.is_dir():
+            raise OutputError(args.show_input, "is not a folder; name a folder for --show-input")
+        check_writable_location(args.show_input / "digit.input.png")
     model, info = load_model(args.model)
     skipped: list[DigitlabError] = []
 
@@ -626,6 +633,10 @@ def _cmd_predict(args: argparse.Namespace, out: Console, err: Console) -> int:
     if not predictions:
         raise DigitlabError(f"none of the {len(skipped)} pictures could be read")
     code = EXIT_SKIPPED if skipped else EXIT_OK
+    if args.show_input is not None:
+        from digitlab.predict import write_inputs
+
+        write_inputs(args.show_input, predictions)
     maps = _explain_predictions(model, predictions, explain_dir) if args.explain else {}
     if args.json or args.csv:
         text = (_predictions_csv(predictions, info) if args.csv else json.dumps(
@@ -652,6 +663,9 @@ def _cmd_predict(args: argparse.Namespace, out: Console, err: Console) -> int:
     out.print(table)
     if explain_dir is not None:
         out.print(f"explanations: {explain_dir}", highlight=False, soft_wrap=True)
+    if args.show_input is not None:
+        out.print(f"images the model saw: {show_path(args.show_input)}", highlight=False,
+                  soft_wrap=True)
     return code
 
 

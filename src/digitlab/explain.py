@@ -530,16 +530,17 @@ def write_overlay(path: str | os.PathLike[str], image: np.ndarray, attribution: 
     return path
 
 
-def explanation_names(paths: Sequence[str]) -> list[str]:
+def explanation_names(paths: Sequence[str], *, suffix: str = "explain") -> list[str]:
     """The heat-map file name for each picture: ``scan.png`` -> ``scan.explain.png``; a
-    name that repeats (``a/1.png``, ``b/1.png``) gets ``-2``, ``-3`` ... in the order given."""
+    name that repeats (``a/1.png``, ``b/1.png``) gets ``-2``, ``-3`` ... in the order given.
+    ``suffix`` names other files made per picture the same way (``scan.input.png``)."""
     names, seen = [], set()
     for path in paths:
         stem = Path(path).stem or "input"
-        name, count = f"{stem}.explain.png", 1
+        name, count = f"{stem}.{suffix}.png", 1
         while name in seen:
             count += 1
-            name = f"{stem}-{count}.explain.png"
+            name = f"{stem}-{count}.{suffix}.png"
         seen.add(name)
         names.append(name)
     return names

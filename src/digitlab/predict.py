@@ -269,3 +269,21 @@ def predict_prepared(
             for name, image, reading in zip(names, stack, read_images(model, info, stack,
                                                                       min_confidence=min_confidence),
                                             strict=True)]
+
+
+def write_inputs(folder: str | os.PathLike[str], predictions: list[Prediction]) -> list[Path]:
+    """Write the image each prediction's model saw (its uint8 ``image``, white ink on black)
+    as a PNG into ``folder`` (made when missing): ``scan.jpg`` -> ``scan.input.png``, named
+    as ``--explain`` names its maps; each file whole or not at all."""
+    from PIL import Image
+
+    from digitlab.atomic import atomic_file
+    from digitlab.explain import explanation_names
+
+    written = []
+    for name, prediction in zip(explanation_names([p.path for p in predictions], suffix="input"),
+                                predictions, strict=True):
+        with atomic_file(Path(folder) / name) as tmp:
+            Image.fromarray(prediction.image).save(tmp, format="PNG")
+        written.append(Path(folder) / name)
+    return written

@@ -46,7 +46,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
-from digitlab.data import files
+from digitlab.data import files, ink
 from digitlab.data.formats import as_uint8_images
 from digitlab.data.imagetree import MAX_FILE_BYTES, MAX_PIXELS, damaged_header
 from digitlab.errors import DataError
@@ -680,6 +680,8 @@ def _normalised(
     factor = min(max(grey.shape) // WORK_SIDE, min(grey.shape))
     if factor >= 2:
         grey = _block_mean(grey, factor)
+    if invert is not False:  # notebook paper's printed lines are not ink (drawings: untouched)
+        grey = ink.clean_paper(grey)
     return _fit_in_box(_ink_map(grey, source, invert), size, box, centre)
 
 
