@@ -193,8 +193,10 @@ def _add_predict(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "scaled into a 20x20 box and centred by centre of mass), so photos of digits work.",
         formatter_class=_HelpFormatter,
     )
-    _add_model_path(parser)
-    parser.add_argument("images", nargs="+", help="image files or folders of images")
+    parser.add_argument("model", type=Path, metavar="[MODEL]",
+                        help="a model.safetensors written by digitlab train; leave it out to use "
+                        "the bundled reader (a CNN trained on the full MNIST)")
+    parser.add_argument("images", nargs="*", help="image files or folders of images")
     formats = parser.add_mutually_exclusive_group()
     formats.add_argument("--json", action="store_true",
                          help="print a JSON list of {path, label, name, probabilities}")
@@ -272,7 +274,9 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "Needs the web extra: pip install 'digitlab[web]'.",
         formatter_class=_HelpFormatter,
     )
-    _add_model_path(parser)
+    parser.add_argument("model", type=Path, nargs="?", default=None,
+                        help="a model.safetensors written by digitlab train (default: the bundled "
+                        "reader, a CNN trained on the full MNIST)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on; 0.0.0.0 lets other machines in")
     parser.add_argument("--port", type=int, default=8000, help="TCP port; 0 picks a free one")
@@ -591,14 +595,15 @@ def _cmd_predict(args: argparse.Namespace, out: Console, err: Console) -> int:
             raise OutputError(args.output, "is a folder; name a file to write")
         check_writable_location(args.output)
     explain_dir = _explain_dir(args)  # checked before any picture is read, too
-    model, info = load_model(args.model)
+    model_path, images = _model_and_images(args.model, args.images)
+    model, info = load_model(model_path)
     skipped: list[DigitlabError] = []
 
     def skip(exc: DigitlabError) -> None:
         skipped.append(exc)
         err.print(f"digitlab: skipped {one_line(str(exc))}", highlight=False, soft_wrap=True)
 
-    predictions = predict_images(model, info, args.images, raw=args.raw,
+    predictions = predict_images(model, info, images, raw=args.raw,
                                  on_error=skip if args.on_error == "skip" else "stop",
                                  min_confidence=args.min_confidence)
     if skipped:
@@ -634,6 +639,19 @@ def _cmd_predict(args: argparse.Namespace, out: Console, err: Console) -> int:
     if explain_dir is not None:
         out.print(f"explanations: {explain_dir}", highlight=False, soft_wrap=True)
     return code
+
+
+def _model_and_images(first: Path, images: list[str]) -> tuple[Path, list[str | os.PathLike[str]]]:
+    """``predict [MODEL] IMAGES``: the model file and the pictures. The first argument is
+    a picture (and the bundled reader reads it) when it is a folder or has an image suffix."""
+    from digitlab.bundled import pretrained_path
+    from digitlab.predict import IMAGE_SUFFIXES
+
+    if first.is_dir() or first.suffix.lower() in IMAGE_SUFFIXES:
+        return pretrained_path(), [first, *images]
+    if not images:
+        raise SettingsError(f"no images to read after the model {first}")
+    return first, list(images)
 
 
 def _explain_dir(args: argparse.Namespace) -> Path | None:
@@ -694,6 +712,10 @@ def _cmd_serve(args: argparse.Namespace, out: Console, err: Console) -> int:
             raise
         raise DigitlabError(f"digitlab serve needs the web extra ({exc.name} is missing): "
                             "pip install 'digitlab[web]'") from None
+    if args.model is None:
+        from digitlab.bundled import pretrained_path
+
+        args.model = pretrained_path()
     with warnings.catch_warnings(record=True) as caught:  # shown now: serving never returns
         warnings.simplefilter("always", DataWarning)
         app = create_app(args.model, max_body_bytes=args.max_body_bytes,  # the model, loaded once
