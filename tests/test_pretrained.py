@@ -125,6 +125,8 @@ def test_cnn_file_loads_and_predicts_without_torch(without_torch, sample_test) -
     assert set(model.state_dict()) == {*state_shapes(28, 10, 16, 128), "classes_", "n_features_in_"}
     with pytest.raises(SettingsError, match="needs PyTorch"):
         type(model)(epochs=1).fit(X[:20], y[:20])
+    with pytest.raises(SettingsError, match="summary needs PyTorch"):
+        model.summary()
     from digitlab.explain import explain, method_for
 
     assert method_for(model) == "occlusion"
@@ -178,7 +180,7 @@ def test_predict_a_model_without_images_is_one_line(capsys) -> None:
     assert "no images to read" in captured.err
 
 
-def test_serve_without_a_model_serves_the_bundled_reader() -> None:
+def test_serve_without_a_model_serves_the_bundled_reader(without_torch) -> None:
     from digitlab.cli import build_parser
 
     args = build_parser().parse_args(["serve"])
@@ -188,9 +190,13 @@ def test_serve_without_a_model_serves_the_bundled_reader() -> None:
 
     from digitlab.web.app import create_app
 
-    with TestClient(create_app(pretrained_path())) as client:
+    data = digitlab.load("mnist-sample")
+    with TestClient(create_app(pretrained_path())) as client:  # loaded without torch
         about = client.get("/model").json()
+        answer = client.post("/predict", json={"pixels": data.test_images[3].tolist()})
     assert "cnn" in json.dumps(about)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["label"] == int(data.test_labels[3])
 
 
 # Runs `digitlab predict` as on an install without torch: the path finder no longer finds

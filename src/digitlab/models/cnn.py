@@ -552,6 +552,7 @@ class CNN(DigitClassifier):
         is the prefix of its arrays in :meth:`state_dict` (``net.0``).
         """
         check_is_fitted(self, "classes_")
+        self._check_network("summary")
         side = image_side(self.n_features_in_)
         layers: list[dict[str, Any]] = []
         shape: tuple[int, ...] = (1, side, side)
@@ -582,6 +583,12 @@ class CNN(DigitClassifier):
             "n_parameters": int(sum(layer["n_parameters"] for layer in layers)),
         })
 
+    def _check_network(self, what: str) -> None:
+        """A CNN loaded without torch only predicts (NumPy): say so instead of an AttributeError."""
+        if getattr(self, "numpy_net_", None) is not None:
+            raise SettingsError(f"the CNN's {what} needs PyTorch (this model was loaded without "
+                                "it, for prediction only): pip install 'digitlab[torch]'")
+
     def hidden_weights(self) -> np.ndarray | None:
         """None: the first layer's 3x3 filters are not per-pixel weights over the image."""
         return None
@@ -590,6 +597,7 @@ class CNN(DigitClassifier):
         """The first convolution's kernels, float32 (width, 3, 3): one per output channel,
         each over the single input (ink) channel. :func:`digitlab.plots.cnn_filters` draws them."""
         check_is_fitted(self, "classes_")
+        self._check_network("first_filters")
         conv = self.network_[0]
         assert isinstance(conv, torch.nn.Conv2d)  # build_network starts with it
         return np.ascontiguousarray(conv.weight.detach().cpu().numpy()[:, 0])  # (w, 1, 3, 3) -> (w, 3, 3)
@@ -599,6 +607,7 @@ class CNN(DigitClassifier):
         float32 (n, width, s/2, s/2), one map per channel, zero where the ReLU cut it off.
         :func:`digitlab.plots.cnn_activations` draws them."""
         check_is_fitted(self, "classes_")
+        self._check_network("first_block")
         layers = list(self.network_)
         end = next(i for i, layer in enumerate(layers) if isinstance(layer, torch.nn.ReLU)) + 1
         block = torch.nn.Sequential(*layers[:end]).eval()  # the same modules: BN in eval mode
