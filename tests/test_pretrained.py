@@ -95,10 +95,12 @@ def test_negative_batch_norm_scales_are_folded_exactly(sample_test) -> None:
 
 
 @pytest.mark.parametrize(("side", "width", "dense"), [(28, 16, 128), (20, 4, 8), (8, 2, 5), (3, 2, 4)])
-def test_state_shapes_are_the_torch_networks(side, width, dense) -> None:
+def test_state_shapes_are_the_torch_networks(monkeypatch, side, width, dense) -> None:
     pytest.importorskip("torch")
     spec = cnn_module.CNN(width=width, dense=dense)._state_spec(side * side, 3)
     assert state_shapes(side, 3, width, dense) == {name: s.shape for name, s in spec.items()}
+    monkeypatch.setattr(cnn_module, "torch", None)  # the spec a file is checked against without torch
+    assert cnn_module.CNN(width=width, dense=dense)._state_spec(side * side, 3) == spec
 
 
 @pytest.mark.parametrize(("side", "n_features"), [(8, 64), (3, 7)])
