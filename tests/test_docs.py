@@ -53,7 +53,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_every_reference_page_is_built(site: Path) -> None:
     pages = ["digitlab", "models", "data", "run", "metrics", "analysis", "plots", "inspection",
-             "io", "reader", "predict", "calibration", "export"]
+             "io", "reader", "bundled", "predict", "calibration", "export"]
     for page in pages:
         assert (site / "reference" / page / "index.html").is_file(), page
     for page in ["", "readme", "tutorials", "design-notes"]:

@@ -25,6 +25,9 @@ Reading pictures with a saved model, prepared as ``digitlab predict`` does:
 
 >>> reader = digitlab.load_model("runs/mlp/model.safetensors")  # doctest: +SKIP
 >>> reader.read(["scan.jpg", "photos/"])  # doctest: +SKIP
+
+``digitlab.pretrained()`` is the bundled CNN trained on the full MNIST, no training
+or PyTorch needed (:mod:`digitlab.bundled`).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from digitlab.errors import DataError, DataWarning, DigitlabError, SettingsError
 
 if TYPE_CHECKING:
     from digitlab import analysis, explain, inspection, io, maths, metrics, models, plots
+    from digitlab.bundled import pretrained
     from digitlab.data.dataset import Dataset
     from digitlab.data.sources import load
     from digitlab.display import show_digits, show_predictions
@@ -63,6 +67,7 @@ __all__ = [
     "metrics",
     "models",
     "plots",
+    "pretrained",
     "read_digits",
     "show_digits",
     "show_predictions",
@@ -87,6 +92,7 @@ _LAZY = {
     "Reader": ("digitlab.reader", "Reader"),
     "load_model": ("digitlab.reader", "load_model"),
     "read_digits": ("digitlab.reader", "read_digits"),
+    "pretrained": ("digitlab.bundled", "pretrained"),
 }
 
 

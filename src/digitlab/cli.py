@@ -193,8 +193,10 @@ def _add_predict(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "scaled into a 20x20 box and centred by centre of mass), so photos of digits work.",
         formatter_class=_HelpFormatter,
     )
-    _add_model_path(parser)
-    parser.add_argument("images", nargs="+", help="image files or folders of images")
+    parser.add_argument("model", type=Path, metavar="[MODEL]",
+                        help="a model.safetensors written by digitlab train; leave it out to use "
+                        "the bundled reader (a CNN trained on the full MNIST)")
+    parser.add_argument("images", nargs="*", help="image files or folders of images")
     formats = parser.add_mutually_exclusive_group()
     formats.add_argument("--json", action="store_true",
                          help="print a JSON list of {path, label, name, probabilities}")
@@ -275,7 +277,9 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "Needs the web extra: pip install 'digitlab[web]'.",
         formatter_class=_HelpFormatter,
     )
-    _add_model_path(parser)
+    parser.add_argument("model", type=Path, nargs="?", default=None,
+                        help="a model.safetensors written by digitlab train (default: the bundled "
+                        "reader, a CNN trained on the full MNIST)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on; 0.0.0.0 lets other machines in")
     parser.add_argument("--port", type=int, default=8000, help="TCP port; 0 picks a free one")
@@ -617,14 +621,15 @@ def _cmd_predict(args: argparse.Namespace, out: Console, err: Console) -> int:
         if args.show_input.exists() and not args.show_input.is_dir():
             raise OutputError(args.show_input, "is not a folder; name a folder for --show-input")
         check_writable_location(args.show_input / "digit.input.png")
-    model, info = load_model(args.model)
+    model_path, images = _model_and_images(args.model, args.images)
+    model, info = load_model(model_path)
     skipped: list[DigitlabError] = []
 
     def skip(exc: DigitlabError) -> None:
         skipped.append(exc)
         err.print(f"digitlab: skipped {one_line(str(exc))}", highlight=False, soft_wrap=True)
 
-    predictions = predict_images(model, info, args.images, raw=args.raw,
+    predictions = predict_images(model, info, images, raw=args.raw,
                                  on_error=skip if args.on_error == "skip" else "stop",
                                  min_confidence=args.min_confidence)
     if skipped:
@@ -667,6 +672,19 @@ def _cmd_predict(args: argparse.Namespace, out: Console, err: Console) -> int:
         out.print(f"images the model saw: {show_path(args.show_input)}", highlight=False,
                   soft_wrap=True)
     return code
+
+
+def _model_and_images(first: Path, images: list[str]) -> tuple[Path, list[str | os.PathLike[str]]]:
+    """``predict [MODEL] IMAGES``: the model file and the pictures. The first argument is
+    a picture (and the bundled reader reads it) when it is a folder or has an image suffix."""
+    from digitlab.bundled import pretrained_path
+    from digitlab.predict import IMAGE_SUFFIXES
+
+    if first.is_dir() or first.suffix.lower() in IMAGE_SUFFIXES:
+        return pretrained_path(), [first, *images]
+    if not images:
+        raise SettingsError(f"no images to read after the model {first}")
+    return first, list(images)
 
 
 def _explain_dir(args: argparse.Namespace) -> Path | None:
@@ -728,6 +746,10 @@ def _cmd_serve(args: argparse.Namespace, out: Console, err: Console) -> int:
         raise DigitlabError(f"digitlab serve needs the web extra ({exc.name} is missing): "
                             "pip install 'digitlab[web]'") from None
     workers = _serve_workers(args.workers)
+    if args.model is None:
+        from digitlab.bundled import pretrained_path
+
+        args.model = pretrained_path()
     with warnings.catch_warnings(record=True) as caught:  # shown now: serving never returns
         warnings.simplefilter("always", DataWarning)
         app = create_app(args.model, max_body_bytes=args.max_body_bytes,  # the model, loaded once

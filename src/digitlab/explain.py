@@ -321,7 +321,10 @@ def saliency(model: DigitClassifier, X: Any) -> np.ndarray:
 
 
 def method_for(model: DigitClassifier) -> str:
-    """The method ``explain(method="auto")`` uses for this model (:data:`AUTO_METHOD`)."""
+    """The method ``explain(method="auto")`` uses for this model (:data:`AUTO_METHOD`);
+    occlusion for a CNN loaded without PyTorch (Captum's methods need its network)."""
+    if getattr(model, "numpy_net_", None) is not None:
+        return "occlusion"
     return AUTO_METHOD.get(getattr(model, "kind", ""), "occlusion")
 
 

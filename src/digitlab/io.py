@@ -38,7 +38,7 @@ from digitlab.atomic import atomic_file
 from digitlab.calibration import Calibration, metadata_problem
 from digitlab.data.files import open_binary
 from digitlab.errors import DataError, SettingsError
-from digitlab.models import MODELS, DigitClassifier
+from digitlab.models import DigitClassifier, readable_models
 
 if TYPE_CHECKING:
     from digitlab.data.dataset import Dataset
@@ -164,9 +164,10 @@ def load_model(
     _check_info(path, info)
     if kind is not None and info.kind != kind:
         raise DataError(path, f"holds a {info.kind!r} model, expected {kind!r}")
-    if info.kind not in MODELS:
+    models = readable_models()
+    if info.kind not in models:
         raise DataError(path, f"unknown model kind {info.kind!r}")
-    cls = MODELS[info.kind]
+    cls = models[info.kind]
     settings = renamed_settings(info.settings)
     _check_keywords(path, settings, cls, f"settings of a {info.kind!r} model")
     model = cls(**python_settings(cls, settings))

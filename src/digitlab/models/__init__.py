@@ -24,6 +24,14 @@ if importlib.util.find_spec("torch") is not None:
 
     MODELS[CNN.kind] = CNN
 
+
+def readable_models() -> dict[str, type[DigitClassifier]]:
+    """The model kinds a model file may hold: :data:`MODELS`, and the CNN even without
+    PyTorch (its file loads and predicts with the NumPy forward pass, ``cnn_numpy``)."""
+    from digitlab.models.cnn import CNN  # imports without torch
+
+    return {**MODELS, CNN.kind: CNN}
+
 __all__ = [
     "MLP",
     "MODELS",

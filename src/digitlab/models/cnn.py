@@ -27,7 +27,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from digitlab.errors import DataWarning, SettingsError
 from digitlab.lazy_import import lazy_import
-from digitlab.models.base import ArraySpec, DigitClassifier, class_weights
+from digitlab.models.base import ArraySpec, DigitClassifier, class_weights, softmax
 from digitlab.models.settings import ClassWeight, Flag, Integer, Number, OneOf, Seed, SettingsSpec
 from digitlab.models.summary import ModelSummary
 from digitlab.models.training import Callback, Progress, run_epochs
@@ -38,7 +38,10 @@ if TYPE_CHECKING:
 else:
     # torch loads on first use (training, predicting, loading a CNN file), not on
     # import: the command line imports this module to list the CNN's settings.
-    torch = lazy_import("torch")
+    try:
+        torch = lazy_import("torch")
+    except ImportError:  # the base install: CNN files still load and predict, in NumPy
+        torch = None
 
 DEVICES = ("cpu", "auto", "cuda")
 # Precision of training's forward and backward passes (weights and the optimizer stay float32).
@@ -54,6 +57,12 @@ MIN_EPOCHS, MAX_EPOCHS = 3, 30
 AUGMENT_FROM_EPOCHS = 8
 # Shifts used by test-time augmentation: the image itself and one pixel each way.
 TTA_SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
+
+
+def has_torch() -> bool:
+    """Whether PyTorch can be used; without it a CNN file predicts with
+    :class:`~digitlab.models.cnn_numpy.NumpyCNN` and cannot be trained."""
+    return torch is not None
 
 
 class _TargetReached(KeyboardInterrupt):
@@ -301,6 +310,8 @@ class CNN(DigitClassifier):
         """
         # The base class checks the settings, then X and y (scikit-learn's own checks
         # and messages), before anything changes.
+        if not has_torch():
+            raise SettingsError("training a CNN needs PyTorch: pip install 'digitlab[torch]'")
         self._checked_fit(X, y, callback=callback, eval_set=eval_set)
         return self
 
@@ -461,6 +472,8 @@ class CNN(DigitClassifier):
         return torch.cat(parts)
 
     def _scores(self, X: np.ndarray) -> np.ndarray:
+        if getattr(self, "numpy_net_", None) is not None:  # loaded without torch
+            return self._numpy_scores(X)
         images = _to_images(X, image_side(X.shape[1]), next(self.network_.parameters()).device)
         if not self.tta:
             return self._forward(images).double().cpu().numpy()
@@ -472,16 +485,29 @@ class CNN(DigitClassifier):
         ]).mean(0)
         return torch.log(proba.clamp_min(1e-300)).cpu().numpy()
 
+    def _numpy_scores(self, X: np.ndarray) -> np.ndarray:
+        """What :meth:`_scores` gives, from the NumPy forward pass (same TTA copies)."""
+        net = self.numpy_net_
+        if not self.tta:
+            return net.logits(X).astype(np.float64)
+        side = net.side
+        images = np.pad(X, ((0, 0), (0, side * side - X.shape[1]))).reshape(-1, side, side)
+        proba = np.mean([softmax(net.logits(shift_fixed_numpy(images, dy, dx).reshape(len(X), -1))
+                                 .astype(np.float64)) for dy, dx in TTA_SHIFTS], axis=0)
+        return np.log(np.maximum(proba, 1e-300))
+
     # ------------------------------------------------------------ state
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """``net.<layer>.<name>`` arrays (weights and BN running statistics), ``classes_``,
         ``n_features_in_`` (copies)."""
         check_is_fitted(self, "classes_")
-        state = {
-            f"net.{name}": value.detach().cpu().numpy().copy()
-            for name, value in self.network_.state_dict().items()
-        }
+        state = (
+            {name: value.copy() for name, value in self.numpy_state_.items()}
+            if getattr(self, "numpy_net_", None) is not None else {
+                f"net.{name}": value.detach().cpu().numpy().copy()
+                for name, value in self.network_.state_dict().items()
+            })
         state["classes_"] = np.array(self.classes_, copy=True)
         state["n_features_in_"] = np.array(self.n_features_in_, dtype=np.int64)
         return state
@@ -492,6 +518,15 @@ class CNN(DigitClassifier):
         self.check_state(state)
         classes = np.array(state["classes_"], copy=True)
         n_features = int(state["n_features_in_"])
+        if not has_torch():  # the same network's forward pass, in NumPy
+            from digitlab.models.cnn_numpy import NumpyCNN
+
+            self.numpy_state_ = {name: np.array(value, copy=True)
+                                 for name, value in state.items() if name.startswith("net.")}
+            self.numpy_net_ = NumpyCNN(self.numpy_state_, image_side(n_features))
+            self.classes_ = classes
+            self.n_features_in_ = n_features
+            return self
         network = build_network(image_side(n_features), len(classes), int(self.width), int(self.dense))
         network.load_state_dict({
             name.removeprefix("net."): torch.from_numpy(np.array(value, copy=True))
@@ -503,6 +538,13 @@ class CNN(DigitClassifier):
         return self
 
     def _state_spec(self, n_features: int, n_classes: int) -> dict[str, ArraySpec]:
+        if not has_torch():  # the same names and shapes (a test compares both), without torch
+            from digitlab.models.cnn_numpy import state_shapes
+
+            shapes = state_shapes(image_side(n_features), n_classes, int(self.width),
+                                  int(self.dense))
+            return {name: ArraySpec(shape, "int" if name.endswith("num_batches_tracked")
+                                    else "float") for name, shape in shapes.items()}
         # The very network fit builds, on the meta device: shapes and dtypes without memory,
         # so a file claiming dense=10**9 costs nothing before its tensors are found not to fit.
         with torch.device("meta"):
@@ -526,6 +568,7 @@ class CNN(DigitClassifier):
         is the prefix of its arrays in :meth:`state_dict` (``net.0``).
         """
         check_is_fitted(self, "classes_")
+        self._check_network("summary")
         side = image_side(self.n_features_in_)
         layers: list[dict[str, Any]] = []
         shape: tuple[int, ...] = (1, side, side)
@@ -556,6 +599,12 @@ class CNN(DigitClassifier):
             "n_parameters": int(sum(layer["n_parameters"] for layer in layers)),
         })
 
+    def _check_network(self, what: str) -> None:
+        """A CNN loaded without torch only predicts (NumPy): say so instead of an AttributeError."""
+        if getattr(self, "numpy_net_", None) is not None:
+            raise SettingsError(f"the CNN's {what} needs PyTorch (this model was loaded without "
+                                "it, for prediction only): pip install 'digitlab[torch]'")
+
     def hidden_weights(self) -> np.ndarray | None:
         """None: the first layer's 3x3 filters are not per-pixel weights over the image."""
         return None
@@ -564,6 +613,7 @@ class CNN(DigitClassifier):
         """The first convolution's kernels, float32 (width, 3, 3): one per output channel,
         each over the single input (ink) channel. :func:`digitlab.plots.cnn_filters` draws them."""
         check_is_fitted(self, "classes_")
+        self._check_network("first_filters")
         conv = self.network_[0]
         assert isinstance(conv, torch.nn.Conv2d)  # build_network starts with it
         return np.ascontiguousarray(conv.weight.detach().cpu().numpy()[:, 0])  # (w, 1, 3, 3) -> (w, 3, 3)
@@ -573,6 +623,7 @@ class CNN(DigitClassifier):
         float32 (n, width, s/2, s/2), one map per channel, zero where the ReLU cut it off.
         :func:`digitlab.plots.cnn_activations` draws them."""
         check_is_fitted(self, "classes_")
+        self._check_network("first_block")
         layers = list(self.network_)
         end = next(i for i, layer in enumerate(layers) if isinstance(layer, torch.nn.ReLU)) + 1
         block = torch.nn.Sequential(*layers[:end]).eval()  # the same modules: BN in eval mode
@@ -581,6 +632,14 @@ class CNN(DigitClassifier):
         with torch.inference_mode():
             maps = block(images.contiguous(memory_format=torch.channels_last))
         return np.ascontiguousarray(maps.float().cpu().numpy())
+
+
+def shift_fixed_numpy(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """:func:`_shift_fixed` in NumPy: images (n, s, s) moved by (dy, dx), zeros fill in."""
+    s = images.shape[-1]
+    m = max(abs(dy), abs(dx))
+    padded = np.pad(images, ((0, 0), (m, m), (m, m)))
+    return padded[:, m - dy : m - dy + s, m - dx : m - dx + s]
 
 
 def _layer_type(layer: nn.Module) -> str:
