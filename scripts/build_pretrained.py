@@ -27,7 +27,12 @@ from pathlib import Path
 # Every training setting of the bundled reader, in this one place (the CNN's settings
 # not named here keep their defaults, which the file records in full).
 SEED = 0
-CNN_SETTINGS: dict[str, object] = {}
+# Chosen on the validation split (README, "On the full MNIST"): 99.33% validation,
+# 99.51% test, 886 KB of float32 weights (the issue's limit is 1 MB).
+CNN_SETTINGS: dict[str, object] = {"epochs": 8, "width": 32, "dense": 64}
+# One thread: the sums of a convolution's gradient add in one order on every machine,
+# so the bytes do not depend on the core count.
+THREADS = 1
 # The creation date written into the file (reproducible-builds' SOURCE_DATE_EPOCH):
 # 2026-11-30T00:00:00Z.
 CREATED = 1_795_996_800
@@ -38,6 +43,9 @@ OUT = Path(__file__).resolve().parents[1] / "src" / "digitlab" / "weights" / "mn
 def build(idx_dir: Path, out: Path) -> dict[str, object]:
     """Train, evaluate and write the reader to ``out``; returns its test figures."""
     os.environ["SOURCE_DATE_EPOCH"] = str(CREATED)  # read by run.created_timestamp
+    import torch
+
+    torch.set_num_threads(THREADS)
     from digitlab.io import save_model
     from digitlab.run import (
         RunConfig,

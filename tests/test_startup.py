@@ -20,6 +20,48 @@ def test_a_lazy_module_stays_out_of_sys_modules_until_used(tmp_path, monkeypatch
     assert lazy_import("heavy_thing") is sys.modules["heavy_thing"]
 
 
+def test_before_runs_once_just_before_the_real_import(tmp_path, monkeypatch) -> None:
+    (tmp_path / "reads_env.py").write_text(
+        "import os\nSEEN = os.environ.get('DIGITLAB_TEST_SETTING')\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "reads_env", raising=False)
+    monkeypatch.delenv("DIGITLAB_TEST_SETTING", raising=False)
+    calls = []
+
+    def before() -> None:
+        calls.append(1)
+        monkeypatch.setenv("DIGITLAB_TEST_SETTING", "set before import")
+
+    module = lazy_import("reads_env", before=before)
+    assert calls == []  # nothing runs until the module is used
+    assert module.SEEN == "set before import"
+    assert module.SEEN == "set before import"
+    assert calls == [1]
+
+
+def test_openmp_threads_sleep_only_when_the_cores_are_busy(monkeypatch) -> None:
+    import os
+
+    from digitlab import engines
+
+    monkeypatch.setattr(engines, "usable_cores", lambda: 2)
+    for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.5, 0.5, 0.5))
+    engines.openmp_wait_policy_for_load()
+    assert "OMP_WAIT_POLICY" not in os.environ  # a free machine: spinning is faster
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.0, 1.0, 1.0))
+    engines.openmp_wait_policy_for_load()
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # the user's choice stays
+    engines.openmp_wait_policy_for_load()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    monkeypatch.setenv("GOMP_SPINCOUNT", "1000")
+    engines.openmp_wait_policy_for_load()
+    assert "OMP_WAIT_POLICY" not in os.environ
+
+
 def test_a_missing_module_is_an_import_error_at_once() -> None:
     import pytest
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -24,20 +25,27 @@ class _LazyModule(ModuleType):
     there answers by importing torch - 1.2 s in every ``digitlab train`` that drew a figure.
     """
 
+    _before: Callable[[], None] | None = None
+
     def __getattr__(self, attribute: str) -> Any:
+        if self._before is not None and self.__name__ not in sys.modules:
+            self._before()  # e.g. environment variables the module reads as it loads
         module = importlib.import_module(self.__name__)
         value = getattr(module, attribute)
         setattr(self, attribute, value)  # found directly from now on
         return value
 
 
-def lazy_import(name: str) -> ModuleType:
+def lazy_import(name: str, before: Callable[[], None] | None = None) -> ModuleType:
     """The module ``name``, imported on its first attribute access (ImportError at once if absent).
 
-    A module already imported is returned as it is.
+    ``before`` runs just before that import (not when something else imported the
+    module first). A module already imported is returned as it is.
     """
     if name in sys.modules:
         return sys.modules[name]
     if importlib.util.find_spec(name) is None:
         raise ImportError(f"No module named {name!r}", name=name)
-    return _LazyModule(name)
+    module = _LazyModule(name)
+    module._before = before
+    return module

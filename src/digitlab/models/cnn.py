@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
+from digitlab.engines import openmp_wait_policy_for_load
 from digitlab.errors import DataWarning, SettingsError
 from digitlab.lazy_import import lazy_import
 from digitlab.models.base import ArraySpec, DigitClassifier, class_weights, softmax
@@ -39,7 +40,7 @@ else:
     # torch loads on first use (training, predicting, loading a CNN file), not on
     # import: the command line imports this module to list the CNN's settings.
     try:
-        torch = lazy_import("torch")
+        torch = lazy_import("torch", before=openmp_wait_policy_for_load)
     except ImportError:  # the base install: CNN files still load and predict, in NumPy
         torch = None
 
