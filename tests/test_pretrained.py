@@ -86,7 +86,7 @@ def test_negative_batch_norm_scales_are_folded_exactly(sample_test) -> None:
     state = pretrained().state_dict()
     for bn in ("net.2.weight", "net.6.weight"):
         state[bn] = state[bn] * np.where(np.arange(len(state[bn])) % 2, -1.0, 1.0).astype(np.float32)
-    flipped = torch_cnn.CNN().load_state_dict(state)
+    flipped = torch_cnn.CNN(**pretrained().get_params()).load_state_dict(state)
     logits = NumpyCNN(state, 28).logits(X[:200])
     reference = flipped.decision_function(X[:200])
     np.testing.assert_allclose(logits, reference, atol=LOGIT_TOL, rtol=0)
