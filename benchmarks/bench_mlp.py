@@ -51,7 +51,7 @@ from digitlab.models.mlp import MLP
 from digitlab.models.training import Progress
 
 VALIDATION_FRACTION = 0.1  # of the training images, stratified, seeded by --seed
-TARGET_RATIO = 1.0  # issue 3: digitlab reaches scikit-learn's accuracy in no more than its time
+TARGET_RATIO = 0.5  # issue 17 (issue 3 asked 1.0): scikit-learn's accuracy in at most half its time
 
 # The same network as scikit-learn's (784-100-10, ReLU, softmax, Adam), tuned
 # for time to accuracy: a higher Adam rate and a cosine decay of it over 20
