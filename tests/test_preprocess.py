@@ -586,3 +586,163 @@ def test_a_stack_refuses_pictures_too_big_for_it() -> None:
     assert not stackable((28, 28, 3))
     with pytest.raises(ValueError, match="sides under 32"):
         normalise_stack(np.zeros((2, 40, 40), dtype=np.uint8), (28, 28))
+
+
+# ---------------------------------------------------------------- the canvas path
+
+
+def _drawings(sample: Dataset, n: int = 120) -> list[np.ndarray]:
+    """Canvas drawings as the draw-a-digit page sends them (bench_serve's ``drawings``):
+    the sample's digits scaled to 280x280, white ink on black, and harder cases."""
+    def big(digit: np.ndarray, side: int = 280) -> np.ndarray:
+        return np.asarray(Image.fromarray(digit).resize((side, side), Image.Resampling.BILINEAR))
+
+    plain = [big(d) for d in sample.test_images[:n]]
+    dot = np.zeros((280, 280), dtype=np.uint8)
+    dot[100:112, 130:140] = 255
+    pictures = [
+        *plain,
+        *(np.pad(p[40:240, 40:240], ((80, 0), (80, 0))) for p in plain[:8]),  # touching the edges
+        *(np.roll(p, 140, axis=1) for p in plain[8:14]),  # split: two blobs, both at an edge
+        *(np.maximum(p, np.roll(p, 150, axis=0)) for p in plain[14:18]),  # two digits
+        *((p // 6).astype(np.uint8) for p in plain[18:24]),  # faint ink (a level of 42)
+        *((p // 40).astype(np.uint8) for p in plain[24:27]),  # too faint: blank, both ways
+        np.maximum(plain[27], np.pad(dot, ((0, 0), (0, 0)))),  # a digit and a dot
+        dot, np.roll(dot, 130, axis=0),  # a dot alone, at the edge
+        np.zeros((280, 280), dtype=np.uint8),  # a blank canvas
+        np.pad(plain[28], ((10, 110), (0, 120))),  # 400x400: off-centre
+        big(sample.test_images[29], 600),
+        big(sample.test_images[30], 1100),  # block-averaged first
+    ]
+    return pictures
+
+
+def _normalised_or_error(picture: np.ndarray) -> np.ndarray | str:
+    from digitlab.data.preprocess import normalise_to
+
+    try:
+        return normalise_to(picture, (28, 28), source="drawing")
+    except DataError as exc:
+        return str(exc)
+
+
+def test_canvas_drawings_normalise_bit_for_bit_as_the_general_path(
+    sample: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from digitlab.data import preprocess
+
+    pictures = _drawings(sample)
+    taken: list[bool] = []  # per picture: did the canvas path answer (an array or a DataError)
+    canvas_ink_map = preprocess._canvas_ink_map
+
+    def spy(*args: object) -> np.ndarray | None:
+        taken.append(True)
+        result = canvas_ink_map(*args)  # type: ignore[arg-type]
+        taken[-1] = result is not None
+        return result
+
+    monkeypatch.setattr(preprocess, "_canvas_ink_map", spy)
+    fast = [_normalised_or_error(p) for p in pictures]
+    monkeypatch.setattr(preprocess, "_canvas_ink_map", lambda *args: None)
+    general = [_normalised_or_error(p) for p in pictures]
+    for index, (a, b) in enumerate(zip(fast, general, strict=True)):
+        if isinstance(a, str) or isinstance(b, str):
+            assert a == b, index
+        else:
+            np.testing.assert_array_equal(a, b, err_msg=f"picture {index}")
+    assert [i for i, a in enumerate(fast) if isinstance(a, str)] == [144, 145, 146, 150]
+    # The plain drawings are what the path is for: nearly all of them take it; so do the
+    # harder canvases, except the blank one (no ink: the general path says so).
+    assert len(taken) == len(pictures)
+    assert np.mean(taken[:120]) >= 0.95
+    assert [i for i, t in enumerate(taken) if not t and i >= 120] == [150]
+
+
+def test_the_surface_peak_bounds_the_paper_surface() -> None:
+    from digitlab.data.preprocess import _paper_surface, _surface_peak
+
+    rng = np.random.default_rng(4)
+    for shape in [(280, 280), (64, 300), (300, 64)]:
+        for _ in range(50):
+            coef = (rng.normal(size=6) * rng.choice([0.01, 1, 100], size=6)).astype(np.float32)
+            coef[3] = 0 if rng.random() < 0.2 else coef[3]  # no x^2 term: no vertex
+            peak = float(np.abs(_paper_surface(coef, *shape)).max())
+            assert peak <= _surface_peak(coef, shape[0]) <= peak * (1 + 1e-3) + 2e-4
+
+
+@pytest.mark.parametrize(
+    "kind", ["photo", "grey paper", "inverted drawing", "small", "forced inverted", "negative"]
+)
+def test_other_pictures_take_the_general_path(sample: Dataset, kind: str) -> None:
+    from digitlab.data.photolike import photo_like
+    from digitlab.data.preprocess import _canvas_ink_map, _grey_float
+
+    digit = sample.test_images[0]
+    drawing = np.asarray(Image.fromarray(digit).resize((280, 280), Image.Resampling.BILINEAR))
+    invert = None
+    if kind == "photo":
+        grey = _grey_float(photo_like(digit, "plain", 0), "photo")
+    elif kind == "grey paper":  # paper at 40, not 0: the canvas path's statistics do not hold
+        grey = np.maximum(drawing, 40).astype(np.float32)
+    elif kind == "inverted drawing":
+        grey = (255 - drawing).astype(np.float32)
+    elif kind == "small":
+        grey = digit.astype(np.float32)
+    elif kind == "forced inverted":
+        grey, invert = drawing.astype(np.float32), True
+    else:  # levels below the paper: not a picture's
+        grey = drawing.astype(np.float32) - 1
+        grey[grey > 0] = 0.0
+        grey[100, 100] = -5.0
+    assert _canvas_ink_map(grey, "x", invert) is None
+    assert _canvas_ink_map(drawing.astype(np.float32), "x", None) is not None  # the control
+
+
+def test_the_paper_fit_stops_when_settled_with_the_same_surface(sample: Dataset) -> None:
+    from digitlab.data.photolike import KINDS, photo_like
+    from digitlab.data.preprocess import _grey_float, _paper_fit
+
+    rng = np.random.default_rng(3)
+    pictures = [
+        *(_grey_float(photo_like(d, KINDS[i % len(KINDS)], rng), "p")
+          for i, d in enumerate(sample.test_images[:22])),
+        *(np.asarray(Image.fromarray(d).resize((280, 280))).astype(np.float32)
+          for d in sample.test_images[:20]),
+    ]
+    for grey in pictures:
+        np.testing.assert_array_equal(_paper_fit(grey), _paper_fit(grey, settle=False))
+
+
+def test_edge_regions_of_a_window_are_those_of_the_whole_picture() -> None:
+    from digitlab.data.preprocess import _edge_regions
+
+    picture = np.zeros((100, 120), dtype=np.int32)
+    picture[0:40, 0:30] = 1  # a solid block in the corner: the table beside the page
+    picture[50:60, 60:62] = 2  # a stroke
+    picture[70:100, 90:120] = 3  # another solid block, at the bottom right
+    whole = _edge_regions(picture, 3)
+    assert whole.tolist() == [True, False, True]
+    for top, left in [(0, 0), (0, 20), (30, 0)]:  # windows holding every labelled pixel
+        if picture[:top].any() or picture[:, :left].any():
+            continue
+        window = picture[top:, left:]
+        assert _edge_regions(window, 3, (top, left, 100, 120)).tolist() == whole.tolist()
+    inner = np.zeros((100, 120), dtype=np.int32)
+    inner[20:80, 20:90] = 1  # solid, big, but off the picture's edge: in its window, at the window's
+    window = inner[20:80, 20:90]
+    assert _edge_regions(window, 1).tolist() == [True]  # as a picture of its own
+    assert _edge_regions(window, 1, (20, 20, 100, 120)).tolist() == [False]
+
+
+def test_one_stroke_is_kept_as_when_there_are_more() -> None:
+    from digitlab.data.preprocess import _keep_digit
+
+    ink = np.zeros((60, 80), dtype=np.float32)
+    ink[10:40, 10:13] = 0.8  # one stroke with a faint edge
+    ink[10:40, 13] = 0.1
+    alone = _keep_digit(ink, 0.5, 0.0, 0.8)
+    both = ink.copy()
+    both[10:40, 60:64] = 0.9  # a second stroke, far away: the per-component sums decide
+    together = _keep_digit(both, 0.5, 0.0, 0.8)
+    np.testing.assert_array_equal(alone, np.where(np.arange(80) < 40, together, 0))
+    assert alone[20, 13] > 0  # the faint edge, kept

@@ -439,16 +439,37 @@ def _background(grey: np.ndarray) -> np.ndarray:
         # No surface is fitted: the flat start below, without building the fit's grid
         # (most of the time of a 28x28 picture; equal to the surface with zero slopes).
         return np.full((h, w), _flat_paper_level(grey[::step, ::step]), dtype=np.float32)
-    ys = np.linspace(-1.0, 1.0, h) if h > 1 else np.zeros(1)
-    xs = np.linspace(-1.0, 1.0, w) if w > 1 else np.zeros(1)
+    return _paper_surface(_paper_fit(grey), h, w)
 
+
+@functools.lru_cache(maxsize=64)  # a server sees one canvas size: ~150 us saved a picture
+def _fit_grid(h: int, w: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_paper_fit`'s sample grid of an ``(h, w)`` picture: the design matrix, columns
+    1, x, y, x^2, xy, y^2 for each sampled pixel (m, 6), and which pixels are on its frame (m,)."""
+    ys, xs = _unit_axis(h), _unit_axis(w)
     gy, gx = np.meshgrid(ys[::step], xs[::step], indexing="ij")  # the sample grid
-    # Columns 1, x, y, x^2, xy, y^2 for each sampled pixel: (m, 6).
     design = np.stack([np.ones_like(gx), gx, gy, gx * gx, gx * gy, gy * gy], axis=-1).reshape(-1, 6)
-    values = grey[::step, ::step].astype(np.float64).ravel()
     on_frame = np.zeros(gy.shape, dtype=bool)
     on_frame[[0, -1], :] = on_frame[:, [0, -1]] = True
-    frame = on_frame.ravel()
+    return _read_only(design), _read_only(on_frame.ravel())
+
+
+def _unit_axis(n: int) -> np.ndarray:
+    """Pixel positions along a side of ``n`` pixels mapped onto [-1, 1] (float64 (n,))."""
+    return np.linspace(-1.0, 1.0, n) if n > 1 else np.zeros(1)
+
+
+def _paper_fit(grey: np.ndarray, *, settle: bool = True) -> np.ndarray:
+    """:func:`_background`'s quadratic paper surface: its six coefficients (1, x, y, x^2,
+    xy, y^2 on [-1, 1]), float32 (6,). The picture is at least ``SHADING_MIN_SIDE`` a side.
+
+    ``settle``: stop refitting once the pixels taken as paper no longer change -- every
+    later round would repeat the last one exactly -- rather than always fitting five times.
+    """
+    h, w = grey.shape
+    step = max(1, math.ceil(math.sqrt(h * w / 10_000)))
+    design, frame = _fit_grid(h, w, step)
+    values = grey[::step, ::step].astype(np.float64).ravel()
 
     def spread(residual: np.ndarray) -> float:  # robust standard deviation (MAD)
         return 1.4826 * float(_median(np.abs(residual - _median(residual))))
@@ -460,12 +481,24 @@ def _background(grey: np.ndarray) -> np.ndarray:
         for _ in range(5):
             if use.sum() < 12:  # too few paper pixels for a surface: keep the last fit
                 break
-            a = design[use]  # (m, 6); normal equations: 6 unknowns, well conditioned on [-1, 1]
+            a = np.compress(use, design, axis=0)  # design[use], 4x faster; normal equations: 6 unknowns, well conditioned on [-1, 1]
             coef = np.linalg.solve(a.T @ a + 1e-9 * np.eye(6), a.T @ values[use])
             residual = values - design @ coef
-            use = np.abs(residual) < max(3.0 * spread(residual[use]), 2.0)
-    c0, c1, c2, c3, c4, c5 = coef.astype(np.float32)
-    y, x = ys.astype(np.float32)[:, None], xs.astype(np.float32)[None, :]
+            paper = np.abs(residual) < max(3.0 * spread(residual[use]), 2.0)
+            if settle and np.array_equal(paper, use):
+                break
+            use = paper
+    return coef.astype(np.float32)
+
+
+def _paper_surface(
+    coef: np.ndarray, h: int, w: int, rows: slice = slice(None), cols: slice = slice(None)
+) -> np.ndarray:
+    """The paper surface of :func:`_paper_fit`'s ``coef`` over an ``(h, w)`` picture, float32;
+    only its ``rows`` x ``cols`` window if given (the same numbers, pixel for pixel)."""
+    c0, c1, c2, c3, c4, c5 = coef
+    y = _unit_axis(h).astype(np.float32)[rows, None]
+    x = _unit_axis(w).astype(np.float32)[None, cols]
     by_row = c0 + c2 * y + c5 * y * y  # (h, 1): broadcast, no (h, w, 6) basis needed
     by_col = c1 * x + c3 * x * x  # (1, w)
     return (by_row + by_col) + (c4 * y) * x  # (h, w) float32
@@ -496,6 +529,9 @@ def _otsu(hist: np.ndarray) -> float:
 
 def _ink_map(grey: np.ndarray, source: str | os.PathLike[str], invert: bool | None) -> np.ndarray:
     """Greyscale picture -> float32 ink in [0, 1] (paper 0), specks removed; DataError if blank."""
+    canvas = _canvas_ink_map(grey, source, invert)
+    if canvas is not None:  # a drawing on a black canvas: the same numbers, from its ink alone
+        return canvas
     paper = _background(grey)
     light = _is_light_background(grey, paper) if invert is None else invert
     # Turn the picture so that ink is brighter than paper.
@@ -526,9 +562,92 @@ def _ink_map(grey: np.ndarray, source: str | os.PathLike[str], invert: bool | No
     return _keep_digit(ink, threshold, noise, level)
 
 
-def _keep_digit(ink: np.ndarray, threshold: float, noise: float, level: float) -> np.ndarray:
+# A canvas drawing's fitted paper surface stays within this of 0 (measured on the
+# sample's digits drawn at 280x280: under 0.27, faint ones included): its paper pixels
+# then all round to histogram level 0 and stay under the noise floor (both hold up to
+# ~0.49), which the fast path below relies on.
+CANVAS_PAPER = 0.45
+
+
+def _canvas_ink_map(
+    grey: np.ndarray, source: str | os.PathLike[str], invert: bool | None
+) -> np.ndarray | None:
+    """:func:`_ink_map` of a drawing on a black canvas, the same array bit for bit, or
+    None when ``grey`` is not one (then the general path runs).
+
+    A canvas is light ink on paper exactly 0: the draw-a-digit page sends 280x280 of
+    them, ~8 ms each through the general path, mostly whole-picture statistics whose
+    result is known when most pixels are 0. If more than half the pixels are exactly 0
+    and the fitted paper surface stays within ``CANVAS_PAPER`` of 0:
+
+    - the ink is brighter than the paper (the surface is far below the 8-level margin
+      of :func:`_is_light_background`, so no pixel is darker than it);
+    - every 0 pixel falls in histogram level 0, so the histogram (Otsu's threshold,
+      the typical ink) needs only the ink's bounding box counted;
+    - the noise (a MAD of the values below the threshold, over half of them 0 pixels
+      within ``e`` of 0) is at most ``2e``, far below the 0.0125 from which it would
+      change the noise floor or the blank test: its exact value is not needed;
+    - a 0 pixel is under the noise floor (>= 1/510), so labelling the box suffices.
+
+    Everything else is the general path's own arithmetic on the box, pixel for pixel.
+    """
+    h, w = grey.shape
+    if invert or min(h, w) < SHADING_MIN_SIDE:
+        return None
+    sample = _thin(grey)  # the pixels _ink_map's noise is measured on
+    if np.count_nonzero(sample) >= sample.size / 2:  # the 0 pixels must be the majority
+        return None
+    rows, cols = np.flatnonzero(grey.any(axis=1)), np.flatnonzero(grey.any(axis=0))
+    if rows.size == 0:  # blank: the general path says so
+        return None
+    box = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+    if grey[box].min() < 0:  # not a picture's levels (0..255): no pixel may be below the paper
+        return None
+    coef = _paper_fit(grey)
+    if _surface_peak(coef, h) > CANVAS_PAPER:
+        return None
+    paper = _paper_surface(coef, h, w, *box)
+    # _ink_map's arithmetic (light is False), on the box only.
+    signed = (grey[box] - paper) / np.maximum(255.0 - paper, 1.0)
+    ink = np.clip(signed, 0.0, 1.0)
+    hist = np.bincount(np.rint(ink * 255).astype(np.int32).ravel(), minlength=256)
+    hist[0] += h * w - ink.size  # the 0 pixels outside the box: level 0 (see above)
+    threshold = _otsu(hist)
+    above = hist.copy()
+    above[: math.ceil(threshold * 255)] = 0
+    cumulative = np.cumsum(above)
+    level = float(np.searchsorted(cumulative, cumulative[-1] / 2)) / 255 if cumulative[-1] else 0.0
+    if level < MIN_CONTRAST:  # the noise is under MIN_CONTRAST / 6 (see above)
+        raise DataError(source, "no digit found: the image is blank")
+    # Noise 0 gives the same floor as any noise under 0.0125.
+    window = (int(rows[0]), int(cols[0]), h, w)
+    out = np.zeros((h, w), dtype=np.float32)
+    out[box] = _keep_digit(ink, threshold, 0.0, level, window)
+    return out
+
+
+def _surface_peak(coef: np.ndarray, h: int) -> float:
+    """The largest ``|surface|`` of :func:`_paper_fit`'s ``coef`` on any of ``h`` rows and any
+    ``x`` in [-1, 1] (an upper bound over the picture's pixels, with float32's rounding)."""
+    c0, c1, c2, c3, c4, c5 = coef.astype(np.float64)
+    y = _unit_axis(h)
+    # Along a row the surface is a + b x + c3 x^2: its extremes are at x = +-1 or the vertex.
+    a, b = c0 + c2 * y + c5 * y * y, c1 + c4 * y  # (h,)
+    vertex = np.clip(-b / (2 * c3), -1.0, 1.0) if c3 else np.zeros(h)
+    values = [a + b * x + c3 * x * x for x in (-1.0, 1.0, vertex)]
+    return float(np.abs(values).max()) + 1e-4
+
+
+def _keep_digit(
+    ink: np.ndarray, threshold: float, noise: float, level: float,
+    window: tuple[int, int, int, int] | None = None,
+) -> np.ndarray:
     """:func:`_ink_map`'s last steps: ink (float32 ``(h, w)``, paper 0) -> the digit's ink,
-    specks and scene edges dropped, stretched so typical ink (``level``) is 1."""
+    specks and scene edges dropped, stretched so typical ink (``level``) is 1.
+
+    ``window``: ``ink`` is the window ``(top, left, height, width)`` of a bigger picture
+    holding all of its ink (what "the picture's edge" means for :func:`_edge_regions`).
+    """
     strong = ink >= threshold
 
     # Hysteresis: faint pixels (above the noise floor) count as ink only if they
@@ -536,38 +655,47 @@ def _keep_digit(ink: np.ndarray, threshold: float, noise: float, level: float) -
     floor = min(max(4.0 * noise, 0.05), threshold / 2)
     faint = ink > floor
     labels, count = ndimage.label(faint, structure=np.ones((3, 3)))
+    # Stretch so that typical ink is 1 and the noise floor 0.
+    stretched = np.clip((ink - floor) / max(level - floor, 1e-6), 0.0, 1.0)
+    if count == 1:  # one stroke (most drawings): it is kept whatever its mass, as the largest
+        return np.where(faint, stretched, np.float32(0.0)).astype(np.float32)
     has_strong = np.bincount(labels[strong], minlength=count + 1)[1:] > 0  # (count,)
     mass = np.bincount(labels.ravel(), weights=ink.ravel(), minlength=count + 1)[1:]
     mass = np.where(has_strong, mass, 0.0)
     # A solid region at the picture's edge -- the table beside the page, a
     # shadow -- is not ink: ignore such regions when there is other ink.
-    edge = _edge_regions(labels, count)
+    edge = _edge_regions(labels, count, window)
     if mass[~edge].sum() >= 0.01 * mass.sum():
         mass = np.where(edge, 0.0, mass)
     # Isolated specks -- components with under 2% of the ink -- are dust, not digit.
     keep = np.zeros(count + 1, dtype=bool)
     keep[1:] = mass >= 0.02 * mass.sum()
     keep[1 + int(np.argmax(mass))] = True
-    # Stretch so that typical ink is 1 and the noise floor 0.
-    ink = np.clip((ink - floor) / max(level - floor, 1e-6), 0.0, 1.0)
-    return np.where(keep[labels], ink, np.float32(0.0)).astype(np.float32)
+    return np.where(keep[labels], stretched, np.float32(0.0)).astype(np.float32)
 
 
-def _edge_regions(labels: np.ndarray, count: int) -> np.ndarray:
+def _edge_regions(
+    labels: np.ndarray, count: int, window: tuple[int, int, int, int] | None = None
+) -> np.ndarray:
     """Which components (1..count, as a bool (count,)) look like the edge of the scene, not ink.
 
     Such a region touches the picture's edge, covers at least 5% of the
     picture with its bounding box, and fills more than 60% of that box:
     pen strokes fill far less of theirs, even a digit cropped tightly.
     """
-    h, w = labels.shape
-    area = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    top, left, h, w = (0, 0, *labels.shape) if window is None else window
     edge = np.zeros(count, dtype=bool)
+    bottom, right = top + labels.shape[0] == h, left + labels.shape[1] == w
+    if not ((top == 0 and labels[0].any()) or (left == 0 and labels[:, 0].any())
+            or (bottom and labels[-1].any()) or (right and labels[:, -1].any())):
+        return edge  # no ink on the picture's edge: no region can touch it
+    area = np.bincount(labels.ravel(), minlength=count + 1)[1:]
     for index, box in enumerate(ndimage.find_objects(labels)):
         if box is None:
             continue
         rows, cols = box
-        touches = rows.start == 0 or cols.start == 0 or rows.stop == h or cols.stop == w
+        touches = (top + rows.start == 0 or left + cols.start == 0
+                   or top + rows.stop == h or left + cols.stop == w)
         box_area = (rows.stop - rows.start) * (cols.stop - cols.start)
         edge[index] = touches and box_area >= 0.05 * h * w and area[index] > 0.6 * box_area
     return edge
