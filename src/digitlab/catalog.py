@@ -28,8 +28,8 @@ MODEL_SETTINGS: dict[str, dict[str, object]] = {
     "mlp": {
         "hidden": (100,), "activation": "relu", "output": "softmax", "loss": "auto",
         "optimizer": "adam", "lr": 0.002, "momentum": 0.9, "batch_size": 200, "epochs": 30,
-        "init": "auto", "alpha": 0.001, "dropout": 0.0, "lr_schedule": "constant", "tol": 0.0001,
-        "n_iter_no_change": 10, "early_stopping": False, "validation_fraction": 0.1,
+        "init": "auto", "alpha": 0.001, "dropout": 0.0, "standardize": False, "lr_schedule": "constant",
+        "tol": 0.0001, "n_iter_no_change": 10, "early_stopping": False, "validation_fraction": 0.1,
         "class_weight": None, "random_state": None,
     },
     "perceptron": {
