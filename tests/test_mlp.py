@@ -11,6 +11,7 @@ from scipy.special import expit, log_softmax
 
 from digitlab.data import sources
 from digitlab.errors import SettingsError
+from digitlab.io import load_model, save_model
 from digitlab.metrics import squared_distance_cost
 from digitlab.models import MODELS
 from digitlab.models.layers import ACTIVATIONS, Network, Sigmoid
@@ -690,7 +691,7 @@ def test_folded_scaling_computes_the_standardised_network() -> None:
     np.testing.assert_allclose(folded.forward(X.astype(np.float64)), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_standardize_trains_on_scaled_pixels_and_predicts_from_raw_ones(digits) -> None:
+def test_standardize_trains_on_scaled_pixels_and_predicts_from_raw_ones(digits, tmp_path) -> None:
     X, y, X_test, y_test = digits
     X_val, y_val = X_test[:200].copy(), y_test[:200]
     settings = {"hidden": (32,), "epochs": 10, "random_state": 3, "tol": None}
@@ -707,6 +708,10 @@ def test_standardize_trains_on_scaled_pixels_and_predicts_from_raw_ones(digits) 
         np.testing.assert_array_equal(value, again.state_dict()[name])
     fresh = MLP(hidden=(32,)).load_state_dict(model.state_dict())
     np.testing.assert_array_equal(fresh.predict_proba(X_test), model.predict_proba(X_test))
+    save_model(tmp_path / "m.safetensors", model, input_shape=(8, 8))
+    loaded, _ = load_model(tmp_path / "m.safetensors")
+    assert loaded.get_params()["standardize"] is True
+    np.testing.assert_array_equal(loaded.predict_proba(X_test), model.predict_proba(X_test))
 
 
 def test_standardize_reaches_an_accuracy_in_fewer_epochs(sample) -> None:

@@ -270,7 +270,8 @@ class MLP(MinibatchTrained, DigitClassifier):
             def step(X: np.ndarray, Y: np.ndarray, sample_weight: np.ndarray | None,
                      backward: bool) -> tuple[float, dict[str, np.ndarray] | None, np.ndarray]:
                 if scaling is not None:
-                    X = (X - scaling[0]) * scaling[1]  # a new array: an eval set is the caller's
+                    X = X - scaling[0]  # a new array: an eval set is the caller's
+                    X *= scaling[1]
                 value, predicted = network.loss_and_grads(
                     X, Y, loss, alpha if backward else 0.0, backward=backward,
                     sample_weight=sample_weight)
