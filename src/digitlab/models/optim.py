@@ -92,8 +92,10 @@ class Adam(Optimizer):
             m, v = self.m[name], self.v[name]
             # The arithmetic of ``param -= (lr_t * m / (sqrt(v) + eps)).astype(param.dtype)``
             # (the float64 lr_t makes the quotient float64), written into buffers kept
-            # between steps: the same bits, without the six temporary arrays a step
-            # allocated per parameter (a third of an MLP epoch's time besides its products).
+            # between steps: the same bits without six temporary arrays per parameter per
+            # step. That saves only 3-10% of a step (784-100-10: 83-86 against 86-93 ms
+            # an epoch, loaded machine); the float64 product and quotient are the rest,
+            # and a float32 step (about 40% less) would change every Adam-trained weight.
             small, wide = self._buffers(name, param, lr_t)
             m *= self.beta1
             np.multiply(grad, 1.0 - self.beta1, out=small)
