@@ -483,6 +483,15 @@ def _sweep_engine(args: argparse.Namespace) -> Any:
 
 
 def _cmd_train(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from digitlab.drawing import start_drawer
+
+    # Started before the run's imports, so that matplotlib loads on the second core
+    # while this process imports scikit-learn and loads the data (see digitlab.drawing).
+    with start_drawer(enabled=args.out is not None) as drawer:
+        return _train_command(args, out, err, drawer)
+
+
+def _train_command(args: argparse.Namespace, out: Console, err: Console, drawer: Any) -> int:
     import dataclasses
 
     from digitlab.run import RunConfig, load_run_config, train
@@ -498,7 +507,7 @@ def _cmd_train(args: argparse.Namespace, out: Console, err: Console) -> int:
     config = dataclasses.replace(base, **given, settings={**base.settings, **settings})
     with _TrainingDisplay(err, enabled=not args.quiet, verbose=args.verbose) as display:
         result = train(config, args.out, on_stage=display.stage, callback=display.report,
-                       target_digit=args.target_digit, worst_digit=args.worst_digit)
+                       target_digit=args.target_digit, worst_digit=args.worst_digit, drawer=drawer)
     if args.quiet:
         return EXIT_OK
     if result.metrics.get("interrupted"):

@@ -19,7 +19,7 @@ import os
 import sys
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -59,8 +59,10 @@ def png_bytes(fig: Figure, *, dpi: float | str = "figure") -> bytes:
     return buffer.getvalue()
 
 
-def png_bytes_all(figures: Sequence[Figure]) -> list[bytes]:
-    """Every figure as PNG bytes, in order: :func:`png_bytes` of each.
+def png_bytes_all(figures: Sequence[Figure | Callable[[], Figure]]) -> list[bytes]:
+    """Every figure as PNG bytes, in order: :func:`png_bytes` of each. A figure may be
+    given as a callable that builds it (a :class:`digitlab.drawing.Recipe`): it is then
+    built in the process that draws it, so building is shared between the cores too.
 
     A run's figures take about half a second to draw, all of it in Python and
     Agg on one core. With a spare core this process forks once: the child draws
@@ -74,7 +76,7 @@ def png_bytes_all(figures: Sequence[Figure]) -> list[bytes]:
     figures = list(figures)
     if len(figures) < 2 or not hasattr(os, "fork") or not sys.platform.startswith("linux") \
             or usable_cores() < 2 or threading.active_count() > 1:
-        return [png_bytes(fig) for fig in figures]
+        return [_png_of(fig) for fig in figures]
     theirs = figures[1::2]
     read_end, write_end = os.pipe()
     with warnings.catch_warnings():
@@ -87,24 +89,29 @@ def png_bytes_all(figures: Sequence[Figure]) -> list[bytes]:
         try:
             os.close(read_end)
             with os.fdopen(write_end, "wb") as pipe:
-                for png in map(png_bytes, theirs):
+                for png in map(_png_of, theirs):
                     pipe.write(len(png).to_bytes(8, "little") + png)
             code = 0
         finally:
             os._exit(code)
     os.close(write_end)
     try:
-        mine = [png_bytes(fig) for fig in figures[0::2]]
+        mine = [_png_of(fig) for fig in figures[0::2]]
     finally:
         with os.fdopen(read_end, "rb") as pipe:
             sent = pipe.read()
         _, status = os.waitpid(pid, 0)
     received = _unframe(sent) if status == 0 else []
     if len(received) != len(theirs):
-        received = [png_bytes(fig) for fig in theirs]
+        received = [_png_of(fig) for fig in theirs]
     ordered = [b""] * len(figures)
     ordered[0::2], ordered[1::2] = mine, received
     return ordered
+
+
+def _png_of(figure: Figure | Callable[[], Figure]) -> bytes:
+    """:func:`png_bytes` of ``figure``, built first when it is a recipe."""
+    return png_bytes(figure if isinstance(figure, Figure) else figure())
 
 
 def _unframe(data: bytes) -> list[bytes]:
