@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 
 from digitlab import drawing, plots
 from digitlab.drawing import Recipe, start_drawer
-from digitlab.inspection import inspect_model
+from digitlab.inspection import Figures, inspect_model
 from digitlab.models import Template
 from digitlab.report import draw_figures
 
@@ -65,6 +65,18 @@ def test_the_drawer_draws_the_bytes_this_process_draws(recipes, forkable) -> Non
 
 
 @needs_fork
+def test_recipes_submitted_early_are_collected_later(recipes, forkable) -> None:
+    with start_drawer() as drawer:
+        drawer.submit(recipes)
+        drawer.submit(recipes[:1])  # one list only: the first stays
+        drawn = drawer.draw(recipes)
+    assert drawn == [plots.png_bytes(recipe()) for recipe in recipes]
+    with start_drawer() as drawer:
+        drawer.submit(recipes[:1])
+        assert drawer.draw(recipes) is None  # not what it drew: the caller draws them itself
+
+
+@needs_fork
 def test_a_drawer_that_died_leaves_the_drawing_to_this_process(recipes, forkable) -> None:
     import signal
 
@@ -76,7 +88,7 @@ def test_a_drawer_that_died_leaves_the_drawing_to_this_process(recipes, forkable
         assert drawer.draw(recipes) is None
     with start_drawer() as drawer:
         os.kill(drawer.pid, signal.SIGKILL)
-        pngs = draw_figures(entries, drawer)
+        pngs = draw_figures(Figures(entries), drawer)
     assert list(pngs) == ["f0", "f1", "f2"]
     assert list(pngs.values()) == [plots.png_bytes(recipe()) for recipe in recipes]
 

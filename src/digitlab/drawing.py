@@ -84,25 +84,39 @@ def _write_all(fd: int, data: bytes) -> None:
 class Drawer:
     """A forked process that draws recipes into PNGs (see the module's docstring).
 
-    Made by :func:`start_drawer`; :meth:`draw` may be called once. Should the
+    Made by :func:`start_drawer`. It draws one list of recipes: :meth:`submit` sends
+    it as soon as it is known, so the run writes its other files meanwhile, and
+    :meth:`draw` collects the PNGs (sending them first if not submitted). Should the
     process fail or die, :meth:`draw` returns None and the caller draws itself.
     """
 
     def __init__(self, pid: int, requests: int, replies: int) -> None:
         self.pid, self._requests, self._replies = pid, requests, replies
         self._open = True
-        self._used = False
+        self._submitted: list[Recipe] | None = None
+
+    def submit(self, recipes: Sequence[Recipe]) -> None:
+        """Start drawing ``recipes`` (once; a second list is refused by :meth:`draw`)."""
+        if not self._open or self._submitted is not None:
+            return
+        self._submitted = list(recipes)
+        try:
+            _write_all(self._requests, _frame(pickle.dumps(self._submitted, pickle.HIGHEST_PROTOCOL)))
+            os.close(self._requests)
+        except OSError:
+            self.close()  # draw() finds it closed and answers None
+        self._requests = -1
 
     def draw(self, recipes: Sequence[Recipe]) -> list[bytes] | None:
-        """The PNG of each recipe, in order; None when the drawing process failed."""
-        if not self._open:
+        """The PNG of each recipe, in order; None when the drawing process failed or was
+        given other recipes."""
+        self.submit(recipes)
+        submitted = self._submitted or []
+        if not self._open or [id(r) for r in submitted] != [id(r) for r in recipes]:
+            self.close()
             return None
-        self._used = True
         try:
-            _write_all(self._requests, _frame(pickle.dumps(list(recipes), pickle.HIGHEST_PROTOCOL)))
-            os.close(self._requests)
-            self._requests = -1
-            pngs = [_read_frame(self._replies) for _ in recipes]
+            pngs = [_read_frame(self._replies) for _ in submitted]
         except OSError:
             pngs = [None]
         finally:
@@ -115,7 +129,7 @@ class Drawer:
         if not self._open:
             return
         self._open = False
-        if not self._used:
+        if self._submitted is None:
             import signal
 
             with contextlib.suppress(OSError):
@@ -126,6 +140,9 @@ class Drawer:
                     os.close(fd)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(self.pid, 0)
+
+
+PIPE_BYTES = 1 << 20  # a run's recipes are ~0.1 MB, its PNGs ~0.3 MB
 
 
 def can_fork() -> bool:
@@ -146,6 +163,11 @@ def start_drawer(enabled: bool = True) -> Iterator[Drawer | None]:
         return
     requests_read, requests_write = os.pipe()
     replies_read, replies_write = os.pipe()
+    for fd in (requests_write, replies_write):  # recipes and PNGs pass without waiting (Linux)
+        with contextlib.suppress(OSError, AttributeError):
+            import fcntl
+
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
     with warnings.catch_warnings():
         from digitlab.engines import FORK_WARNING
 

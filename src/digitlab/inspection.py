@@ -75,6 +75,10 @@ class Figures:
     def names(self) -> list[str]:
         return [name for name, _, _ in self.entries]
 
+    def recipes(self) -> list[Recipe]:
+        """The figures not yet built, in order: what a drawing process can draw."""
+        return [figure for _, _, figure in self.entries if isinstance(figure, Recipe)]
+
 
 @dataclass
 class Inspection:

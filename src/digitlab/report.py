@@ -19,7 +19,7 @@ from digitlab import __version__
 from digitlab.atomic import atomic_file
 from digitlab.display import html_table
 from digitlab.drawing import Recipe
-from digitlab.inspection import Inspection
+from digitlab.inspection import Figures, Inspection
 from digitlab.metrics import format_cost, format_interval
 
 if TYPE_CHECKING:
@@ -200,7 +200,7 @@ def write_report(
     given as recipes; the others, and all of them without one, are drawn here.
     """
     out = Path(out)
-    pngs = draw_figures(inspection.figures.entries, drawer)
+    pngs = draw_figures(inspection.figures, drawer)
     for name, png in pngs.items():
         with atomic_file(out / "figures" / f"{name}.png") as tmp:
             tmp.write_bytes(png)
@@ -212,15 +212,16 @@ def write_report(
     return path
 
 
-def draw_figures(entries: list[tuple[str, str, Any]], drawer: Drawer | None = None) -> dict[str, bytes]:
-    """The PNG of each ``(name, caption, figure or recipe)`` entry, by name: the recipes by
-    ``drawer`` when there is one (should it fail, here), the rest here on both cores."""
+def draw_figures(figures: Figures, drawer: Drawer | None = None) -> dict[str, bytes]:
+    """The PNG of each figure, by name: the recipes by ``drawer`` when there is one
+    (should it fail, here), the rest here on both cores."""
     pngs: dict[str, bytes] = {}
-    recipes = [(name, figure) for name, _, figure in entries if isinstance(figure, Recipe)]
+    entries = figures.entries
+    recipes = figures.recipes()
     if drawer is not None and recipes:
-        drawn = drawer.draw([recipe for _, recipe in recipes])
+        drawn = drawer.draw(recipes)
         if drawn is not None:
-            pngs.update(zip([name for name, _ in recipes], drawn, strict=True))
+            pngs.update(zip([name for name, _, f in entries if isinstance(f, Recipe)], drawn, strict=True))
     rest = [(name, figure) for name, _, figure in entries if name not in pngs]
     if rest:
         from digitlab.plots import png_bytes_all

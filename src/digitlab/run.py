@@ -280,6 +280,8 @@ def train(
     inspection = inspect_model(model, dataset, history=history, figures=out is not None,
                                splits=dataset.splits, calibration=calibration,
                                target_digit=target_digit, worst_digit=worst_digit, seed=config.seed)
+    if drawer is not None:  # drawn while the model and its figures are written
+        drawer.submit(inspection.figures.recipes())
     measured: dict[str, Any] = dict(inspection.evaluation)
     measured["analysis"] = inspection.analysis
     measured["seconds"] = {"fit": seconds}
