@@ -51,9 +51,19 @@ class Recipe:
         return figure
 
 
-def _frame(payload: bytes) -> bytes:
-    """``payload`` preceded by its length (8 bytes, little-endian)."""
+def frame(payload: bytes) -> bytes:
+    """``payload`` preceded by its length (8 bytes, little-endian), to pass through a pipe."""
     return len(payload).to_bytes(8, "little") + payload
+
+
+def unframe(data: bytes) -> list[bytes]:
+    """The payloads of ``data``, each written by :func:`frame`."""
+    payloads, at = [], 0
+    while at + 8 <= len(data):
+        size = int.from_bytes(data[at:at + 8], "little")
+        payloads.append(data[at + 8:at + 8 + size])
+        at += 8 + size
+    return payloads
 
 
 def _read_frame(fd: int) -> bytes | None:
@@ -101,7 +111,7 @@ class Drawer:
             return
         self._submitted = list(recipes)
         try:
-            _write_all(self._requests, _frame(pickle.dumps(self._submitted, pickle.HIGHEST_PROTOCOL)))
+            _write_all(self._requests, frame(pickle.dumps(self._submitted, pickle.HIGHEST_PROTOCOL)))
             os.close(self._requests)
         except OSError:
             self.close()  # draw() finds it closed and answers None
@@ -203,7 +213,7 @@ def _serve(requests: int, replies: int) -> None:
     recipes = pickle.loads(payload)  # our own parent's pickle, through our own pipe
     plots = importlib.import_module("digitlab.plots")
     for png in plots.png_bytes_all(recipes):
-        _write_all(replies, _frame(png))
+        _write_all(replies, frame(png))
 
 
 def _warm_up() -> None:

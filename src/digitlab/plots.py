@@ -29,6 +29,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from digitlab.atomic import atomic_file
+from digitlab.drawing import frame
+from digitlab.drawing import unframe as _unframe  # a name of this module: tests replace it
 
 if TYPE_CHECKING:
     from digitlab.calibration import Reliability
@@ -101,7 +103,7 @@ def png_bytes_all(figures: Sequence[Figure | Callable[[], Figure]]) -> list[byte
             with os.fdopen(write_end, "wb") as pipe:
                 while taken := os.read(queue_read, 1):
                     png = _png_of(figures[taken[0]])
-                    pipe.write((len(png) + 1).to_bytes(8, "little") + taken + png)
+                    pipe.write(frame(taken + png))
                     pipe.flush()
             code = 0
         finally:
@@ -116,7 +118,7 @@ def png_bytes_all(figures: Sequence[Figure | Callable[[], Figure]]) -> list[byte
         with os.fdopen(read_end, "rb") as pipe:
             sent = pipe.read()
         _, status = os.waitpid(pid, 0)
-    for payload in _unframe(sent) if status == 0 else []:
+    for payload in _unframe(sent) if status == 0 else []:  # a figure's number, then its PNG
         drawn[payload[0]] = payload[1:]
     return [drawn[i] if i in drawn else _png_of(figure) for i, figure in enumerate(figures)]
 
@@ -124,17 +126,6 @@ def png_bytes_all(figures: Sequence[Figure | Callable[[], Figure]]) -> list[byte
 def _png_of(figure: Figure | Callable[[], Figure]) -> bytes:
     """:func:`png_bytes` of ``figure``, built first when it is a recipe."""
     return png_bytes(figure if isinstance(figure, Figure) else figure())
-
-
-def _unframe(data: bytes) -> list[bytes]:
-    """The payloads of ``data``, each written as its 8-byte little-endian length and bytes
-    (here a figure's number, one byte, and its PNG)."""
-    pngs, at = [], 0
-    while at + 8 <= len(data):
-        size = int.from_bytes(data[at:at + 8], "little")
-        pngs.append(data[at + 8:at + 8 + size])
-        at += 8 + size
-    return pngs
 
 
 def _write_png(fig: Figure, target: Any, dpi: float | str) -> None:
