@@ -15,7 +15,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from rich.console import Console
 from rich.table import Table
@@ -24,6 +24,9 @@ from rich.text import Text
 from digitlab import __version__
 from digitlab.errors import DataWarning, DigitlabError, OutputError, SettingsError, show_path
 from digitlab.web import MAX_BODY_BYTES
+
+if TYPE_CHECKING:
+    from digitlab.drawing import Drawer
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 EXIT_SKIPPED = 3  # predict --on-error skip: some pictures answered, some skipped
@@ -491,7 +494,7 @@ def _cmd_train(args: argparse.Namespace, out: Console, err: Console) -> int:
         return _train_command(args, out, err, drawer)
 
 
-def _train_command(args: argparse.Namespace, out: Console, err: Console, drawer: Any) -> int:
+def _train_command(args: argparse.Namespace, out: Console, err: Console, drawer: Drawer | None) -> int:
     import dataclasses
 
     from digitlab.run import RunConfig, load_run_config, train
