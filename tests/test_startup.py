@@ -76,12 +76,22 @@ def _modules_after(code: str) -> set[str]:
 
 
 def test_training_a_numpy_model_with_figures_never_imports_torch(tmp_path) -> None:
-    # matplotlib checks sys.modules["torch"].Tensor on every plotted array.
+    # matplotlib checks sys.modules["torch"].Tensor on every plotted array. train() from
+    # Python draws in its own process (the command's drawing process: test_drawing.py).
+    modules = _modules_after(
+        "from digitlab.run import RunConfig, train\n"
+        f"train(RunConfig(model='majority'), {str(tmp_path / 'run')!r})")
+    assert "matplotlib" in modules
+    assert "torch" not in modules
+
+
+def test_a_run_imports_the_download_libraries_only_to_download(tmp_path) -> None:
+    # requests (with urllib3) costs about 0.1 s of every run's start-up; only a download needs it
     modules = _modules_after(
         "from digitlab.cli import main\n"
         f"assert main(['train', '--model', 'majority', '--quiet', '--out', {str(tmp_path / 'run')!r}]) == 0")
-    assert "matplotlib" in modules
-    assert "torch" not in modules
+    assert "requests" not in modules
+    assert "urllib3" not in modules
 
 
 def _keyword_settings(cls: type) -> dict[str, object]:

@@ -15,7 +15,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from rich.console import Console
 from rich.table import Table
@@ -24,6 +24,9 @@ from rich.text import Text
 from digitlab import __version__
 from digitlab.errors import DataWarning, DigitlabError, OutputError, SettingsError, show_path
 from digitlab.web import MAX_BODY_BYTES
+
+if TYPE_CHECKING:
+    from digitlab.drawing import Drawer
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 EXIT_SKIPPED = 3  # predict --on-error skip: some pictures answered, some skipped
@@ -483,6 +486,15 @@ def _sweep_engine(args: argparse.Namespace) -> Any:
 
 
 def _cmd_train(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from digitlab.drawing import start_drawer
+
+    # Started before the run's imports, so that matplotlib loads on the second core
+    # while this process imports scikit-learn and loads the data (see digitlab.drawing).
+    with start_drawer(enabled=args.out is not None) as drawer:
+        return _train_command(args, out, err, drawer)
+
+
+def _train_command(args: argparse.Namespace, out: Console, err: Console, drawer: Drawer | None) -> int:
     import dataclasses
 
     from digitlab.run import RunConfig, load_run_config, train
@@ -498,7 +510,7 @@ def _cmd_train(args: argparse.Namespace, out: Console, err: Console) -> int:
     config = dataclasses.replace(base, **given, settings={**base.settings, **settings})
     with _TrainingDisplay(err, enabled=not args.quiet, verbose=args.verbose) as display:
         result = train(config, args.out, on_stage=display.stage, callback=display.report,
-                       target_digit=args.target_digit, worst_digit=args.worst_digit)
+                       target_digit=args.target_digit, worst_digit=args.worst_digit, drawer=drawer)
     if args.quiet:
         return EXIT_OK
     if result.metrics.get("interrupted"):

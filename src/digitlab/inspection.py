@@ -9,12 +9,12 @@ nothing. :mod:`digitlab.report` turns the result into files.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.figure import Figure
 
-from digitlab import analysis, display, explain, metrics, plots
+from digitlab import analysis, explain, metrics
 from digitlab.calibration import (
     Calibration,
     Reliability,
@@ -24,8 +24,12 @@ from digitlab.calibration import (
     temperature_of,
 )
 from digitlab.data.dataset import Dataset
+from digitlab.drawing import Recipe
 from digitlab.errors import SettingsError
 from digitlab.models import DigitClassifier
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 N_EXAMPLES = 20
 N_WORST = 10
@@ -49,15 +53,31 @@ def features_for(model: DigitClassifier, dataset: Dataset, split: str) -> np.nda
 
 @dataclass
 class Figures:
-    """Named figures with a caption each, in the order the report shows them."""
+    """Named figures with a caption each, in the order the report shows them.
 
-    items: list[tuple[str, str, Figure]] = field(default_factory=list)
+    A figure is kept as given: a Figure, or a :class:`~digitlab.drawing.Recipe` that
+    builds it, which a report hands to a drawing process as it is (matplotlib is
+    then never imported here). :attr:`items` builds every recipe, once.
+    """
 
-    def add(self, name: str, caption: str, figure: Figure) -> None:
-        self.items.append((name, caption, figure))
+    entries: list[tuple[str, str, Figure | Recipe]] = field(default_factory=list)
+
+    def add(self, name: str, caption: str, figure: Figure | Recipe) -> None:
+        self.entries.append((name, caption, figure))
+
+    @property
+    def items(self) -> list[tuple[str, str, Figure]]:
+        """Every figure as a matplotlib Figure (recipes built here, the first time)."""
+        self.entries = [(name, caption, figure() if isinstance(figure, Recipe) else figure)
+                        for name, caption, figure in self.entries]
+        return list(self.entries)  # type: ignore[arg-type]  # every entry is built now
 
     def names(self) -> list[str]:
-        return [name for name, _, _ in self.items]
+        return [name for name, _, _ in self.entries]
+
+    def recipes(self) -> list[Recipe]:
+        """The figures not yet built, in order: what a drawing process can draw."""
+        return [figure for _, _, figure in self.entries if isinstance(figure, Recipe)]
 
 
 @dataclass
@@ -75,6 +95,8 @@ class Inspection:
 
     def _repr_html_(self) -> str:
         """Jupyter's view: accuracy per split, the readings, every figure inline (PNG)."""
+        from digitlab import display
+
         return display.inspection_html(self)
 
 
@@ -149,16 +171,16 @@ def inspect_model(
             if figures:
                 row_col = (ranking["most_positive_pixel"], ranking["most_negative_pixel"])
                 shown.add("weights", f"Pixel weights towards “{positive}” (red raises the score, "
-                          "blue lowers it)", plots.weight_image(
-                              vector, shape, title=f"weights: {positive}",
+                          "blue lowers it)", Recipe("weight_image", (vector, shape), dict(
+                              title=f"weights: {positive}",
                               marked={"most positive": tuple(row_col[0]),
-                                      "most negative": tuple(row_col[1])}))
+                                      "most negative": tuple(row_col[1])})))
                 # both classes, three each: the first six of a class-sorted split are one class
                 picked = analysis.sample_per_class(y, 6, rng=seed)
                 shown.add("pixel_arrows", "Most positive pixel (green) and most negative pixel "
-                          "(red) on example digits of both classes", plots.pixel_arrows(
-                              images[picked], tuple(row_col[0]), tuple(row_col[1]),
-                              titles=[name_of(int(v)) for v in y[picked]]))
+                          "(red) on example digits of both classes", Recipe("pixel_arrows", (
+                              images[picked], tuple(row_col[0]), tuple(row_col[1])),
+                              dict(titles=[name_of(int(v)) for v in y[picked]])))
         else:
             found["per_class_pixels"] = {
                 name_of(int(c)): analysis.pixel_ranking(w, shape, k=3)
@@ -166,17 +188,17 @@ def inspect_model(
             }
             if figures:
                 shown.add("weights", "Pixel weights of each class score",
-                          plots.weight_images(weights, shape, [name_of(int(c)) for c in classes],
-                                              suptitle="Weights per class"))
+                          Recipe("weight_images", (weights, shape, [name_of(int(c)) for c in classes]),
+                                 dict(suptitle="Weights per class")))
     hidden = model.hidden_weights()
     if hidden is not None and figures:
         count = min(len(hidden), N_HIDDEN_SHOWN)
         shown.add("hidden_weights", f"First-layer weights of {count} hidden units: each unit's "
                   "weight on every pixel (red raises the unit, blue lowers it). Strokes and "
                   "blobs are the pen shapes a unit looks for; speckled noise is a unit that "
-                  "learned little", plots.mlp_first_layer(model, count=N_HIDDEN_SHOWN, shape=shape))
+                  "learned little", _plots().mlp_first_layer(model, count=N_HIDDEN_SHOWN, shape=shape))
     if getattr(model, "kind", None) == "cnn" and figures:
-        filters = plots.cnn_filters(model)
+        filters = _plots().cnn_filters(model)
         shown.add("cnn_filters", "The CNN's first-layer 3x3 filters, one per channel, on one "
                   "colour scale: a red row beside a blue one finds a horizontal edge, red beside "
                   "blue columns a vertical one, all red a blob of ink", filters)
@@ -184,7 +206,7 @@ def inspect_model(
         shown.add("cnn_activations", f"What the first block (convolution, pooling, batch norm, "
                   f"ReLU) sees in one {split} digit per class, drawn at random (seed {seed}): "
                   "each channel lights up where its filter finds its pattern; a channel dark on "
-                  "every digit is unused", plots.cnn_activations(
+                  "every digit is unused", _plots().cnn_activations(
                       model, images[one_each], [name_of(int(v)) for v in y[one_each]]))
 
     # -- mistakes: the most confused pairs, and what is mistaken for the target digit
@@ -209,7 +231,7 @@ def inspect_model(
         readings.append(reading)
         if figures:
             shown.add("similarity", f"Share of each true digit predicted as {name_of(target)}",
-                      plots.similarity_bars(ranking_for, name_of(target), names))
+                      Recipe("similarity_bars", (ranking_for, name_of(target), names)))
 
     # -- worst-written digits: the lowest probability of their own label
     p_true = analysis.true_class_probability(proba, y, classes)
@@ -226,16 +248,16 @@ def inspect_model(
     if figures and len(worst):
         shown.add("worst_written", f"The {len(worst)} {whose} least like their own label, with "
                   "the probability the model gave their true label",
-                  plots.worst_written(images[worst], p_true[worst],
-                                      [name_of(int(v)) for v in y[worst]],
-                                      [name_of(int(v)) for v in predicted[worst]],
-                                      suptitle=f"Worst-written {whose}: true,predicted and p(true)"))
+                  Recipe("worst_written", (images[worst], p_true[worst],
+                                           [name_of(int(v)) for v in y[worst]],
+                                           [name_of(int(v)) for v in predicted[worst]]),
+                         dict(suptitle=f"Worst-written {whose}: true,predicted and p(true)")))
     if figures and len(worst) and getattr(model, "kind", None) in ATTRIBUTED_KINDS:
         method = attribution_method(model)
         shown.add("attributions", f"Why the model read the worst-written {whose} as it did "
                   f"({method}; true,predicted): red pixels pushed it towards its answer, blue "
                   "ones against it. Red on a stray stroke or a missing gap shows what misled it",
-                  plots.attributions(model, images[worst],
+                  _plots().attributions(model, images[worst],
                                      [f"{name_of(int(t))},{name_of(int(p))}" for t, p
                                       in zip(y[worst], predicted[worst], strict=True)],
                                      method=method, mistakes=y[worst] != predicted[worst],
@@ -245,34 +267,34 @@ def inspect_model(
         picked = analysis.sample_per_class(y, N_EXAMPLES, rng=seed)
         shown.add("examples", f"{len(picked)} {split} digits drawn at random, evenly over the "
                   f"classes (seed {seed}): true,predicted (mistakes in red)",
-                  plots.digit_grid(images[picked], [f"{name_of(int(t))},{name_of(int(p))}" for t, p
-                                                    in zip(y[picked], predicted[picked], strict=True)],
-                                   mistakes=y[picked] != predicted[picked],
-                                   suptitle=f"{split}: true,predicted"))
+                  Recipe("digit_grid", (images[picked], [f"{name_of(int(t))},{name_of(int(p))}" for t, p
+                                                         in zip(y[picked], predicted[picked], strict=True)]),
+                         dict(mistakes=y[picked] != predicted[picked], suptitle=f"{split}: true,predicted")))
         means = analysis.average_images(dataset.train_images, dataset.train_labels, classes)
         shown.add("average_digits", "The average training image of each class",
-                  plots.average_digits(means, [name_of(int(c)) for c in classes]))
+                  Recipe("average_digits", (means, [name_of(int(c)) for c in classes])))
         shown.add("confusion", f"Confusion matrix on the {split} split",
-                  plots.confusion_figure(np.array(conf["matrix"]),
-                                         [name_of(int(v)) for v in conf["labels"]]))
+                  Recipe("confusion_figure", (np.array(conf["matrix"]),
+                                              [name_of(int(v)) for v in conf["labels"]])))
         shown.add("digit_values", "One digit with its pixel values, as the model reads them",
-                  plots.digit_with_values(images[0], title=f"{split} digit 0: {name_of(int(y[0]))}"))
+                  Recipe("digit_with_values", (images[0],), dict(title=f"{split} digit 0: {name_of(int(y[0]))}")))
         if bins:
             shown.add("reliability", f"Reliability on the {split} split: accuracy against "
                       "confidence in 15 bins (the dotted diagonal is a calibrated model)"
                       + (f"; the temperature was fitted on {calibration.n} validation images"
                          if calibration is not None else ""),
-                      plots.reliability_diagram(bins, title=f"Reliability ({split})"))
+                      Recipe("reliability_diagram", ([(label, _plain(b)) for label, b in bins],),
+                             dict(title=f"Reliability ({split})")))
         if history and history.get("loss"):
             shown.add("learning_curves", "Loss and accuracy per epoch (train and validation)",
-                      plots.learning_curves(history))
+                      Recipe("learning_curves", (history,)))
         if history and history.get("candidate"):
             tried = [int(c) for c in history["candidate"]]
             n_candidates = int(getattr(model, "n_candidates", 0)) or tried[-1] + 1
             train_baseline = metrics.majority_baseline(dataset.train_labels, dataset.train_labels)
             shown.add("candidates", "Best training accuracy against candidates tried",
-                      plots.candidates_curve(tried, history["best_accuracy"], n_candidates,
-                                             baseline=train_baseline))
+                      Recipe("candidates_curve", (tried, history["best_accuracy"], n_candidates),
+                             dict(baseline=train_baseline)))
     test_eval = evaluation[split]
     if "majority_baseline" in test_eval:
         gap = test_eval["accuracy"] - test_eval["majority_baseline"]
@@ -289,6 +311,22 @@ def inspect_model(
         readings.append(describe_calibration(split, test_eval["accuracy"], test_eval["calibration"],
                                              calibration))
     return Inspection(evaluation, found, shown, readings, calibration)
+
+
+def _plain(bins: Reliability) -> SimpleNamespace:
+    """``bins``' arrays and ECE as a plain namespace, all the figure reads: a recipe holding
+    a Reliability would make the drawing process import digitlab.calibration (and with it
+    SciPy's optimisers and scikit-learn's metrics, 0.6 s) just to unpickle it."""
+    return SimpleNamespace(edges=bins.edges, count=bins.count, confidence=bins.confidence,
+                           accuracy=bins.accuracy, ece=bins.ece)
+
+
+def _plots() -> Any:
+    """:mod:`digitlab.plots`, imported only for the figures built from the model itself
+    (its weights, activations or attributions), which are drawn in this process."""
+    from digitlab import plots
+
+    return plots
 
 
 def attribution_method(model: DigitClassifier) -> str:

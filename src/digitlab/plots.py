@@ -13,13 +13,14 @@ upright when they were read.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
 import sys
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,6 +29,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from digitlab.atomic import atomic_file
+from digitlab.drawing import frame
+from digitlab.drawing import unframe as _unframe  # a name of this module: tests replace it
 
 if TYPE_CHECKING:
     from digitlab.calibration import Reliability
@@ -59,24 +62,35 @@ def png_bytes(fig: Figure, *, dpi: float | str = "figure") -> bytes:
     return buffer.getvalue()
 
 
-def png_bytes_all(figures: Sequence[Figure]) -> list[bytes]:
-    """Every figure as PNG bytes, in order: :func:`png_bytes` of each.
+def png_bytes_all(figures: Sequence[Figure | Callable[[], Figure]]) -> list[bytes]:
+    """Every figure as PNG bytes, in order: :func:`png_bytes` of each. A figure may be
+    given as a callable that builds it (a :class:`digitlab.drawing.Recipe`): it is then
+    built in the process that draws it, so building is shared between the cores too.
 
     A run's figures take about half a second to draw, all of it in Python and
-    Agg on one core. With a spare core this process forks once: the child draws
-    every other figure and sends the PNGs back through a pipe while this one
-    draws the rest. Only on Linux (fork) and only when no other Python thread
-    runs (a forked child could wait forever on a lock that thread held, such as
-    Agg's own). Should the child fail, this process draws its figures.
+    Agg on one core. With a spare core this process forks once, and the two take
+    the figures one at a time from a shared queue (a pipe holding each figure's
+    number, one byte each: a read takes one, for one process only), so neither
+    waits while the other draws a slow one; the child sends its PNGs back through
+    another pipe. Only on Linux (fork) and only when no other Python thread runs
+    (a forked child could wait forever on a lock that thread held, such as Agg's
+    own). Should the child fail, this process draws the figures it did not send.
     """
     from digitlab.engines import usable_cores
 
     figures = list(figures)
-    if len(figures) < 2 or not hasattr(os, "fork") or not sys.platform.startswith("linux") \
-            or usable_cores() < 2 or threading.active_count() > 1:
-        return [png_bytes(fig) for fig in figures]
-    theirs = figures[1::2]
+    if len(figures) < 2 or len(figures) > 256 or not hasattr(os, "fork") \
+            or not sys.platform.startswith("linux") or usable_cores() < 2 \
+            or threading.active_count() > 1:
+        return [_png_of(fig) for fig in figures]
+    queue_read, queue_write = os.pipe()
+    os.write(queue_write, bytes(range(len(figures))))  # at most 256 bytes: never blocks
+    os.close(queue_write)
     read_end, write_end = os.pipe()
+    with contextlib.suppress(OSError, AttributeError):  # room for every PNG (Linux)
+        import fcntl
+
+        fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 1 << 20)
     with warnings.catch_warnings():
         from digitlab.engines import FORK_WARNING
 
@@ -87,34 +101,31 @@ def png_bytes_all(figures: Sequence[Figure]) -> list[bytes]:
         try:
             os.close(read_end)
             with os.fdopen(write_end, "wb") as pipe:
-                for png in map(png_bytes, theirs):
-                    pipe.write(len(png).to_bytes(8, "little") + png)
+                while taken := os.read(queue_read, 1):
+                    png = _png_of(figures[taken[0]])
+                    pipe.write(frame(taken + png))
+                    pipe.flush()
             code = 0
         finally:
             os._exit(code)
     os.close(write_end)
+    drawn: dict[int, bytes] = {}
     try:
-        mine = [png_bytes(fig) for fig in figures[0::2]]
+        while taken := os.read(queue_read, 1):
+            drawn[taken[0]] = _png_of(figures[taken[0]])
     finally:
+        os.close(queue_read)
         with os.fdopen(read_end, "rb") as pipe:
             sent = pipe.read()
         _, status = os.waitpid(pid, 0)
-    received = _unframe(sent) if status == 0 else []
-    if len(received) != len(theirs):
-        received = [png_bytes(fig) for fig in theirs]
-    ordered = [b""] * len(figures)
-    ordered[0::2], ordered[1::2] = mine, received
-    return ordered
+    for payload in _unframe(sent) if status == 0 else []:  # a figure's number, then its PNG
+        drawn[payload[0]] = payload[1:]
+    return [drawn[i] if i in drawn else _png_of(figure) for i, figure in enumerate(figures)]
 
 
-def _unframe(data: bytes) -> list[bytes]:
-    """The PNGs of ``data``, each written as its 8-byte little-endian length and bytes."""
-    pngs, at = [], 0
-    while at + 8 <= len(data):
-        size = int.from_bytes(data[at:at + 8], "little")
-        pngs.append(data[at + 8:at + 8 + size])
-        at += 8 + size
-    return pngs
+def _png_of(figure: Figure | Callable[[], Figure]) -> bytes:
+    """:func:`png_bytes` of ``figure``, built first when it is a recipe."""
+    return png_bytes(figure if isinstance(figure, Figure) else figure())
 
 
 def _write_png(fig: Figure, target: Any, dpi: float | str) -> None:

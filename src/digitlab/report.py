@@ -13,14 +13,24 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from digitlab import __version__
 from digitlab.atomic import atomic_file
 from digitlab.display import html_table
-from digitlab.inspection import Inspection
+from digitlab.drawing import Recipe
+from digitlab.inspection import Figures, Inspection
 from digitlab.metrics import format_cost, format_interval
-from digitlab.plots import png_bytes, png_bytes_all
+
+if TYPE_CHECKING:
+    from digitlab.drawing import Drawer
+
+
+def png_bytes(figure: Any) -> bytes:
+    """:func:`digitlab.plots.png_bytes`, importing matplotlib only when a figure is drawn here."""
+    from digitlab import plots
+
+    return plots.png_bytes(figure)
 
 CSS = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em;
@@ -116,8 +126,8 @@ def render_html(
     parts.extend(f"<p class='reading'>{html.escape(text)}</p>" for text in inspection.readings)
 
     parts.append("<h2 id='figures'>Figures</h2>")
-    for name, caption, figure in inspection.figures.items:
-        png = pngs[name] if name in pngs else png_bytes(figure)
+    for name, caption, figure in inspection.figures.entries:
+        png = pngs[name] if name in pngs else png_bytes(figure() if isinstance(figure, Recipe) else figure)
         encoded = base64.b64encode(png).decode("ascii")
         parts.append(f"<figure id='fig-{html.escape(name)}'><img alt='{html.escape(caption)}' "
                      f"src='data:image/png;base64,{encoded}'><figcaption>{html.escape(caption)}"
@@ -182,12 +192,15 @@ def write_report(
     data_summary: dict[str, Any],
     model_summary: dict[str, Any],
     inspection: Inspection,
+    drawer: Drawer | None = None,
 ) -> Path:
-    """Write ``figures/*.png`` and ``report.html`` into ``out``; return the report's path."""
+    """Write ``figures/*.png`` and ``report.html`` into ``out``; return the report's path.
+
+    ``drawer``: a drawing process (:func:`digitlab.drawing.start_drawer`) for the figures
+    given as recipes; the others, and all of them without one, are drawn here.
+    """
     out = Path(out)
-    items = inspection.figures.items
-    pngs = dict(zip([name for name, _, _ in items],
-                    png_bytes_all([figure for _, _, figure in items]), strict=True))
+    pngs = draw_figures(inspection.figures, drawer)
     for name, png in pngs.items():
         with atomic_file(out / "figures" / f"{name}.png") as tmp:
             tmp.write_bytes(png)
@@ -197,6 +210,24 @@ def write_report(
     with atomic_file(path) as tmp:
         tmp.write_text(page, encoding="utf-8")
     return path
+
+
+def draw_figures(figures: Figures, drawer: Drawer | None = None) -> dict[str, bytes]:
+    """The PNG of each figure, by name: the recipes by ``drawer`` when there is one
+    (should it fail, here), the rest here on both cores."""
+    pngs: dict[str, bytes] = {}
+    entries = figures.entries
+    recipes = figures.recipes()
+    if drawer is not None and recipes:
+        drawn = drawer.draw(recipes)
+        if drawn is not None:
+            pngs.update(zip([name for name, _, f in entries if isinstance(f, Recipe)], drawn, strict=True))
+    rest = [(name, figure) for name, _, figure in entries if name not in pngs]
+    if rest:
+        from digitlab.plots import png_bytes_all
+
+        pngs.update(zip([name for name, _ in rest], png_bytes_all([f for _, f in rest]), strict=True))
+    return {name: pngs[name] for name, _, _ in entries}
 
 
 def write_lab_report(out: str | os.PathLike[str], recipes: list[Any], results: list[Any]) -> Path:

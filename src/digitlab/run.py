@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +33,9 @@ from digitlab.models.training import Callback
 from digitlab.predict import deskews
 from digitlab.preparation import dataset_preprocessing, normalises, warn_if_prepared_otherwise
 from digitlab.report import write_report
+
+if TYPE_CHECKING:
+    from digitlab.drawing import Drawer
 
 MAX_CONFIG_BYTES = 1_000_000  # a config.json is a few hundred bytes
 
@@ -240,6 +243,7 @@ def train(
     target_digit: int | None = None,
     worst_digit: int | None = None,
     keep_existing: bool = False,
+    drawer: Drawer | None = None,
 ) -> RunResult:
     """Run ``config``; when ``out`` is given write the model and its figures there.
 
@@ -251,7 +255,8 @@ def train(
     :func:`digitlab.inspection.inspect_model`); the example digits are drawn with the seed.
 
     ``out`` receives ``model.safetensors``, ``metrics.json``, ``config.json``,
-    ``figures/*.png`` and ``report.html``.
+    ``figures/*.png`` and ``report.html``; ``drawer`` (see :mod:`digitlab.drawing`)
+    draws its figures in a process started before.
     """
     stage = on_stage or (lambda _name: None)
     if out is not None:  # a run folder that cannot be written is found now, not after training
@@ -275,6 +280,8 @@ def train(
     inspection = inspect_model(model, dataset, history=history, figures=out is not None,
                                splits=dataset.splits, calibration=calibration,
                                target_digit=target_digit, worst_digit=worst_digit, seed=config.seed)
+    if drawer is not None:  # drawn while the model and its figures are written
+        drawer.submit(inspection.figures.recipes())
     measured: dict[str, Any] = dict(inspection.evaluation)
     measured["analysis"] = inspection.analysis
     measured["seconds"] = {"fit": seconds}
@@ -288,7 +295,7 @@ def train(
     if out is not None:
         stage("writing the run folder")
         with atomic_dir(out, merge=True, keep_existing=keep_existing) as folder:
-            write_run_folder(folder, config, dataset, model, measured, inspection)
+            write_run_folder(folder, config, dataset, model, measured, inspection, drawer=drawer)
     return RunResult(config, dataset, model, measured, seconds)
 
 
@@ -299,6 +306,8 @@ def write_run_folder(
     model: DigitClassifier,
     measured: dict[str, Any],
     inspection: Inspection,
+    *,
+    drawer: Drawer | None = None,
 ) -> None:
     """Write the model, ``config.json``, ``metrics.json``, figures and report into ``out``."""
     save_model(
@@ -320,7 +329,7 @@ def write_run_folder(
     write_json(out / "metrics.json", measured)
     write_report(out, title=f"{config.model} on {dataset.name} ({config.task})",
                  data_summary=dataset.summary(), model_summary=model.summary(),
-                 inspection=inspection)
+                 inspection=inspection, drawer=drawer)
 
 
 def provenance_of(

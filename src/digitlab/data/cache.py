@@ -41,9 +41,9 @@ def cache_dir() -> Path:
     configured = os.environ.get(ENV_VAR)
     if configured:
         return Path(configured).expanduser()
-    from digitlab.data.download import pooch  # only needed when no folder is configured
+    from digitlab.data.download import _pooch  # only needed when no folder is configured
 
-    return Path(pooch.os_cache("digitlab")) / "trees"
+    return Path(_pooch().os_cache("digitlab")) / "trees"
 
 
 def tree_key(

@@ -25,19 +25,28 @@ import re
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
-
-import requests
-
-with warnings.catch_warnings():
-    # pooch imports tqdm.auto when tqdm is installed, which in a Jupyter kernel without
-    # ipywidgets warns "IProgress not found" the moment digitlab loads any data. digitlab
-    # never draws tqdm's bars (downloads report through their own callback), so a
-    # learner's notebook should not show that warning. cache.py imports pooch from here.
-    warnings.filterwarnings("ignore", message="IProgress not found")
-    import pooch
+from typing import TYPE_CHECKING, Any
 
 from digitlab.errors import DataError
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    import requests
+
+
+def _pooch() -> ModuleType:
+    """pooch, imported on first use: pooch and requests cost about 0.1 s to import, and
+    every run that loads data imports this module, though only a download needs them."""
+    with warnings.catch_warnings():
+        # pooch imports tqdm.auto when tqdm is installed, which in a Jupyter kernel without
+        # ipywidgets warns "IProgress not found" the moment digitlab loads any data. digitlab
+        # never draws tqdm's bars (downloads report through their own callback), so a
+        # learner's notebook should not show that warning. cache.py imports pooch from here.
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        import pooch
+    return pooch
+
 
 #: ``progress(file_name, bytes_done, bytes_total)``; ``bytes_total`` is 0 when
 #: the server does not say.
@@ -81,7 +90,7 @@ FASHION_MIRRORS_ENV = "DIGITLAB_FASHION_MIRRORS"
 def data_home() -> Path:
     """Where downloaded datasets live: ``$DIGITLAB_DATA``, else the user cache folder."""
     env = os.environ.get(DATA_ENV, "").strip()
-    return Path(env).expanduser() if env else Path(pooch.os_cache("digitlab"))
+    return Path(env).expanduser() if env else Path(_pooch().os_cache("digitlab"))
 
 
 def fetch_mnist(
@@ -184,14 +193,14 @@ def _fetch_one(
             # pooch downloads to a temporary file in dest's folder, checks the
             # hash and only then moves it to dest; on a mismatch it deletes the
             # temporary and raises ValueError.
-            pooch.retrieve(
+            _pooch().retrieve(
                 url,
                 known_hash=f"{alg}:{expected}",
                 fname=dest.name,
                 path=dest.parent,
                 downloader=downloader,
             )
-        except requests.RequestException as exc:  # before OSError: it is a subclass
+        except _requests().RequestException as exc:  # before OSError: it is a subclass
             unreachable.append(f"{url} ({_why(exc)})")
         except ValueError:
             if downloader.got is None:  # not a checksum mismatch: a bug, not a mirror
@@ -226,7 +235,7 @@ class _HashingDownloader:
         self.alg = alg
         self.got: str | None = None
         bar = _ProgressAdapter(name, progress) if progress is not None else False
-        self._http = pooch.HTTPDownloader(progressbar=bar)
+        self._http = _pooch().HTTPDownloader(progressbar=bar)
 
     def __call__(self, url: str, output_file: str, pooch_obj: Any, check_only: bool = False) -> Any:
         result = self._http(url, output_file, pooch_obj, check_only=check_only)
@@ -288,11 +297,19 @@ def _split_hash(known_hash: str) -> tuple[str, str]:
 
 
 def _digest(path: Path, alg: str) -> str:
-    return str(pooch.file_hash(str(path), alg=alg)).lower()
+    return str(_pooch().file_hash(str(path), alg=alg)).lower()
+
+
+def _requests() -> ModuleType:
+    """requests, imported with pooch: only when downloading."""
+    import requests
+
+    return requests
 
 
 def _why(exc: requests.RequestException) -> str:
     """A few words on why a request failed, instead of urllib3's paragraph."""
+    requests = _requests()
     if isinstance(exc, requests.HTTPError) and exc.response is not None:
         return f"HTTP {exc.response.status_code} {exc.response.reason}".strip()
     if isinstance(exc, requests.Timeout):
@@ -306,7 +323,7 @@ def _why(exc: requests.RequestException) -> str:
 @contextlib.contextmanager
 def _quiet_pooch() -> Iterator[None]:
     """Library code never prints: hold pooch's logger (it writes to stderr) at WARNING."""
-    logger = pooch.get_logger()
+    logger = _pooch().get_logger()
     level = logger.level
     logger.setLevel("WARNING")
     try:

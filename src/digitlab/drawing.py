@@ -1,0 +1,228 @@
+"""Figures as recipes, and a drawing process started before a run needs it.
+
+A ``digitlab train --model majority`` spends about as long importing
+matplotlib and drawing its figures as on everything else. A figure needs only
+a few arrays and strings, so :func:`digitlab.inspection.inspect_model` records
+most figures as a :class:`Recipe` (which plotting function, with which
+arguments) instead of drawing them. :func:`start_drawer` forks a process at the
+start of the command; it imports matplotlib on the second core while the run
+imports scikit-learn and loads the data, then waits. The run sends it its
+recipes (pickled; a recipe is a name and arrays) and gets the PNGs back, drawn
+on both cores (:func:`digitlab.plots.png_bytes_all`). This module imports
+neither matplotlib nor :mod:`digitlab.plots` itself, so a run that draws through
+the drawer never imports matplotlib.
+
+The bytes are those :func:`digitlab.plots.png_bytes` writes for the recipe's
+figure drawn here (tested): a run folder is the same with or without a drawer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import pickle
+import sys
+import threading
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A figure not yet drawn: ``digitlab.plots.<function>(*args, **kwargs)``.
+
+    Its arguments are arrays, strings and numbers (picklable, small), so another
+    process can draw it; calling it builds the Figure here.
+    """
+
+    function: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __call__(self) -> Figure:
+        plots = importlib.import_module("digitlab.plots")
+        figure: Figure = getattr(plots, self.function)(*self.args, **self.kwargs)
+        return figure
+
+
+def frame(payload: bytes) -> bytes:
+    """``payload`` preceded by its length (8 bytes, little-endian), to pass through a pipe."""
+    return len(payload).to_bytes(8, "little") + payload
+
+
+def unframe(data: bytes) -> list[bytes]:
+    """The payloads of ``data``, each written by :func:`frame`."""
+    payloads, at = [], 0
+    while at + 8 <= len(data):
+        size = int.from_bytes(data[at:at + 8], "little")
+        payloads.append(data[at + 8:at + 8 + size])
+        at += 8 + size
+    return payloads
+
+
+def _read_frame(fd: int) -> bytes | None:
+    """One framed payload from ``fd``, or None when the other side closed first."""
+    head = _read_exactly(fd, 8)
+    if head is None:
+        return None
+    return _read_exactly(fd, int.from_bytes(head, "little"))
+
+
+def _read_exactly(fd: int, size: int) -> bytes | None:
+    chunks, left = [], size
+    while left:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+class Drawer:
+    """A forked process that draws recipes into PNGs (see the module's docstring).
+
+    Made by :func:`start_drawer`. It draws one list of recipes: :meth:`submit` sends
+    it as soon as it is known, so the run writes its other files meanwhile, and
+    :meth:`draw` collects the PNGs (sending them first if not submitted). Should the
+    process fail or die, :meth:`draw` returns None and the caller draws itself.
+    """
+
+    def __init__(self, pid: int, requests: int, replies: int) -> None:
+        self.pid, self._requests, self._replies = pid, requests, replies
+        self._open = True
+        self._submitted: list[Recipe] | None = None
+
+    def submit(self, recipes: Sequence[Recipe]) -> None:
+        """Start drawing ``recipes`` (once; a second list is refused by :meth:`draw`)."""
+        if not self._open or self._submitted is not None:
+            return
+        self._submitted = list(recipes)
+        try:
+            _write_all(self._requests, frame(pickle.dumps(self._submitted, pickle.HIGHEST_PROTOCOL)))
+            os.close(self._requests)
+        except OSError:
+            self.close()  # draw() finds it closed and answers None
+        self._requests = -1
+
+    def draw(self, recipes: Sequence[Recipe]) -> list[bytes] | None:
+        """The PNG of each recipe, in order; None when the drawing process failed or was
+        given other recipes."""
+        self.submit(recipes)
+        submitted = self._submitted or []
+        if not self._open or [id(r) for r in submitted] != [id(r) for r in recipes]:
+            self.close()
+            return None
+        try:
+            pngs = [_read_frame(self._replies) for _ in submitted]
+        except OSError:
+            pngs = [None]
+        finally:
+            self.close()
+        return None if any(png is None for png in pngs) else [png for png in pngs if png is not None]
+
+    def close(self) -> None:
+        """Let the process go (it leaves when its requests pipe closes) and reap it; one
+        never asked to draw (the run failed first) is stopped at once, not waited for."""
+        if not self._open:
+            return
+        self._open = False
+        if self._submitted is None:
+            import signal
+
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, signal.SIGTERM)
+        for fd in (self._requests, self._replies):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+
+
+PIPE_BYTES = 1 << 20  # a run's recipes are ~0.1 MB, its PNGs ~0.3 MB
+
+
+def can_fork() -> bool:
+    """Whether forking a helper is safe and worth it here: Linux (fork), two usable cores,
+    and no other Python thread (a forked child could wait forever on a lock one held)."""
+    from digitlab.engines import usable_cores
+
+    return hasattr(os, "fork") and sys.platform.startswith("linux") and usable_cores() >= 2 \
+        and threading.active_count() == 1
+
+
+@contextlib.contextmanager
+def start_drawer(enabled: bool = True) -> Iterator[Drawer | None]:
+    """A :class:`Drawer` for the ``with`` block (None when disabled or not :func:`can_fork`);
+    its process is reaped when the block ends, used or not."""
+    if not enabled or not can_fork():
+        yield None
+        return
+    requests_read, requests_write = os.pipe()
+    replies_read, replies_write = os.pipe()
+    for fd in (requests_write, replies_write):  # recipes and PNGs pass without waiting (Linux)
+        with contextlib.suppress(OSError, AttributeError):
+            import fcntl
+
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    with warnings.catch_warnings():
+        from digitlab.engines import FORK_WARNING
+
+        warnings.filterwarnings("ignore", FORK_WARNING, DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the drawing process: it never returns (no atexit, no buffers flushed)
+        code = 1
+        try:
+            os.close(requests_write)
+            os.close(replies_read)
+            _serve(requests_read, replies_write)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(requests_read)
+    os.close(replies_write)
+    drawer = Drawer(pid, requests_write, replies_read)
+    try:
+        yield drawer
+    finally:
+        drawer.close()
+
+
+def _serve(requests: int, replies: int) -> None:
+    """The drawing process: get ready while the run works, then draw what it sends."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the run's to handle; it reaps us
+    _warm_up()
+    payload = _read_frame(requests)
+    if payload is None:  # the run ended without figures (an error, or none to draw)
+        return
+    recipes = pickle.loads(payload)  # our own parent's pickle, through our own pipe
+    plots = importlib.import_module("digitlab.plots")
+    for png in plots.png_bytes_all(recipes):
+        _write_all(replies, frame(png))
+
+
+def _warm_up() -> None:
+    """Import what drawing needs and load the font, on this core while the run imports
+    and loads on the other. Recipes hold only arrays and built-in types (their unpickling
+    imports nothing more)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
+    from matplotlib.font_manager import FontProperties, findfont, get_font
+
+    importlib.import_module("digitlab.plots")
+
+    get_font(findfont(FontProperties()))
