@@ -68,7 +68,7 @@ def search(
 
     Memory is about ``batch_size * (n_features + 1) * 20`` bytes for the
     candidates plus 16 MB of scores per core, whatever the training size,
-    besides a float32 copy of the smaller class's training rows.
+    besides a float32 copy of the training rows in visiting order.
     """
     done, size = 0, _FIRST_CHUNK
     with _CandidateScorer(X, positive, weight_range, bias_range) as scorer:
@@ -97,22 +97,19 @@ class _CandidateScorer:
 
     To be dropped, a candidate has to collect ``n - best`` sure mistakes, so it
     should meet its mistakes early: a candidate that mostly says the minority
-    class's opposite visits the minority rows first (a copy, usually the
-    smaller part of the data), one that mostly says the minority class visits
-    the majority rows first (blocks of the training set as it is, minority
-    rows masked out). Which kind a candidate is comes from a small sample of
-    rows; that choice only changes the speed, never the counts.
+    class's opposite visits the minority rows first, one that mostly says the
+    minority class visits the majority rows first (one reordered copy of the
+    training set, read from either end). Which kind a candidate is comes from
+    a small sample of rows; that choice only changes the speed, never the
+    counts.
     """
 
     def __init__(self, X: np.ndarray, positive: np.ndarray, weight_range: float, bias_range: float):
         n, d = X.shape
         self.X, self.n = X, n
         self.positive = positive
-        # The minority class gets a contiguous copy; the rest is read in place.
         self.minority_positive = bool(2 * positive.sum() <= n)
         minority = positive if self.minority_positive else ~positive
-        self.minority_rows = np.flatnonzero(minority)
-        self.minority_X = X[self.minority_rows]
         # |float32 score - exact score| <= gamma_(d+2) * (sum |x_k w_k| + |b|) for the
         # product and the bias add, plus 2**-24 relative for rounding w and b to
         # float32; sum |x_k w_k| <= weight_range * |x|_1. Twice that is safely above
@@ -127,19 +124,26 @@ class _CandidateScorer:
         tol = tol64.astype(np.float32)
         low = tol < tol64
         tol[low] = np.nextafter(tol[low], np.float32(np.inf))
+        # One contiguous copy of the rows in visiting order: the majority rows, then
+        # the minority rows. A candidate that mostly says the minority class reads it
+        # from the front (its mistakes are majority rows), one that mostly says the
+        # majority class from the back. Within a class, faint rows (small |x|_1) sit
+        # at the ends: there the bias alone decides the answer, so they are the
+        # likeliest mistakes for either kind of candidate; bright rows, whose answer
+        # the weights can flip either way, sit near the class boundary.
+        majority_rows, minority_rows = np.flatnonzero(~minority), np.flatnonzero(minority)
+        self.order = np.concatenate([
+            majority_rows[np.argsort(l1[majority_rows], kind="stable")],
+            minority_rows[np.argsort(-l1[minority_rows], kind="stable")],
+        ])
+        self.n_majority = len(majority_rows)
+        self.ordered_X = X[self.order]
         # Per-row thresholds, shape (rows, 1) to broadcast over candidates. A row of
         # class c is right when its score is >= 0 (c positive) or < 0 (negative):
         #   surely right: score > hi (positive) / score < lo (negative)
         #   maybe right:  score >= lo (positive) / score <= hi (negative)
-        # In the in-place blocks the minority rows are masked out with +-inf.
-        sign = -1 if self.minority_positive else 1  # so the masked rows are never right
-        self.min_lo = (-tol[self.minority_rows])[:, None]
-        self.min_hi = tol[self.minority_rows][:, None]
-        mask = np.where(minority, np.float32(sign * np.inf), np.float32(0))
-        self.maj_lo = np.where(minority, mask, -tol)[:, None]
-        self.maj_hi = np.where(minority, mask, tol)[:, None]
-        # majority_before[a]: majority rows among X[:a].
-        self.majority_before = np.concatenate([[0], np.cumsum(~minority)])
+        self.hi = tol[self.order][:, None]
+        self.lo = -self.hi
         # Rows, spread over the data, on which each candidate's minority-answer rate is measured.
         self.sample = X[np.linspace(0, n - 1, min(n, _SAMPLE_ROWS)).astype(np.int64)]
         self.workers = max(1, min(usable_cores(), _MAX_WORKERS))
@@ -280,36 +284,26 @@ class _CandidateScorer:
 
     def _block(
         self, pos: int, size: int, minority_first: bool
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, np.ndarray, bool]:
-        """Rows ``pos .. pos + size`` of the visiting order (cut at the end of a part).
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:
+        """The ``pos``-th .. ``pos + size``-th rows visited (cut where the classes meet).
 
-        The order is the minority copy then the training set in place, or the
-        other way round. Returns ``(X block, lo, hi, rows counted, original row
-        numbers, block is positive)``.
+        Rows are read from the back of ``ordered_X`` when ``minority_first``, from
+        the front otherwise. Returns ``(X block, lo, hi, original row numbers,
+        block is positive)``.
         """
-        n_min = len(self.minority_rows)
-        in_minority = pos < n_min if minority_first else pos >= self.n
-        if in_minority:
-            a = pos if minority_first else pos - self.n
-            b = min(a + size, n_min)
-            return (
-                self.minority_X[a:b],
-                self.min_lo[a:b],
-                self.min_hi[a:b],
-                b - a,
-                self.minority_rows[a:b],
-                self.minority_positive,
-            )
-        a = pos - n_min if minority_first else pos
-        b = min(a + size, self.n)
-        counted = int(self.majority_before[b] - self.majority_before[a])
+        if minority_first:
+            b = self.n - pos
+            a = max(b - size, self.n_majority if b > self.n_majority else 0)
+        else:
+            a = pos
+            b = min(a + size, self.n_majority if a < self.n_majority else self.n)
+        in_minority = a >= self.n_majority
         return (
-            self.X[a:b],
-            self.maj_lo[a:b],
-            self.maj_hi[a:b],
-            counted,
-            np.arange(a, b),
-            not self.minority_positive,
+            self.ordered_X[a:b],
+            self.lo[a:b],
+            self.hi[a:b],
+            self.order[a:b],
+            self.minority_positive == in_minority,
         )
 
     def _race(
@@ -326,12 +320,11 @@ class _CandidateScorer:
         sure = np.zeros(k, dtype=np.int64)
         unsure_rows: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
         unsure_cands: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
-        seen = pos = 0
-        total = self.n + len(self.minority_rows)  # the in-place part has minority rows masked out
+        seen = 0
         w_alive, b_alive = w32, b32
         buffer = np.empty(0, dtype=np.float32)
         maybe_buffer = unsure_buffer = np.empty(0, dtype=bool)
-        while pos < total:
+        while seen < self.n:
             ka = len(alive)
             # No candidate can be dropped before its sure mistakes reach n - bar, so
             # take the rows up to the earliest possible drop in one product; after
@@ -342,8 +335,7 @@ class _CandidateScorer:
                 most_wrong = int(np.max(seen - possible[:ka]))
                 size = max(min(self.n - bar - most_wrong, size), _MIN_CELLS // ka)
             size = int(np.clip(size, _MIN_ROWS, _MAX_ROWS))
-            block, lo, hi, counted, rows, positive = self._block(pos, size, minority_first)
-            pos += len(block)
+            block, lo, hi, rows, positive = self._block(seen, size, minority_first)
             # Into buffers kept across blocks: fresh multi-megabyte temporaries cost
             # page faults on every block.
             cells = len(block) * ka
@@ -368,7 +360,7 @@ class _CandidateScorer:
                 sure[:ka] -= np.bincount(c, minlength=ka)
                 unsure_rows.append(rows[r])
                 unsure_cands.append(alive[c])
-            seen += counted
+            seen += len(block)
             if bar >= 0:
                 keep = possible[:ka] + (self.n - seen) > bar
                 if not keep.all():
