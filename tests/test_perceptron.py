@@ -182,7 +182,9 @@ def _scores_on_the_edge(n=240, d=24, k=6, seed=5):
     return X, y, W, b
 
 
-def test_float32_rounding_never_changes_a_count() -> None:
+@pytest.mark.parametrize("probe_rows", [128, 2])  # unsure rows met in the probe / in the races
+def test_float32_rounding_never_changes_a_count(probe_rows, monkeypatch) -> None:
+    monkeypatch.setattr(guess_and_check_engine, "_PROBE_ROWS", probe_rows)
     X, y, W, b = _scores_on_the_edge()
     exact = np.count_nonzero((X.astype(np.float64) @ W.T + b >= 0) == (y == 1)[:, None], axis=0)
     naive = np.count_nonzero(
@@ -228,15 +230,17 @@ def test_ties_go_to_the_first_candidate(batch_size) -> None:
 @pytest.fixture
 def tiny_blocks(monkeypatch) -> None:
     """Blocks of a few rows, so races cut at the class boundary and drop candidates mid-way."""
-    for name, value in (("_MIN_CELLS", 1), ("_MAX_CELLS", 40), ("_MIN_ROWS", 3), ("_MAX_ROWS", 11)):
+    for name, value in (("_MIN_CELLS", 1), ("_MAX_CELLS", 40), ("_MIN_ROWS", 3), ("_MAX_ROWS", 11),
+                        ("_PROBE_ROWS", 4)):
         monkeypatch.setattr(guess_and_check_engine, name, value)
 
 
 @pytest.mark.parametrize("positive_is_minority", [True, False])
 @pytest.mark.parametrize("minority_first", [True, False])
 def test_blocks_visit_every_row_once_from_either_end(
-    small_is2, positive_is_minority, minority_first
+    small_is2, positive_is_minority, minority_first, monkeypatch
 ) -> None:
+    monkeypatch.setattr(guess_and_check_engine, "_PROBE_ROWS", 20)  # rows of both classes remain
     X, y = small_is2
     positive = (y == 1) if positive_is_minority else (y != 1)
     assert (2 * positive.sum() <= len(y)) == positive_is_minority
@@ -247,15 +251,19 @@ def test_blocks_visit_every_row_once_from_either_end(
         # majority rows first, then the minority: each part read from its own end
         minority = positive if positive_is_minority else ~positive
         np.testing.assert_array_equal(minority[order], np.arange(len(y)) >= scorer.n_majority)
-        seen, visited = 0, []
-        while seen < len(y):
+        probe = scorer.probe_front + scorer.probe_back
+        assert 0 < probe < len(y)
+        visited = [scorer.probe_rows]  # the probe: rows from both ends
+        assert set(minority[scorer.probe_rows]) == {False, True}
+        seen = 0
+        while seen < len(y) - probe:
             block, lo, hi, rows, block_positive = scorer._block(seen, 7, minority_first)
             assert 0 < len(block) <= 7
             np.testing.assert_array_equal(block, X[rows])
             assert np.all(positive[rows] == block_positive)  # never across the class boundary
             assert np.all(lo == -hi)
             assert np.all(hi > 0)
-            if not visited:  # the first block is the minority's when it goes first
+            if len(visited) == 1:  # the first block is the minority's when it goes first
                 assert np.all(minority[rows] == minority_first)
             visited.append(rows)
             seen += len(block)

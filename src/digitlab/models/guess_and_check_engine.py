@@ -48,8 +48,10 @@ _MAX_ROWS = 8192
 # race against; chunks then grow fourfold up to batch_size.
 _FIRST_CHUNK = 16
 _MIN_DRAW = 256  # candidates per thread worth drawing in parallel
-# Rows on which a candidate's "yes" rate is measured to choose its visiting order.
-_SAMPLE_ROWS = 256
+# Rows from each end of the visiting order scored for every candidate before its race:
+# they choose the end it reads on from (on Fashion is-2, simulated: 6,814 rows per
+# candidate against 7,105 + 256 with a 256-row sample choosing it).
+_PROBE_ROWS = 128
 # Worker threads for the candidate races (at most), and candidates per race (at least).
 _MAX_WORKERS = 8
 _MIN_TASK = 64
@@ -103,8 +105,8 @@ class _CandidateScorer:
     class's opposite visits the minority rows first, one that mostly says the
     minority class visits the majority rows first (one reordered copy of the
     training set, read from either end). Which kind a candidate is comes from
-    a small sample of rows; that choice only changes the speed, never the
-    counts.
+    a probe of the rows at both ends, which its count includes; that choice
+    only changes the speed, never the counts.
     """
 
     def __init__(self, X: np.ndarray, positive: np.ndarray, weight_range: float, bias_range: float):
@@ -147,8 +149,16 @@ class _CandidateScorer:
         #   maybe right:  score >= lo (positive) / score <= hi (negative)
         self.hi = tol[self.order][:, None]
         self.lo = -self.hi
-        # Rows, spread over the data, on which each candidate's minority-answer rate is measured.
-        self.sample = X[np.linspace(0, n - 1, min(n, _SAMPLE_ROWS)).astype(np.int64)]
+        # The probe: the first rows from either end, scored for every candidate before
+        # its race. They count as visited; a candidate's race then goes on from the
+        # end where it made more mistakes (its mistakes are likelier there).
+        self.probe_front = min(_PROBE_ROWS, self.n_majority)
+        self.probe_back = min(_PROBE_ROWS, n - self.n_majority)
+        probe = np.r_[0 : self.probe_front, n - self.probe_back : n]
+        self.probe_X = self.ordered_X[probe]  # (probe rows, d), contiguous
+        self.probe_rows = self.order[probe]
+        self.probe_positive = positive[self.probe_rows][:, None]
+        self.probe_lo, self.probe_hi = self.lo[probe], self.hi[probe]
         self.workers = max(1, min(usable_cores(), _MAX_WORKERS))
         self._pool: ThreadPoolExecutor | None = None
         self._stack = ExitStack()
@@ -239,14 +249,24 @@ class _CandidateScorer:
         if w32 is None:
             w32 = weights.astype(np.float32)  # (k, d): BLAS reads it transposed, no copy
         b32 = biases.astype(np.float32)
-        says_yes = ((self.sample @ w32.T + b32) >= 0).mean(axis=0) >= 0.5
-        says_minority = says_yes if self.minority_positive else ~says_yes
+        # The probe, (probe rows, k): maybe right / unsure as in _race's blocks.
+        scores = self.probe_X @ w32.T + b32
+        above, below = scores >= self.probe_lo, scores <= self.probe_hi
+        maybe = np.where(self.probe_positive, above, below)
+        unsure = above & below
+        front = self.probe_front
+        front_mistakes = front - maybe[:front].sum(axis=0)
+        back_mistakes = self.probe_back - maybe[front:].sum(axis=0)
+        from_back = back_mistakes * front > front_mistakes * self.probe_back  # higher rate
+        possible = maybe.sum(axis=0)
+        minus_unsure = -unsure.sum(axis=0)
+        probe_r, probe_c = np.nonzero(unsure)
         # Independent races, on worker threads when there are several cores: each
         # one is a long run of BLAS calls that release the GIL.
         tasks = []
         for group, minority_first in (
-            (np.flatnonzero(~says_minority), True),
-            (np.flatnonzero(says_minority), False),
+            (np.flatnonzero(from_back), True),
+            (np.flatnonzero(~from_back), False),
         ):
             share = _TASKS_PER_WORKER * self.workers * len(group) // len(biases)
             parts = max(1, min(share, len(group) // _MIN_TASK))
@@ -254,7 +274,9 @@ class _CandidateScorer:
 
         def race(task: tuple[np.ndarray, bool]) -> tuple[np.ndarray, ...]:
             part, minority_first = task
-            alive, right, rows, cands = self._race(w32[part], b32[part], bar, minority_first)
+            alive, right, rows, cands = self._race(
+                w32[part], b32[part], bar, minority_first, possible[part], minus_unsure[part]
+            )
             return part[alive], right, rows, part[cands]
 
         results = (
@@ -265,6 +287,8 @@ class _CandidateScorer:
         positions, sure, unsure_rows, unsure_cands = (
             list(column) for column in zip(*results, strict=True)
         )
+        unsure_rows.append(self.probe_rows[probe_r])
+        unsure_cands.append(probe_c)
         order = np.argsort(np.concatenate(positions))
         survivors = np.concatenate(positions)[order]
         counts = np.concatenate(sure)[order]
@@ -288,18 +312,19 @@ class _CandidateScorer:
     def _block(
         self, pos: int, size: int, minority_first: bool
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:
-        """The ``pos``-th .. ``pos + size``-th rows visited (cut where the classes meet).
+        """The ``pos``-th .. ``pos + size``-th rows visited after the probe (cut where the classes meet).
 
-        Rows are read from the back of ``ordered_X`` when ``minority_first``, from
-        the front otherwise. Returns ``(X block, lo, hi, original row numbers,
-        block is positive)``.
+        Rows between the probe's ends are read from the back of ``ordered_X``
+        when ``minority_first``, from the front otherwise. Returns ``(X block,
+        lo, hi, original row numbers, block is positive)``.
         """
+        first, last = self.probe_front, self.n - self.probe_back  # rows first .. last - 1
         if minority_first:
-            b = self.n - pos
-            a = max(b - size, self.n_majority if b > self.n_majority else 0)
+            b = last - pos
+            a = max(b - size, self.n_majority if b > self.n_majority else first)
         else:
-            a = pos
-            b = min(a + size, self.n_majority if a < self.n_majority else self.n)
+            a = first + pos
+            b = min(a + size, self.n_majority if a < self.n_majority else last)
         in_minority = a >= self.n_majority
         return (
             self.ordered_X[a:b],
@@ -310,25 +335,44 @@ class _CandidateScorer:
         )
 
     def _race(
-        self, w32: np.ndarray, b32: np.ndarray, bar: int, minority_first: bool
+        self,
+        w32: np.ndarray,
+        b32: np.ndarray,
+        bar: int,
+        minority_first: bool,
+        possible: np.ndarray,
+        minus_unsure: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Visit every row with candidates ``w32`` (k, d), ``b32`` (k,), dropping hopeless ones.
+        """Visit the rows after the probe with candidates ``w32`` (k, d), ``b32`` (k,), dropping hopeless ones.
 
-        Returns the surviving candidates (positions in ``b32``), their sure right
-        answers, and the unsure ``(row, candidate)`` pairs met on the way.
+        ``possible`` (k,) and ``minus_unsure`` (k,) are the probe's maybe-right and
+        minus its unsure counts. Returns the surviving candidates (positions in
+        ``b32``), their sure right answers, and the unsure ``(row, candidate)``
+        pairs met after the probe.
         """
-        k = len(b32)
-        alive = np.arange(k)
-        possible = np.zeros(k, dtype=np.int64)
-        sure = np.zeros(k, dtype=np.int64)
+        alive = np.arange(len(b32))
+        possible = possible.astype(np.int64)  # copies: updated in place below
+        sure = minus_unsure.astype(np.int64)
         unsure_rows: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
         unsure_cands: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
-        seen = 0
+        start = seen = self.probe_front + self.probe_back
         w_alive, b_alive = w32, b32
         buffer = np.empty(0, dtype=np.float32)
         maybe_buffer = unsure_buffer = np.empty(0, dtype=bool)
-        while seen < self.n:
+        while True:
             ka = len(alive)
+            if bar >= 0:  # drop the candidates that cannot beat the bar any more
+                keep = possible[:ka] + (self.n - seen) > bar
+                if not keep.all():
+                    ka = int(keep.sum())
+                    alive, possible[:ka], sure[:ka] = (
+                        alive[keep],
+                        possible[: len(keep)][keep],
+                        sure[: len(keep)][keep],
+                    )
+                    w_alive, b_alive = w32[alive], b32[alive]
+            if ka == 0 or seen == self.n:
+                break
             # No candidate can be dropped before its sure mistakes reach n - bar, so
             # take the rows up to the earliest possible drop in one product; after
             # that, small blocks while many candidates are alive (each is dropped
@@ -338,7 +382,7 @@ class _CandidateScorer:
                 most_wrong = int(np.max(seen - possible[:ka]))
                 size = max(min(self.n - bar - most_wrong, size), _MIN_CELLS // ka)
             size = int(np.clip(size, _MIN_ROWS, _MAX_ROWS))
-            block, lo, hi, rows, positive = self._block(seen, size, minority_first)
+            block, lo, hi, rows, positive = self._block(seen - start, size, minority_first)
             # Into buffers kept across blocks: fresh multi-megabyte temporaries cost
             # page faults on every block.
             cells = len(block) * ka
@@ -364,18 +408,6 @@ class _CandidateScorer:
                 unsure_rows.append(rows[r])
                 unsure_cands.append(alive[c])
             seen += len(block)
-            if bar >= 0:
-                keep = possible[:ka] + (self.n - seen) > bar
-                if not keep.all():
-                    kept = int(keep.sum())
-                    alive, possible[:kept], sure[:kept] = (
-                        alive[keep],
-                        possible[:ka][keep],
-                        sure[:ka][keep],
-                    )
-                    if kept == 0:
-                        break
-                    w_alive, b_alive = w32[alive], b32[alive]
         # sure holds minus the unsure count so far; the sure right answers are possible - unsure.
         sure[: len(alive)] += possible[: len(alive)]
         return alive, sure[: len(alive)], np.concatenate(unsure_rows), np.concatenate(unsure_cands)
