@@ -579,3 +579,16 @@ def test_drawing_on_threads_gives_the_plain_loops_numbers(cpus, monkeypatch) -> 
             assert biases[i] == plain.uniform(-20, 20)
         np.testing.assert_array_equal(w32, weights.astype(np.float32))
     assert rng.random() == plain.random()
+
+
+@pytest.mark.parametrize("cpus", [1, 3])
+def test_races_split_over_any_number_of_workers_pick_the_plain_loops_candidate(
+    small_is2, cpus, monkeypatch
+) -> None:
+    monkeypatch.setattr(guess_and_check_engine, "usable_cores", lambda: cpus)
+    monkeypatch.setattr(guess_and_check_engine, "_MIN_TASK", 5)  # several races per chunk
+    X, y = small_is2
+    reference = plain_guess_and_check(X, y, 300, 7)
+    model = GuessAndCheck(n_candidates=300, batch_size=100, random_state=7).fit(X, y)
+    assert int(model.best_candidate_) == reference["index"]
+    assert list(zip(*model.history_.values(), strict=True)) == reference["history"]
