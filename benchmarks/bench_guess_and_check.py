@@ -19,8 +19,7 @@ check that digitlab picks the same candidate as the plain loop over the
 plain loop's candidates is printed too.
 
 Run: ``python benchmarks/bench_guess_and_check.py`` (``--n-train 10000``, or
-``--quick``, for a quicker run). ``OPENBLAS_CORETYPE=SkylakeX python ...`` runs
-both sides on OpenBLAS's AVX-512 kernels, on a CPU that has them.
+``--quick``, for a quicker run).
 """
 
 from __future__ import annotations
@@ -90,9 +89,11 @@ def main() -> None:
     if args.quick:
         args.n_train = QUICK_N_TRAIN
 
-    # The kernel set matters: numpy's OpenBLAS 0.3.31 runs its AVX2 ("Haswell")
-    # kernels on this project's AMD EPYC (family 26, AVX-512), where
-    # OPENBLAS_CORETYPE=SkylakeX made float32 products about twice as fast.
+    # The kernel set is printed because the ratio depends on it: the engine's time is
+    # float32 matrix products, which OpenBLAS's AVX-512 ("SkylakeX") kernels ran about
+    # twice as fast as its AVX2 ("Haswell") ones on this project's AMD EPYC, while the
+    # plain loop's matrix-vector products are bound by memory. OPENBLAS_CORETYPE
+    # chooses the set (this project's machine sets it to Haswell).
     blas = [
         (i["internal_api"], i["num_threads"], i.get("architecture"))
         for i in threadpool_info()
