@@ -263,8 +263,8 @@ class _CandidateScorer:
         # Independent races, on worker threads when there are several cores: each
         # one is a long run of BLAS calls that release the GIL. As few races as the
         # workers allow: a race's last candidates are scored in thin, slow products,
-        # and the more candidates a race has, the thicker they are (on 2 cores, one
-        # race per worker took 7% less CPU than two). Pieces of at most a worker's
+        # and the more candidates a race has, the thicker they are (on 2 cores at load
+        # 9, one race per worker took 7% less CPU than two). Pieces of at most a worker's
         # share, largest first, so the pool balances them.
         share = max(_MIN_TASK, -(-len(biases) // self.workers))
         tasks = [
