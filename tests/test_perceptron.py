@@ -182,7 +182,9 @@ def _scores_on_the_edge(n=240, d=24, k=6, seed=5):
     return X, y, W, b
 
 
-def test_float32_rounding_never_changes_a_count() -> None:
+@pytest.mark.parametrize("probe_rows", [128, 2])  # unsure rows met in the probe / in the races
+def test_float32_rounding_never_changes_a_count(probe_rows, monkeypatch) -> None:
+    monkeypatch.setattr(guess_and_check_engine, "_PROBE_ROWS", probe_rows)
     X, y, W, b = _scores_on_the_edge()
     exact = np.count_nonzero((X.astype(np.float64) @ W.T + b >= 0) == (y == 1)[:, None], axis=0)
     naive = np.count_nonzero(
@@ -223,6 +225,86 @@ def test_ties_go_to_the_first_candidate(batch_size) -> None:
     assert first_yes == 6  # not the first candidate, and 19 later ones tie with it
     assert int(model.best_candidate_) == first_yes
     assert float(model.best_train_accuracy_) == 0.7
+
+
+@pytest.fixture
+def tiny_blocks(monkeypatch) -> None:
+    """Blocks of a few rows, so races cut at the class boundary and drop candidates mid-way."""
+    for name, value in (("_MIN_CELLS", 1), ("_MAX_CELLS", 40), ("_MIN_ROWS", 3), ("_MAX_ROWS", 11),
+                        ("_PROBE_ROWS", 4)):
+        monkeypatch.setattr(guess_and_check_engine, name, value)
+
+
+@pytest.mark.parametrize("positive_is_minority", [True, False])
+@pytest.mark.parametrize("minority_first", [True, False])
+def test_blocks_visit_every_row_once_from_either_end(
+    small_is2, positive_is_minority, minority_first, monkeypatch
+) -> None:
+    monkeypatch.setattr(guess_and_check_engine, "_PROBE_ROWS", 20)  # rows of both classes remain
+    X, y = small_is2
+    positive = (y == 1) if positive_is_minority else (y != 1)
+    assert (2 * positive.sum() <= len(y)) == positive_is_minority
+    with _CandidateScorer(X, positive, 1.0, 20.0) as scorer:
+        order = scorer.order
+        np.testing.assert_array_equal(np.sort(order), np.arange(len(y)))
+        np.testing.assert_array_equal(scorer.ordered_X, X[order])
+        # majority rows first, then the minority: each part read from its own end
+        minority = positive if positive_is_minority else ~positive
+        np.testing.assert_array_equal(minority[order], np.arange(len(y)) >= scorer.n_majority)
+        probe = scorer.probe_front + scorer.probe_back
+        assert 0 < probe < len(y)
+        visited = [scorer.probe_rows]  # the probe: rows from both ends
+        assert set(minority[scorer.probe_rows]) == {False, True}
+        seen = 0
+        while seen < len(y) - probe:
+            block, lo, hi, rows, block_positive = scorer._block(seen, 7, minority_first)
+            assert 0 < len(block) <= 7
+            np.testing.assert_array_equal(block, X[rows])
+            assert np.all(positive[rows] == block_positive)  # never across the class boundary
+            assert np.all(lo == -hi)
+            assert np.all(hi > 0)
+            if len(visited) == 1:  # the first block is the minority's when it goes first
+                assert np.all(minority[rows] == minority_first)
+            visited.append(rows)
+            seen += len(block)
+    np.testing.assert_array_equal(np.sort(np.concatenate(visited)), np.arange(len(y)))
+
+
+@pytest.mark.usefixtures("tiny_blocks")
+@pytest.mark.parametrize("flip", [False, True])  # positives the minority / the majority
+@pytest.mark.parametrize("batch_size", [5, 64])
+def test_tiny_blocks_pick_exactly_what_the_plain_loop_picks(small_is2, flip, batch_size) -> None:
+    X, y = small_is2
+    y = 1 - y if flip else y
+    reference = plain_guess_and_check(X, y, 200, 6)
+    model = GuessAndCheck(n_candidates=200, batch_size=batch_size, random_state=6).fit(X, y)
+    assert len(reference["history"]) >= 2
+    assert int(model.best_candidate_) == reference["index"]
+    assert float(model.best_train_accuracy_) == reference["count"] / len(y)
+    np.testing.assert_array_equal(model.coef_, reference["w"])
+    assert list(zip(*model.history_.values(), strict=True)) == reference["history"]
+
+
+@pytest.mark.usefixtures("tiny_blocks")
+@pytest.mark.parametrize("positives", [7, 3])  # "yes" the majority / the minority
+def test_ties_with_tiny_blocks_go_to_the_first_candidate(positives) -> None:
+    # Blank images and a few bright ones: every candidate says the same on the blanks,
+    # so many tie; the first of the tied best must win, whichever end the races start from.
+    X = np.zeros((40, 5), dtype=np.float32)
+    X[::4] = 1.0
+    y = (np.arange(40) % 10 < positives).astype(np.int64)
+    reference = plain_guess_and_check(X, y, 300, 5)
+    model = GuessAndCheck(n_candidates=300, batch_size=16, random_state=5).fit(X, y)
+    counts = [int(np.count_nonzero((X.astype(np.float64) @ w + b >= 0) == (y == 1)))
+              for w, b in _draws(5, 300, 5)]
+    assert counts.count(max(counts)) >= 2  # a real tie for the best
+    assert int(model.best_candidate_) == reference["index"] == counts.index(max(counts))
+    assert list(zip(*model.history_.values(), strict=True)) == reference["history"]
+
+
+def _draws(seed, n, d):
+    rng = np.random.default_rng(seed)
+    return [(rng.uniform(-1, 1, d), rng.uniform(-20, 20)) for _ in range(n)]
 
 
 def test_predicts_yes_at_exactly_zero(small_is2) -> None:
@@ -497,3 +579,16 @@ def test_drawing_on_threads_gives_the_plain_loops_numbers(cpus, monkeypatch) -> 
             assert biases[i] == plain.uniform(-20, 20)
         np.testing.assert_array_equal(w32, weights.astype(np.float32))
     assert rng.random() == plain.random()
+
+
+@pytest.mark.parametrize("cpus", [1, 3])
+def test_races_split_over_any_number_of_workers_pick_the_plain_loops_candidate(
+    small_is2, cpus, monkeypatch
+) -> None:
+    monkeypatch.setattr(guess_and_check_engine, "usable_cores", lambda: cpus)
+    monkeypatch.setattr(guess_and_check_engine, "_MIN_TASK", 5)  # several races per chunk
+    X, y = small_is2
+    reference = plain_guess_and_check(X, y, 300, 7)
+    model = GuessAndCheck(n_candidates=300, batch_size=100, random_state=7).fit(X, y)
+    assert int(model.best_candidate_) == reference["index"]
+    assert list(zip(*model.history_.values(), strict=True)) == reference["history"]
