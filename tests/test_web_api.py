@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -543,6 +544,59 @@ def test_serve_workers_answer_as_one_process_does(
 def test_serve_refuses_fewer_than_one_worker(served_model, capsys) -> None:
     assert main(["serve", str(served_model), "--workers", "0"]) == 2
     assert "--workers must be at least 1, got 0" in capsys.readouterr().err
+
+
+# The model file is removed after `digitlab serve` has checked it and before its workers
+# load it: each worker fails to start, as it would on any DataError of its own.
+_WORKERS_FAIL = """
+import pathlib, sys
+import digitlab.web.server as server
+real = server.run_workers
+def run_workers(*args, **kwargs):
+    pathlib.Path(sys.argv[1]).unlink()
+    return real(*args, **kwargs)
+server.run_workers = run_workers
+from digitlab.cli import main
+sys.exit(main(["serve", sys.argv[1], "--port", "0", "--workers", "2"]))
+"""
+
+
+def test_serve_workers_that_cannot_start_are_one_line_exit_2(served_model, tmp_path) -> None:
+    model = tmp_path / "model.safetensors"
+    model.write_bytes(served_model.read_bytes())
+    done = subprocess.run([sys.executable, "-c", _WORKERS_FAIL, str(model)], capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 2
+    assert "serving" not in done.stdout  # never announced
+    assert "a serve worker could not start: " in done.stderr
+    assert "model.safetensors: cannot read: No such file" in done.stderr
+    assert done.stderr.strip().count("\n") == 0
+
+
+def test_serve_workers_on_an_older_uvicorn_is_one_line(monkeypatch) -> None:
+    """Without uvicorn's readiness wait (before 0.54) `serve --workers` says what to install."""
+    import uvicorn.supervisors.multiprocess
+
+    from digitlab.errors import DigitlabError
+    from digitlab.web.server import run_workers
+
+    monkeypatch.delattr(uvicorn.supervisors.multiprocess.Process, "wait_until_ready")
+    announced = []
+    with socket.socket() as sock, pytest.raises(DigitlabError, match=r"needs uvicorn 0\.54 or newer"):
+        run_workers(create_app, sock, 2, ready=lambda: announced.append(True))
+    assert announced == []
+
+
+def test_the_web_extra_asks_for_the_uvicorn_serve_needs() -> None:
+    tomllib = pytest.importorskip("tomllib")
+    from packaging.requirements import Requirement
+
+    from digitlab.web.server import UVICORN_FLOOR
+
+    extra = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())[
+        "project"]["optional-dependencies"]["web"]
+    uvicorn = next(Requirement(text) for text in extra if Requirement(text).name == "uvicorn")
+    assert str(uvicorn.specifier) == f">={UVICORN_FLOOR}"
 
 
 def test_a_deskewed_model_sees_deskewed_pixels(sample, tmp_path) -> None:

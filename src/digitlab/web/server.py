@@ -8,14 +8,19 @@ tests and the load benchmark rely on.
 
 from __future__ import annotations
 
+import multiprocessing
 import socket
+import sys
 import warnings
 from collections.abc import Callable
 from functools import partial
+from multiprocessing.queues import SimpleQueue
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
+from uvicorn.supervisors.multiprocess import Process
 
 from digitlab.engines import limit_threads
 from digitlab.errors import DataWarning, DigitlabError
@@ -64,12 +69,27 @@ def run_workers(
     processes are what uses several cores. ``factory`` must be picklable (a
     module-level function or a ``functools.partial`` of one): the workers are
     spawned, not forked. Ctrl-C or SIGTERM stops them all, each finishing its
-    open requests first; a worker that dies is replaced.
+    open requests first; a worker that dies once serving is replaced. A worker that
+    cannot start (its ``factory()`` raised DigitlabError, say the model file is gone)
+    stops them all, and this raises its DigitlabError: ``ready()`` is not called.
     """
-    config = uvicorn.Config(partial(_worker_app, factory), factory=True, workers=workers,
-                            log_level="warning", access_log=False)
+    if not hasattr(Process, "wait_until_ready"):
+        # Without it the supervisor cannot tell "started" from "starting": we would
+        # announce a server whose workers may never come up.
+        raise DigitlabError(f"serve --workers needs uvicorn {UVICORN_FLOOR} or newer (this is "
+                            f"{uvicorn.__version__}): pip install 'uvicorn>={UVICORN_FLOOR}'")
+    # The workers are spawned: a queue passed to them at their start is how a worker's
+    # reason for not starting reaches this process, to be told as one line.
+    failures = multiprocessing.get_context("spawn").SimpleQueue()
+    config = uvicorn.Config(partial(_worker_app, factory, failures), factory=True,
+                            workers=workers, log_level="warning", access_log=False)
     # uvicorn's own supervisor, given our socket: uvicorn.run would bind its own.
-    _Workers(config, sockets=[sock], ready=ready).run()
+    supervisor = _Workers(config, sockets=[sock], ready=ready)
+    supervisor.run()
+    if supervisor.failed:
+        reason = failures.get() if not failures.empty() else (
+            f"it stopped or did not answer within {WORKER_START_SECONDS:.0f} s")
+        raise DigitlabError(f"a serve worker could not start: {reason}")
 
 
 class _Workers(Multiprocess):
@@ -79,24 +99,34 @@ class _Workers(Multiprocess):
                  ready: Callable[[], object]) -> None:
         super().__init__(config, sockets)
         self.ready = ready
+        self.failed = False  # a worker died or hung before it started serving
 
     def init_processes(self) -> None:
         super().init_processes()
         for process in self.processes:
-            # A worker that fails to start ends the wait; the supervisor then stops.
-            # (uvicorn before 0.5x has no readiness check: ready at once, as with one worker.)
-            if hasattr(process, "wait_until_ready"):
-                process.wait_until_ready(WORKER_START_SECONDS, self.should_exit)
+            if not process.wait_until_ready(WORKER_START_SECONDS, self.should_exit):
+                if not self.should_exit.is_set():  # not Ctrl-C while waiting: it failed
+                    self.failed = True
+                    self.should_exit.set()  # the supervisor's loop ends and stops the others
+                return  # not ready: nothing is announced
         self.ready()
 
 
 WORKER_START_SECONDS = 300.0  # importing and loading a model on a busy machine: generous
 
+UVICORN_FLOOR = "0.54"  # Process.wait_until_ready; the web extra's floor (a test checks)
 
-def _worker_app(factory: Callable[[], FastAPI]) -> FastAPI:
-    """``factory()`` inside a worker process, with that process held to one BLAS thread."""
+
+def _worker_app(factory: Callable[[], FastAPI], failures: SimpleQueue[str]) -> FastAPI:
+    """``factory()`` inside a worker process, with that process held to one BLAS thread;
+    a DigitlabError is put on ``failures`` and ends the worker as a startup failure."""
     limit_threads(1)  # N workers on N cores: BLAS threads would only fight them
-    with warnings.catch_warnings():
-        # The parent loaded the model first and showed its warnings once, not once per worker.
-        warnings.simplefilter("ignore", DataWarning)
-        return factory()
+    try:
+        with warnings.catch_warnings():
+            # The parent loaded the model first and showed its warnings once, not once per worker.
+            warnings.simplefilter("ignore", DataWarning)
+            return factory()
+    except DigitlabError as exc:
+        failures.put(str(exc))
+        # uvicorn's code for "could not start": its supervisor does not restart such a worker.
+        sys.exit(STARTUP_FAILURE)
