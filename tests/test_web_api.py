@@ -541,6 +541,79 @@ def test_serve_workers_answer_as_one_process_does(
     assert "Traceback" not in (tmp_path / "serve-stderr.txt").read_text()
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="Linux's SO_REUSEPORT spreads connections")
+def test_serve_workers_each_take_connections(served_model, serve_command, tmp_path) -> None:
+    """50 connections opened at once are spread over the workers, not all taken by the
+    first to wake (each worker listens on its own socket of one port-sharing group)."""
+    with serve_command(served_model, tmp_path, "--workers", "2") as (process, url):
+        port = int(url.rstrip("/").rsplit(":", 1)[1])
+        workers = worker_pids(process.pid)
+        # All connected before any is accepted, as when 50 clients start together: the
+        # workers are paused meanwhile (the kernel completes the connections alone).
+        for pid in workers:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            clients = [socket.create_connection(("127.0.0.1", port), timeout=60)
+                       for _ in range(50)]
+        finally:
+            for pid in workers:
+                os.kill(pid, signal.SIGCONT)
+        try:
+            for client in clients:  # each asks on its keep-alive connection
+                client.sendall(b"GET /health HTTP/1.1\r\nhost: test\r\n\r\n")
+            for client in clients:
+                assert client.recv(4096).startswith(b"HTTP/1.1 200 ")
+            taken = {pid: len(_sockets_on(pid, port)) for pid in workers}
+            listening = [_sockets_on(pid, port, state="0A") for pid in workers]
+        finally:
+            for client in clients:
+                client.close()
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+    assert sum(taken.values()) == 50
+    assert min(taken.values()) >= 5, taken  # 50 at random: fewer than 5 is 1 in 10^9
+    # A listening socket each, not one shared (the first to wake would take every waiting one).
+    assert [len(own) for own in listening] == [1, 1]
+    assert listening[0] != listening[1]
+
+
+def _sockets_on(pid: int, port: int, state: str = "01") -> set[str]:
+    """The inodes of the TCP sockets on ``port`` in ``state`` that process ``pid`` holds
+    (Linux's /proc: 01 established, 0A listening)."""
+    held = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            held.add(str(fd.readlink()).removeprefix("socket:[").removesuffix("]"))
+        except OSError:  # closed meanwhile
+            continue
+    found = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == state \
+                    and fields[9] in held:
+                found.add(fields[9])
+    return found
+
+
+def test_a_shared_port_is_still_refused_when_busy() -> None:
+    """Workers share their port with each other, never with another server."""
+    from digitlab.errors import DigitlabError
+    from digitlab.web.server import listen, worker_sockets
+
+    with listen("127.0.0.1", 0, shared=True) as first:
+        port = first.getsockname()[1]
+        for shared in (True, False):
+            with pytest.raises(DigitlabError, match=f"cannot listen on 127.0.0.1:{port}"):
+                listen("127.0.0.1", port, shared=shared)
+        others = worker_sockets(first, 3)
+        try:
+            assert [s.getsockname() for s in others] == [first.getsockname()] * 3
+        finally:
+            for sock in others[1:]:
+                sock.close()
+
+
 def test_serve_refuses_fewer_than_one_worker(served_model, capsys) -> None:
     assert main(["serve", str(served_model), "--workers", "0"]) == 2
     assert "--workers must be at least 1, got 0" in capsys.readouterr().err

@@ -26,14 +26,48 @@ from digitlab.engines import limit_threads
 from digitlab.errors import DataWarning, DigitlabError
 
 
-def listen(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to ``host:port`` and listening (DigitlabError if it cannot be)."""
+def listen(host: str, port: int, *, shared: bool = False) -> socket.socket:
+    """A TCP socket bound to ``host:port`` and listening (DigitlabError if it cannot be);
+    ``shared``: in a port-sharing group (Linux's SO_REUSEPORT) that :func:`run_workers`
+    gives each worker a socket of, where the system allows it."""
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        return socket.create_server((host, port), family=family, backlog=2048)
+        if not (shared and CAN_SHARE_PORT):
+            return socket.create_server((host, port), family=family, backlog=2048)
+        # A plain bind first: it fails on a port anyone holds, even another group, so a
+        # busy port is still an error (and port 0 picks a free one to share).
+        with socket.create_server((host, port), family=family) as probe:
+            address = probe.getsockname()
+        return socket.create_server(address, family=family, backlog=2048, reuse_port=True)
     except (OSError, OverflowError) as exc:  # busy port, unknown host, port out of range
         reason = getattr(exc, "strerror", None) or str(exc)
         raise DigitlabError(f"cannot listen on {host}:{port}: {reason}") from None
+
+
+# Linux spreads the connections of a SO_REUSEPORT group over its listening sockets
+# (other systems may give them all to one socket).
+CAN_SHARE_PORT = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+
+
+def _is_shared(sock: socket.socket) -> bool:
+    return CAN_SHARE_PORT and bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT))
+
+
+def worker_sockets(sock: socket.socket, workers: int) -> list[socket.socket]:
+    """``sock`` and, when it is shared, ``workers - 1`` more listening sockets in its group.
+
+    Why: workers sharing one listening socket race to accept, and the first to wake
+    takes every connection waiting (asyncio and uvloop accept until none is left). 50
+    clients connecting at once all went to one of two workers, and the other idled.
+    With a socket each, the kernel spreads new connections over the workers."""
+    if not _is_shared(sock):
+        return [sock]
+    try:
+        return [sock, *(socket.create_server(sock.getsockname()[:2], family=sock.family,
+                                             backlog=2048, reuse_port=True)
+                        for _ in range(workers - 1))]
+    except OSError as exc:
+        raise DigitlabError(f"cannot listen on {url_of(sock)}: {exc.strerror or exc}") from None
 
 
 def url_of(sock: socket.socket) -> str:
@@ -83,8 +117,8 @@ def run_workers(
     failures = multiprocessing.get_context("spawn").SimpleQueue()
     config = uvicorn.Config(partial(_worker_app, factory, failures), factory=True,
                             workers=workers, log_level="warning", access_log=False)
-    # uvicorn's own supervisor, given our socket: uvicorn.run would bind its own.
-    supervisor = _Workers(config, sockets=[sock], ready=ready)
+    # uvicorn's own supervisor, given our sockets: uvicorn.run would bind its own.
+    supervisor = _Workers(config, sockets=worker_sockets(sock, workers), ready=ready)
     supervisor.run()
     if supervisor.failed:
         reason = failures.get() if not failures.empty() else (
@@ -102,7 +136,13 @@ class _Workers(Multiprocess):
         self.failed = False  # a worker died or hung before it started serving
 
     def init_processes(self) -> None:
-        super().init_processes()
+        # uvicorn's, but each worker listening on a socket of its own when there is one
+        # each (a worker that replaces one that died listens on them all).
+        for i in range(self.processes_num):
+            own = [self.sockets[i]] if len(self.sockets) == self.processes_num else self.sockets
+            process = Process(self.config, own)
+            process.start()
+            self.processes.append(process)
         for process in self.processes:
             if not process.wait_until_ready(WORKER_START_SECONDS, self.should_exit):
                 if not self.should_exit.is_set():  # not Ctrl-C while waiting: it failed
