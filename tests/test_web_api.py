@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -540,9 +541,135 @@ def test_serve_workers_answer_as_one_process_does(
     assert "Traceback" not in (tmp_path / "serve-stderr.txt").read_text()
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="Linux's SO_REUSEPORT spreads connections")
+def test_serve_workers_each_take_connections(served_model, serve_command, tmp_path) -> None:
+    """50 connections opened at once are spread over the workers, not all taken by the
+    first to wake (each worker listens on its own socket of one port-sharing group)."""
+    with serve_command(served_model, tmp_path, "--workers", "2") as (process, url):
+        port = int(url.rstrip("/").rsplit(":", 1)[1])
+        workers = worker_pids(process.pid)
+        # All connected before any is accepted, as when 50 clients start together: the
+        # workers are paused meanwhile (the kernel completes the connections alone).
+        for pid in workers:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            clients = [socket.create_connection(("127.0.0.1", port), timeout=60)
+                       for _ in range(50)]
+        finally:
+            for pid in workers:
+                os.kill(pid, signal.SIGCONT)
+        try:
+            for client in clients:  # each asks on its keep-alive connection
+                client.sendall(b"GET /health HTTP/1.1\r\nhost: test\r\n\r\n")
+            for client in clients:
+                assert client.recv(4096).startswith(b"HTTP/1.1 200 ")
+            taken = {pid: len(_sockets_on(pid, port)) for pid in workers}
+            listening = [_sockets_on(pid, port, state="0A") for pid in workers]
+        finally:
+            for client in clients:
+                client.close()
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+    assert sum(taken.values()) == 50
+    assert min(taken.values()) >= 5, taken  # 50 at random: fewer than 5 is 1 in 10^9
+    # A listening socket each, not one shared (the first to wake would take every waiting one).
+    assert [len(own) for own in listening] == [1, 1]
+    assert listening[0] != listening[1]
+
+
+def _sockets_on(pid: int, port: int, state: str = "01") -> set[str]:
+    """The inodes of the TCP sockets on ``port`` in ``state`` that process ``pid`` holds
+    (Linux's /proc: 01 established, 0A listening)."""
+    held = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            held.add(str(fd.readlink()).removeprefix("socket:[").removesuffix("]"))
+        except OSError:  # closed meanwhile
+            continue
+    found = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == state \
+                    and fields[9] in held:
+                found.add(fields[9])
+    return found
+
+
+def test_a_shared_port_is_still_refused_when_busy() -> None:
+    """Workers share their port with each other, never with another server."""
+    from digitlab.errors import DigitlabError
+    from digitlab.web.server import listen, worker_sockets
+
+    with listen("127.0.0.1", 0, shared=True) as first:
+        port = first.getsockname()[1]
+        for shared in (True, False):
+            with pytest.raises(DigitlabError, match=f"cannot listen on 127.0.0.1:{port}"):
+                listen("127.0.0.1", port, shared=shared)
+        others = worker_sockets(first, 3)
+        try:
+            assert [s.getsockname() for s in others] == [first.getsockname()] * 3
+        finally:
+            for sock in others[1:]:
+                sock.close()
+
+
 def test_serve_refuses_fewer_than_one_worker(served_model, capsys) -> None:
     assert main(["serve", str(served_model), "--workers", "0"]) == 2
     assert "--workers must be at least 1, got 0" in capsys.readouterr().err
+
+
+# The model file is removed after `digitlab serve` has checked it and before its workers
+# load it: each worker fails to start, as it would on any DataError of its own.
+_WORKERS_FAIL = """
+import pathlib, sys
+import digitlab.web.server as server
+real = server.run_workers
+def run_workers(*args, **kwargs):
+    pathlib.Path(sys.argv[1]).unlink()
+    return real(*args, **kwargs)
+server.run_workers = run_workers
+from digitlab.cli import main
+sys.exit(main(["serve", sys.argv[1], "--port", "0", "--workers", "2"]))
+"""
+
+
+def test_serve_workers_that_cannot_start_are_one_line_exit_2(served_model, tmp_path) -> None:
+    model = tmp_path / "model.safetensors"
+    model.write_bytes(served_model.read_bytes())
+    done = subprocess.run([sys.executable, "-c", _WORKERS_FAIL, str(model)], capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 2
+    assert "serving" not in done.stdout  # never announced
+    assert "a serve worker could not start: " in done.stderr
+    assert "model.safetensors: cannot read: No such file" in done.stderr
+    assert done.stderr.strip().count("\n") == 0
+
+
+def test_serve_workers_on_an_older_uvicorn_is_one_line(monkeypatch) -> None:
+    """Without uvicorn's readiness wait (before 0.54) `serve --workers` says what to install."""
+    import uvicorn.supervisors.multiprocess
+
+    from digitlab.errors import DigitlabError
+    from digitlab.web.server import run_workers
+
+    monkeypatch.delattr(uvicorn.supervisors.multiprocess.Process, "wait_until_ready")
+    announced = []
+    with socket.socket() as sock, pytest.raises(DigitlabError, match=r"needs uvicorn 0\.54 or newer"):
+        run_workers(create_app, sock, 2, ready=lambda: announced.append(True))
+    assert announced == []
+
+
+def test_the_web_extra_asks_for_the_uvicorn_serve_needs() -> None:
+    tomllib = pytest.importorskip("tomllib")
+    from packaging.requirements import Requirement
+
+    from digitlab.web.server import UVICORN_FLOOR
+
+    extra = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())[
+        "project"]["optional-dependencies"]["web"]
+    uvicorn = next(Requirement(text) for text in extra if Requirement(text).name == "uvicorn")
+    assert str(uvicorn.specifier) == f">={UVICORN_FLOOR}"
 
 
 def test_a_deskewed_model_sees_deskewed_pixels(sample, tmp_path) -> None:

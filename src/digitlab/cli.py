@@ -767,7 +767,7 @@ def _cmd_serve(args: argparse.Namespace, out: Console, err: Console) -> int:
         app = create_app(args.model, max_body_bytes=args.max_body_bytes,  # the model, loaded once
                          min_confidence=args.min_confidence)
     _report(caught, err)
-    sock = listen(args.host, args.port)
+    sock = listen(args.host, args.port, shared=workers > 1)
 
     def serving() -> None:
         # One line on stdout with the real address (--port 0 picks one); flushed, for scripts.
