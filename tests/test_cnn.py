@@ -22,7 +22,13 @@ from digitlab.data.sources import load  # noqa: E402
 from digitlab.errors import DataWarning, SettingsError  # noqa: E402
 from digitlab.io import load_model, save_model  # noqa: E402
 from digitlab.models import MODELS  # noqa: E402
-from digitlab.models.cnn import CNN, auto_epochs, build_network, image_side  # noqa: E402
+from digitlab.models.cnn import (  # noqa: E402
+    CNN,
+    auto_epochs,
+    build_network,
+    image_side,
+    warp_images,
+)
 from digitlab.models.training import Progress  # noqa: E402
 
 
@@ -211,7 +217,7 @@ def test_input_shape_and_settings_are_checked(fitted) -> None:
         fitted.predict(np.zeros((2, 400), dtype=np.float32))
     for bad in ({"epochs": 0}, {"lr": -1.0}, {"label_smoothing": 1.0}, {"device": "tpu"},
                 {"target_accuracy": 1.5}, {"augment": "yes"}, {"tta": None}, {"dense": 0},
-                {"epochs": 2.5}):
+                {"epochs": 2.5}, {"rotate": -1.0}, {"rotate": 181.0}, {"zoom": 1.0}):
         with pytest.raises(SettingsError):
             CNN(**bad).fit(np.zeros((4, 64), dtype=np.float32), y)
 
@@ -260,6 +266,46 @@ def test_automatic_settings_augment_only_long_runs(small) -> None:
     assert first_epoch_accuracy() == first_epoch_accuracy(augment=True)
     assert first_epoch_accuracy(epochs=3) == first_epoch_accuracy(epochs=3, augment=False)
     assert first_epoch_accuracy(epochs=3) != first_epoch_accuracy(epochs=3, augment=True)
+
+
+def test_warp_images_turns_scales_and_shifts_each_image(sample) -> None:
+    images = torch.from_numpy(sample.features("train")[:64]).reshape(-1, 1, 28, 28)
+
+    def warped(seed: int, **settings) -> torch.Tensor:
+        options = {"max_shift": 2, "rotate": 15.0, "zoom": 0.1, **settings}
+        return warp_images(images, generator=torch.Generator().manual_seed(seed), **options)
+
+    # Nothing to draw: the identity, up to bilinear rounding at the pixel centres.
+    torch.testing.assert_close(warped(0, max_shift=0, rotate=0.0, zoom=0.0), images,
+                               atol=1e-5, rtol=0)
+    first = warped(0)
+    assert first.shape == images.shape
+    torch.testing.assert_close(warped(0), first, atol=0, rtol=0)  # same seed, same images
+    assert not torch.equal(warped(1), first)
+    changed = (first - images).abs().flatten(1).amax(1)
+    assert (changed > 0.1).all()  # every image moved
+    # Turning and shifting by a few pixels keeps the digit in the frame: the ink stays.
+    ink_before, ink_after = images.sum((1, 2, 3)), first.sum((1, 2, 3))
+    assert ((ink_after / ink_before - 1).abs() < 0.3).all()
+    # Zoom alone scales the ink by about the square of the factor: never above (1.1)^2.
+    zoomed = warped(2, max_shift=0, rotate=0.0, zoom=0.1).sum((1, 2, 3)) / ink_before
+    assert ((zoomed > 0.75) & (zoomed < 1.3)).all()
+    assert zoomed.std() > 0.02
+
+
+def test_rotate_and_zoom_change_training_reproducibly(small) -> None:
+    X, y, _, _ = small
+
+    def first_epoch(**settings) -> list[float]:
+        model = CNN(epochs=3, augment=True, random_state=0, **settings)
+        return model.fit(X, y, callback=_stop_after_one_epoch).history_["loss"]
+
+    assert first_epoch(rotate=10.0) == first_epoch(rotate=10.0)
+    assert first_epoch(rotate=10.0) != first_epoch()
+    assert first_epoch(zoom=0.1) != first_epoch(rotate=10.0)
+    # Without augmenting, rotate and zoom do nothing.
+    plain = CNN(epochs=1, augment=False, random_state=0).fit(X, y).history_["loss"]
+    assert CNN(epochs=1, augment=False, rotate=10.0, random_state=0).fit(X, y).history_["loss"] == plain
 
 
 def _stop_after_one_epoch(progress: Progress) -> None:

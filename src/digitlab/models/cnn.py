@@ -143,6 +143,31 @@ def shift_images(
     return out
 
 
+def warp_images(
+    images: torch.Tensor, max_shift: int, rotate: float, zoom: float, generator: torch.Generator
+) -> torch.Tensor:
+    """Each image turned by up to ``rotate`` degrees, scaled by a factor in
+    [1 - zoom, 1 + zoom] and moved by up to ``max_shift`` pixels each way, all drawn
+    at random per image; bilinear resampling, zeros fill in.
+
+    images : (n, 1, s, s). One affine grid and one ``grid_sample`` for the whole set.
+    """
+    n, _, s, _ = images.shape
+    draws = torch.rand(n, 4, generator=generator) * 2 - 1  # uniform in [-1, 1)
+    angle = draws[:, 0] * math.radians(rotate)
+    scale = 1 + draws[:, 1] * zoom
+    # The grid maps each output pixel to where it reads in the input, in coordinates
+    # from -1 to 1 across the image (2 / s per pixel): turning by -angle and dividing by
+    # the scale there turns the digit by +angle and scales it by `scale`.
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    shift = draws[:, 2:] * (2 * max_shift / s)
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1),
+                         torch.stack([sin, cos, shift[:, 1]], 1)], 1)  # (n, 2, 3)
+    grid = torch.nn.functional.affine_grid(theta, [n, 1, s, s], align_corners=False)
+    return torch.nn.functional.grid_sample(images, grid, mode="bilinear", padding_mode="zeros",
+                                           align_corners=False)
+
+
 def _shift_fixed(images: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     """All images moved by the same (dy, dx) pixels, zeros fill in."""
     s = images.shape[-1]
@@ -177,6 +202,13 @@ class CNN(DigitClassifier):
         runs 8 epochs or more, where the net would otherwise start to memorise
         its images (on Fashion-MNIST's 3 epochs it cost 0.8 point), and the
         features are a square image (not padded to one).
+    rotate : float
+        When augmenting, also turn each image by a random angle of up to this
+        many degrees either way, in [0, 180]. 0: no turning.
+    zoom : float
+        When augmenting, also scale each image by a random factor in
+        [1 - zoom, 1 + zoom], in [0, 1). With ``rotate`` or ``zoom`` above 0 the
+        shifts are drawn continuously and the image resampled bilinearly.
     width : int
         Channels of the first convolution (the second has twice as many).
     dense : int
@@ -243,6 +275,8 @@ class CNN(DigitClassifier):
         "weight_decay": Number(0.0),
         "label_smoothing": Number(0.0, 1.0, closed="left"),
         "augment": Flag(none=True),
+        "rotate": Number(0.0, 180.0),
+        "zoom": Number(0.0, 1.0, closed="left"),
         "width": Integer(1),
         "dense": Integer(1),
         "tta": Flag(),
@@ -262,6 +296,8 @@ class CNN(DigitClassifier):
         weight_decay: float = 5e-4,
         label_smoothing: float = 0.1,
         augment: bool | None = None,
+        rotate: float = 0.0,
+        zoom: float = 0.0,
         width: int = 16,
         dense: int = 128,
         tta: bool = False,
@@ -277,6 +313,8 @@ class CNN(DigitClassifier):
         self.weight_decay = weight_decay
         self.label_smoothing = label_smoothing
         self.augment = augment
+        self.rotate = rotate
+        self.zoom = zoom
         self.width = width
         self.dense = dense
         self.tta = tta
@@ -369,6 +407,8 @@ class CNN(DigitClassifier):
             optimizer, max_lr=float(self.lr), epochs=epochs, steps_per_epoch=steps_per_epoch,
         )
         max_shift = 2 if side >= 28 else 1
+        rotate, zoom = float(self.rotate), float(self.zoom)
+        warp = rotate > 0 or zoom > 0
         smoothing = float(self.label_smoothing)
         weights = class_weights(self.class_weight, classes, y_index)  # None: unweighted
         weight = None if weights is None else torch.as_tensor(weights, dtype=torch.float32,
@@ -378,7 +418,12 @@ class CNN(DigitClassifier):
 
         def train_epoch(epoch: int) -> None:
             network.train()
-            inputs = shift_images(images, max_shift, generator) if augment else images
+            if not augment:
+                inputs = images
+            elif warp:
+                inputs = warp_images(images, max_shift, rotate, zoom, generator)
+            else:
+                inputs = shift_images(images, max_shift, generator)
             inputs = inputs.to(device).contiguous(memory_format=torch.channels_last)
             labels = targets.to(device)
             order = torch.randperm(n, generator=generator).to(device)
