@@ -217,7 +217,8 @@ def test_input_shape_and_settings_are_checked(fitted) -> None:
         fitted.predict(np.zeros((2, 400), dtype=np.float32))
     for bad in ({"epochs": 0}, {"lr": -1.0}, {"label_smoothing": 1.0}, {"device": "tpu"},
                 {"target_accuracy": 1.5}, {"augment": "yes"}, {"tta": None}, {"dense": 0},
-                {"epochs": 2.5}, {"rotate": -1.0}, {"rotate": 181.0}, {"zoom": 1.0}):
+                {"epochs": 2.5}, {"rotate": -1.0}, {"rotate": 181.0}, {"zoom": 1.0},
+                {"convs": 0}):
         with pytest.raises(SettingsError):
             CNN(**bad).fit(np.zeros((4, 64), dtype=np.float32), y)
 

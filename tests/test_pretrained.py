@@ -94,24 +94,28 @@ def test_negative_batch_norm_scales_are_folded_exactly(sample_test) -> None:
     assert np.abs(reference - pretrained().decision_function(X[:200])).max() > 0.1
 
 
-@pytest.mark.parametrize(("side", "width", "dense"), [(28, 16, 128), (20, 4, 8), (8, 2, 5), (3, 2, 4)])
-def test_state_shapes_are_the_torch_networks(monkeypatch, side, width, dense) -> None:
+@pytest.mark.parametrize(("side", "width", "dense", "convs"),
+                         [(28, 16, 128, 1), (20, 4, 8, 1), (8, 2, 5, 1), (3, 2, 4, 1), (28, 4, 8, 2),
+                          (3, 2, 4, 3)])
+def test_state_shapes_are_the_torch_networks(monkeypatch, side, width, dense, convs) -> None:
     pytest.importorskip("torch")
-    spec = cnn_module.CNN(width=width, dense=dense)._state_spec(side * side, 3)
-    assert state_shapes(side, 3, width, dense) == {name: s.shape for name, s in spec.items()}
+    spec = cnn_module.CNN(width=width, dense=dense, convs=convs)._state_spec(side * side, 3)
+    assert state_shapes(side, 3, width, dense, convs) == {name: s.shape for name, s in spec.items()}
     monkeypatch.setattr(cnn_module, "torch", None)  # the spec a file is checked against without torch
-    assert cnn_module.CNN(width=width, dense=dense)._state_spec(side * side, 3) == spec
+    assert cnn_module.CNN(width=width, dense=dense, convs=convs)._state_spec(side * side, 3) == spec
 
 
-@pytest.mark.parametrize(("side", "n_features"), [(8, 64), (3, 7)])
-def test_numpy_pass_small_and_padded_images(side, n_features) -> None:
-    """Other image sides (pools left out, odd maps) and features padded to a square."""
+@pytest.mark.parametrize(("side", "n_features", "convs"), [(8, 64, 1), (3, 7, 1), (28, 784, 2),
+                                                          (8, 64, 3)])
+def test_numpy_pass_small_and_padded_images(side, n_features, convs) -> None:
+    """Other image sides (pools left out, odd maps), features padded to a square, and
+    deeper blocks (convs > 1: only the block's last convolution pools)."""
     pytest.importorskip("torch")
     rng = np.random.default_rng(0)
     X = rng.random((60, n_features), dtype=np.float32)
     y = np.arange(60) % 3
     with pytest.warns(digitlab.DataWarning) if side * side != n_features else nullcontext():
-        model = cnn_module.CNN(epochs=1, width=2, dense=5, random_state=0).fit(X, y)
+        model = cnn_module.CNN(epochs=1, width=2, dense=5, convs=convs, random_state=0).fit(X, y)
     logits = NumpyCNN(model.state_dict(), side).logits(X)
     np.testing.assert_allclose(logits, model.decision_function(X), atol=LOGIT_TOL, rtol=0)
 

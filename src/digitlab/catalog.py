@@ -16,7 +16,9 @@ import importlib.util
 MODEL_SETTINGS: dict[str, dict[str, object]] = {
     "cnn": {
         "epochs": None, "batch_size": 128, "lr": 0.2, "weight_decay": 0.0005,
-        "label_smoothing": 0.1, "augment": None, "rotate": 0.0, "zoom": 0.0, "width": 16, "dense": 128, "tta": False,
+        "label_smoothing": 0.1, "augment": None, "rotate": 0.0, "zoom": 0.0, "width": 16,
+        "dense": 128, "convs": 1,
+        "tta": False,
         "target_accuracy": None, "device": "cpu", "precision": "float32",
         "class_weight": None, "random_state": None,
     },

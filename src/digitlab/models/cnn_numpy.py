@@ -6,6 +6,7 @@ from its ``state_dict`` arrays (``net.<layer>.<name>``), in float32::
     x (n, s, s, 1)                                         channels last
       -> conv3x3 (im2col: one matmul) -> maxpool2 -> BN -> ReLU   (n, s/2, s/2, w)
       -> conv3x3 (im2col: one matmul) -> maxpool2 -> BN -> ReLU   (n, s/4, s/4, 2w)
+      (with ``convs`` > 1, each block first has ``convs - 1`` times conv3x3 -> BN -> ReLU)
       -> flatten -> dense -> ReLU -> dense                        (n, n_classes)
 
 Batch norm (eval mode: ``a * v + b`` per channel, ``a = gamma / sqrt(var + eps)``)
@@ -44,18 +45,21 @@ def pooled_sizes(side: int) -> list[tuple[int, bool]]:
     return sizes
 
 
-def state_shapes(side: int, n_classes: int, width: int, dense: int) -> dict[str, tuple[int, ...]]:
+def state_shapes(side: int, n_classes: int, width: int, dense: int,
+                 convs: int = 1) -> dict[str, tuple[int, ...]]:
     """The ``net.*`` arrays of the CNN and their shapes, without torch (as ``build_network``
-    names them: conv at 0, pool if any, BN, ReLU; then flatten and the dense layers)."""
+    names them: per block ``convs - 1`` times conv, BN, ReLU, then conv, pool if any, BN,
+    ReLU; then flatten and the dense layers)."""
     shapes: dict[str, tuple[int, ...]] = {}
     index, channels_in = 0, 1
     for channels, (_, pool) in zip((width, 2 * width), pooled_sizes(side), strict=True):
-        shapes[f"net.{index}.weight"] = (channels, channels_in, 3, 3)
-        bn = index + (2 if pool else 1)
-        for name in ("weight", "bias", "running_mean", "running_var"):
-            shapes[f"net.{bn}.{name}"] = (channels,)
-        shapes[f"net.{bn}.num_batches_tracked"] = ()
-        index, channels_in = bn + 2, channels
+        for last in [False] * (convs - 1) + [True]:
+            shapes[f"net.{index}.weight"] = (channels, channels_in, 3, 3)
+            bn = index + (2 if pool and last else 1)
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                shapes[f"net.{bn}.{name}"] = (channels,)
+            shapes[f"net.{bn}.num_batches_tracked"] = ()
+            index, channels_in = bn + 2, channels
     size = pooled_sizes(side)[-1][0]
     first = index + 1  # after the Flatten
     shapes[f"net.{first}.weight"] = (dense, channels_in * size * size)
@@ -92,8 +96,12 @@ class NumpyCNN:
                         if name.endswith(".weight") and net[name].ndim == 4)
         denses = sorted(int(name.split(".")[0]) for name in net
                          if name.endswith(".weight") and net[name].ndim == 2)
+        per_block = len(convs) // 2  # two blocks of equally many convolutions
+        # Only the last convolution of a block pools (when the block pools at all).
+        pools = [pool and k == per_block - 1 for _, pool in pooled_sizes(side)
+                 for k in range(per_block)]
         self.blocks: list[_Block] = []
-        for conv, (_, pool) in zip(convs, pooled_sizes(side), strict=True):
+        for conv, pool in zip(convs, pools, strict=True):
             bn = conv + (2 if pool else 1)
             weight = net[f"{conv}.weight"].astype(np.float64)  # (c_out, c_in, 3, 3)
             scale = net[f"{bn}.weight"] / np.sqrt(net[f"{bn}.running_var"].astype(np.float64)
