@@ -112,10 +112,12 @@ def reference(
 
 
 LONGER = {"epochs": 15, "width": 32, "dense": 256}  # the longer setting (augments: 15 epochs)
-# The full MNIST's longer setting (augments: 8 epochs), chosen on digitlab train's validation
-# split over width 16 / 15 epochs and width 32 / 15 epochs; its 220,524 float32 weights fit
-# the bundled reader's 1 MB (issue 19).
-MNIST_LONGER = {"epochs": 8, "width": 32, "dense": 64}
+# The full MNIST's longer setting (augments: 12 epochs), chosen on the validation split
+# (6,000 of the 60,000 training images, seed 0) over: width 32 / dense 64 / 8 epochs shifted
+# only 99.33%; turned and scaled 99.43%; convs 2 99.45%; 15 epochs turned and scaled 99.37%;
+# convs 2, turned and scaled, 12 epochs 99.53% (this one). The bundled reader keeps its own
+# smaller setting (scripts/build_pretrained.py), which fits in 1 MB.
+MNIST_LONGER = {"epochs": 12, "width": 32, "dense": 64, "convs": 2, "rotate": 10.0, "zoom": 0.1}
 
 
 def timed_fit(model: CNN, X: np.ndarray, y: np.ndarray) -> float:
