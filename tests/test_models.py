@@ -381,3 +381,18 @@ def test_a_two_class_model_refuses_three_in_scikit_learns_words() -> None:
     with pytest.raises(SettingsError):
         model.fit(np.full((6, 4), 0.9), np.arange(6) % 3)  # a light background, not said
     assert not hasattr(model, "light_background_")
+
+
+def test_a_broadcast_row_is_checked_once_and_still_refused_when_not_finite() -> None:
+    """Features that repeat one row (a read-only broadcast view, as a model that reads
+    no pixels gets) have that row checked; a NaN in it is still scikit-learn's error."""
+    y = np.arange(600) % 3
+    zeros = np.broadcast_to(np.zeros(784, np.float32), (600, 784))
+    assert Majority().fit(zeros, y).score(zeros, y) == pytest.approx(1 / 3, abs=0.01)
+    row = np.zeros(784, np.float32)
+    row[5] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        Majority().fit(np.broadcast_to(row, (600, 784)), y)
+    fitted = Majority().fit(zeros, y)
+    with pytest.raises(ValueError, match="NaN"):
+        fitted.predict(np.broadcast_to(row, (600, 784)))
