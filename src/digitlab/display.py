@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from digitlab import analysis
+from digitlab.drawing import plotting
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -51,10 +52,11 @@ def show_digits(
     if len(labels) == 0:
         raise ValueError(f"the {split} split of {dataset.name} is empty")
     chosen = analysis.sample_per_class(labels, per_class * len(np.unique(labels)), rng=seed)
-    fig = _plots().digit_grid(dataset.images(split)[chosen],
-                           [dataset.class_name(int(label)) for label in labels[chosen]],
-                           ncols=per_class,  # a row per class (a short row for a rare class)
-                           suptitle=f"{dataset.name}, {split}: {per_class} random digits per class")
+    fig = plotting().digit_grid(dataset.images(split)[chosen],
+                                [dataset.class_name(int(label)) for label in labels[chosen]],
+                                ncols=per_class,  # a row per class (a short row for a rare class)
+                                suptitle=f"{dataset.name}, {split}: {per_class} random digits "
+                                         "per class")
     return fig
 
 
@@ -82,7 +84,7 @@ def show_predictions(
     chosen = np.sort(rng.choice(pool, size=min(n, len(pool)), replace=False))
     wrong = predicted[chosen] != labels[chosen]
     accuracy = float(np.mean(predicted == labels))
-    fig = _plots().digit_grid(
+    fig = plotting().digit_grid(
         images[chosen],
         [f"{dataset.class_name(int(t))},{dataset.class_name(int(p))}"
          for t, p in zip(labels[chosen], predicted[chosen], strict=True)],
@@ -104,18 +106,9 @@ def html_table(header: Sequence[object], rows: Sequence[Sequence[object]]) -> st
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _plots() -> Any:
-    """:mod:`digitlab.plots`, imported when a figure is drawn: the report imports this
-    module for :func:`html_table`, and a run drawing in a drawing process never
-    imports matplotlib (see :mod:`digitlab.drawing`)."""
-    from digitlab import plots
-
-    return plots
-
-
 def figure_html(fig: Figure, alt: str) -> str:
     """``fig`` as an ``<img>`` holding its PNG inline (base64): the notebook needs no file."""
-    encoded = base64.b64encode(_plots().png_bytes(fig)).decode("ascii")
+    encoded = base64.b64encode(plotting().png_bytes(fig)).decode("ascii")
     return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{encoded}'>"
 
 

@@ -46,9 +46,15 @@ class Recipe:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __call__(self) -> Figure:
-        plots = importlib.import_module("digitlab.plots")
-        figure: Figure = getattr(plots, self.function)(*self.args, **self.kwargs)
+        figure: Figure = getattr(plotting(), self.function)(*self.args, **self.kwargs)
         return figure
+
+
+def plotting() -> Any:
+    """:mod:`digitlab.plots`, imported at first use. Modules that draw only sometimes
+    reach it through this, so a run whose figures go to a drawing process never
+    imports matplotlib."""
+    return importlib.import_module("digitlab.plots")
 
 
 def frame(payload: bytes) -> bytes:
@@ -155,6 +161,15 @@ class Drawer:
 PIPE_BYTES = 1 << 20  # a run's recipes are ~0.1 MB, its PNGs ~0.3 MB
 
 
+def widen_pipe(fd: int) -> None:
+    """Give the pipe written through ``fd`` room for PIPE_BYTES, so a run's recipes or
+    PNGs pass without the writer waiting for the reader (Linux; elsewhere unchanged)."""
+    with contextlib.suppress(OSError, AttributeError):
+        import fcntl
+
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+
+
 def can_fork() -> bool:
     """Whether forking a helper is safe and worth it here: Linux (fork), two usable cores,
     and no other Python thread (a forked child could wait forever on a lock one held)."""
@@ -173,11 +188,8 @@ def start_drawer(enabled: bool = True) -> Iterator[Drawer | None]:
         return
     requests_read, requests_write = os.pipe()
     replies_read, replies_write = os.pipe()
-    for fd in (requests_write, replies_write):  # recipes and PNGs pass without waiting (Linux)
-        with contextlib.suppress(OSError, AttributeError):
-            import fcntl
-
-            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    for fd in (requests_write, replies_write):
+        widen_pipe(fd)
     with warnings.catch_warnings():
         from digitlab.engines import FORK_WARNING
 
@@ -211,8 +223,7 @@ def _serve(requests: int, replies: int) -> None:
     if payload is None:  # the run ended without figures (an error, or none to draw)
         return
     recipes = pickle.loads(payload)  # our own parent's pickle, through our own pipe
-    plots = importlib.import_module("digitlab.plots")
-    for png in plots.png_bytes_all(recipes):
+    for png in plotting().png_bytes_all(recipes):
         _write_all(replies, frame(png))
 
 
@@ -223,6 +234,5 @@ def _warm_up() -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
     from matplotlib.font_manager import FontProperties, findfont, get_font
 
-    importlib.import_module("digitlab.plots")
-
+    plotting()
     get_font(findfont(FontProperties()))

@@ -24,7 +24,7 @@ from digitlab.calibration import (
     temperature_of,
 )
 from digitlab.data.dataset import Dataset
-from digitlab.drawing import Recipe
+from digitlab.drawing import Recipe, plotting
 from digitlab.errors import SettingsError
 from digitlab.models import DigitClassifier
 
@@ -196,9 +196,9 @@ def inspect_model(
         shown.add("hidden_weights", f"First-layer weights of {count} hidden units: each unit's "
                   "weight on every pixel (red raises the unit, blue lowers it). Strokes and "
                   "blobs are the pen shapes a unit looks for; speckled noise is a unit that "
-                  "learned little", _plots().mlp_first_layer(model, count=N_HIDDEN_SHOWN, shape=shape))
+                  "learned little", plotting().mlp_first_layer(model, count=N_HIDDEN_SHOWN, shape=shape))
     if getattr(model, "kind", None) == "cnn" and figures:
-        filters = _plots().cnn_filters(model)
+        filters = plotting().cnn_filters(model)
         shown.add("cnn_filters", "The CNN's first-layer 3x3 filters, one per channel, on one "
                   "colour scale: a red row beside a blue one finds a horizontal edge, red beside "
                   "blue columns a vertical one, all red a blob of ink", filters)
@@ -206,7 +206,7 @@ def inspect_model(
         shown.add("cnn_activations", f"What the first block (convolution, pooling, batch norm, "
                   f"ReLU) sees in one {split} digit per class, drawn at random (seed {seed}): "
                   "each channel lights up where its filter finds its pattern; a channel dark on "
-                  "every digit is unused", _plots().cnn_activations(
+                  "every digit is unused", plotting().cnn_activations(
                       model, images[one_each], [name_of(int(v)) for v in y[one_each]]))
 
     # -- mistakes: the most confused pairs, and what is mistaken for the target digit
@@ -257,11 +257,11 @@ def inspect_model(
         shown.add("attributions", f"Why the model read the worst-written {whose} as it did "
                   f"({method}; true,predicted): red pixels pushed it towards its answer, blue "
                   "ones against it. Red on a stray stroke or a missing gap shows what misled it",
-                  _plots().attributions(model, images[worst],
-                                     [f"{name_of(int(t))},{name_of(int(p))}" for t, p
-                                      in zip(y[worst], predicted[worst], strict=True)],
-                                     method=method, mistakes=y[worst] != predicted[worst],
-                                     suptitle=f"Worst-written {whose}: why (true,predicted)"))
+                  plotting().attributions(model, images[worst],
+                                          [f"{name_of(int(t))},{name_of(int(p))}" for t, p
+                                           in zip(y[worst], predicted[worst], strict=True)],
+                                          method=method, mistakes=y[worst] != predicted[worst],
+                                          suptitle=f"Worst-written {whose}: why (true,predicted)"))
     if figures:
         # at random per class, seeded: the first images of a class-sorted source are one class
         picked = analysis.sample_per_class(y, N_EXAMPLES, rng=seed)
@@ -319,14 +319,6 @@ def _plain(bins: Reliability) -> SimpleNamespace:
     SciPy's optimisers and scikit-learn's metrics, 0.6 s) just to unpickle it."""
     return SimpleNamespace(edges=bins.edges, count=bins.count, confidence=bins.confidence,
                            accuracy=bins.accuracy, ece=bins.ece)
-
-
-def _plots() -> Any:
-    """:mod:`digitlab.plots`, imported only for the figures built from the model itself
-    (its weights, activations or attributions), which are drawn in this process."""
-    from digitlab import plots
-
-    return plots
 
 
 def attribution_method(model: DigitClassifier) -> str:

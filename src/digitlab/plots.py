@@ -13,12 +13,9 @@ upright when they were read.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import math
 import os
-import sys
-import threading
 import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -29,7 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from digitlab.atomic import atomic_file
-from digitlab.drawing import frame
+from digitlab.drawing import can_fork, frame, widen_pipe
 from digitlab.drawing import unframe as _unframe  # a name of this module: tests replace it
 
 if TYPE_CHECKING:
@@ -76,21 +73,14 @@ def png_bytes_all(figures: Sequence[Figure | Callable[[], Figure]]) -> list[byte
     (a forked child could wait forever on a lock that thread held, such as Agg's
     own). Should the child fail, this process draws the figures it did not send.
     """
-    from digitlab.engines import usable_cores
-
     figures = list(figures)
-    if len(figures) < 2 or len(figures) > 256 or not hasattr(os, "fork") \
-            or not sys.platform.startswith("linux") or usable_cores() < 2 \
-            or threading.active_count() > 1:
-        return [_png_of(fig) for fig in figures]
+    if len(figures) < 2 or len(figures) > 256 or not can_fork():
+        return [png_of(fig) for fig in figures]
     queue_read, queue_write = os.pipe()
     os.write(queue_write, bytes(range(len(figures))))  # at most 256 bytes: never blocks
     os.close(queue_write)
     read_end, write_end = os.pipe()
-    with contextlib.suppress(OSError, AttributeError):  # room for every PNG (Linux)
-        import fcntl
-
-        fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 1 << 20)
+    widen_pipe(write_end)  # room for every PNG
     with warnings.catch_warnings():
         from digitlab.engines import FORK_WARNING
 
@@ -102,7 +92,7 @@ def png_bytes_all(figures: Sequence[Figure | Callable[[], Figure]]) -> list[byte
             os.close(read_end)
             with os.fdopen(write_end, "wb") as pipe:
                 while taken := os.read(queue_read, 1):
-                    png = _png_of(figures[taken[0]])
+                    png = png_of(figures[taken[0]])
                     pipe.write(frame(taken + png))
                     pipe.flush()
             code = 0
@@ -112,7 +102,7 @@ def png_bytes_all(figures: Sequence[Figure | Callable[[], Figure]]) -> list[byte
     drawn: dict[int, bytes] = {}
     try:
         while taken := os.read(queue_read, 1):
-            drawn[taken[0]] = _png_of(figures[taken[0]])
+            drawn[taken[0]] = png_of(figures[taken[0]])
     finally:
         os.close(queue_read)
         with os.fdopen(read_end, "rb") as pipe:
@@ -120,10 +110,10 @@ def png_bytes_all(figures: Sequence[Figure | Callable[[], Figure]]) -> list[byte
         _, status = os.waitpid(pid, 0)
     for payload in _unframe(sent) if status == 0 else []:  # a figure's number, then its PNG
         drawn[payload[0]] = payload[1:]
-    return [drawn[i] if i in drawn else _png_of(figure) for i, figure in enumerate(figures)]
+    return [drawn[i] if i in drawn else png_of(figure) for i, figure in enumerate(figures)]
 
 
-def _png_of(figure: Figure | Callable[[], Figure]) -> bytes:
+def png_of(figure: Figure | Callable[[], Figure]) -> bytes:
     """:func:`png_bytes` of ``figure``, built first when it is a recipe."""
     return png_bytes(figure if isinstance(figure, Figure) else figure())
 

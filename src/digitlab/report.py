@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from digitlab import __version__
 from digitlab.atomic import atomic_file
 from digitlab.display import html_table
-from digitlab.drawing import Recipe
+from digitlab.drawing import Recipe, plotting
 from digitlab.inspection import Figures, Inspection
 from digitlab.metrics import format_cost, format_interval
 
@@ -27,10 +27,10 @@ if TYPE_CHECKING:
 
 
 def png_bytes(figure: Any) -> bytes:
-    """:func:`digitlab.plots.png_bytes`, importing matplotlib only when a figure is drawn here."""
-    from digitlab import plots
-
-    return plots.png_bytes(figure)
+    """The PNG of a Figure or a recipe (:func:`digitlab.plots.png_of`), importing
+    matplotlib only when a figure is drawn here."""
+    png: bytes = plotting().png_of(figure)
+    return png
 
 CSS = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em;
@@ -127,7 +127,7 @@ def render_html(
 
     parts.append("<h2 id='figures'>Figures</h2>")
     for name, caption, figure in inspection.figures.entries:
-        png = pngs[name] if name in pngs else png_bytes(figure() if isinstance(figure, Recipe) else figure)
+        png = pngs[name] if name in pngs else png_bytes(figure)
         encoded = base64.b64encode(png).decode("ascii")
         parts.append(f"<figure id='fig-{html.escape(name)}'><img alt='{html.escape(caption)}' "
                      f"src='data:image/png;base64,{encoded}'><figcaption>{html.escape(caption)}"
@@ -224,9 +224,8 @@ def draw_figures(figures: Figures, drawer: Drawer | None = None) -> dict[str, by
             pngs.update(zip([name for name, _, f in entries if isinstance(f, Recipe)], drawn, strict=True))
     rest = [(name, figure) for name, _, figure in entries if name not in pngs]
     if rest:
-        from digitlab.plots import png_bytes_all
-
-        pngs.update(zip([name for name, _ in rest], png_bytes_all([f for _, f in rest]), strict=True))
+        drawn_here = plotting().png_bytes_all([f for _, f in rest])
+        pngs.update(zip([name for name, _ in rest], drawn_here, strict=True))
     return {name: pngs[name] for name, _, _ in entries}
 
 
