@@ -66,14 +66,39 @@ def test_the_drawer_draws_the_bytes_this_process_draws(recipes, forkable) -> Non
 
 @needs_fork
 def test_recipes_submitted_early_are_collected_later(recipes, forkable) -> None:
+    expected = [plots.png_bytes(recipe()) for recipe in recipes]
     with start_drawer() as drawer:
         drawer.submit(recipes)
-        drawer.submit(recipes[:1])  # one list only: the first stays
+        drawer.submit(recipes[:1])  # sent already: not drawn twice
         drawn = drawer.draw(recipes)
-    assert drawn == [plots.png_bytes(recipe()) for recipe in recipes]
+    assert drawn == expected
+    with start_drawer() as drawer:  # in batches, the first in the background, in another order
+        drawer.submit(recipes[2:], background=True)
+        drawer.submit(recipes[:1])
+        drawn = drawer.draw(recipes)
+    assert drawn == expected
     with start_drawer() as drawer:
         drawer.submit(recipes[:1])
-        assert drawer.draw(recipes) is None  # not what it drew: the caller draws them itself
+        assert drawer.draw(recipes[1:]) is None  # drew another: the caller draws them itself
+
+
+@needs_fork
+def test_a_drawer_whose_run_failed_is_stopped_not_waited_for(forkable, monkeypatch) -> None:
+    import signal
+
+    sent = []
+    real_kill = os.kill
+    monkeypatch.setattr(os, "kill", lambda pid, sig: (sent.append((pid, sig)), real_kill(pid, sig)))
+    slow = [Recipe("digit_with_values", (np.full((28, 28), 200 + i, np.uint8),)) for i in range(20)]
+    with start_drawer() as drawer:
+        drawer.submit(slow, background=True)  # the run then fails: draw() is never called
+    assert sent == [(drawer.pid, signal.SIGTERM)]
+    with pytest.raises(ChildProcessError):  # and reaped
+        os.waitpid(drawer.pid, 0)
+    sent.clear()
+    with start_drawer() as drawer:
+        assert drawer.draw(slow[:2]) is not None
+    assert sent == []  # asked for its drawings: it finished them and left by itself
 
 
 @needs_fork

@@ -75,6 +75,19 @@ def _modules_after(code: str) -> set[str]:
     return set(done.stdout.split())
 
 
+def test_a_run_loads_its_data_and_its_datas_figures_before_importing_scikit_learn() -> None:
+    # train() sends the data's own figures to the drawing process before it imports the
+    # models, so they are drawn while scikit-learn (0.7 s) loads (see digitlab.drawing).
+    modules = _modules_after(
+        "from digitlab.run import RunConfig, check_model_settings, prepare_data, validation_fraction_of\n"
+        "from digitlab.data_figures import data_figures\n"
+        "config = RunConfig(model='mlp', settings={'hidden': (10,)})\n"
+        "check_model_settings(config)\n"
+        "data = prepare_data(config).with_validation(validation_fraction_of(config), 0)\n"
+        "assert set(data_figures(data)) == {'average_digits', 'digit_values'}")
+    assert {"sklearn", "matplotlib", "torch", "digitlab.models"} & modules == set()
+
+
 def test_training_a_numpy_model_with_figures_never_imports_torch(tmp_path) -> None:
     # matplotlib checks sys.modules["torch"].Tensor on every plotted array. train() from
     # Python draws in its own process (the command's drawing process: test_drawing.py).
@@ -107,7 +120,7 @@ def _typed(table: dict[str, object]) -> list[tuple[str, str, str]]:
 
 
 def test_the_catalog_equals_every_models_real_settings() -> None:
-    from digitlab.catalog import MODEL_SETTINGS, model_kinds
+    from digitlab.catalog import DEFAULT_VALIDATION, MODEL_SETTINGS, model_kinds
     from digitlab.models import MODELS
 
     assert model_kinds() == sorted(MODELS)
@@ -115,6 +128,9 @@ def test_the_catalog_equals_every_models_real_settings() -> None:
     listed = {kind: MODEL_SETTINGS[kind] for kind in sorted(MODELS)}
     assert {k: _typed(v) for k, v in listed.items()} == {k: _typed(v) for k, v in real.items()}, (
         f"update digitlab/catalog.py's MODEL_SETTINGS to:\n{real!r}")
+    fractions = {kind: MODELS[kind].default_validation for kind in sorted(MODELS)}
+    assert {kind: DEFAULT_VALIDATION[kind] for kind in sorted(MODELS)} == fractions, (
+        f"update digitlab/catalog.py's DEFAULT_VALIDATION to:\n{fractions!r}")
 
 
 def test_the_catalog_lists_the_cnn_only_with_pytorch(monkeypatch) -> None:

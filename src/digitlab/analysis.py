@@ -11,8 +11,6 @@ from typing import Any
 
 import numpy as np
 
-from digitlab.metrics import class_positions
-
 
 def pixel_ranking(weights: np.ndarray, shape: tuple[int, int], k: int = 5) -> dict[str, Any]:
     """The pixels whose weights most raise and most lower a linear score.
@@ -150,6 +148,9 @@ def most_confused_pairs(matrix: np.ndarray, labels: list[int], top: int = 5) -> 
 
 def true_class_probability(proba: np.ndarray, y_true: np.ndarray, classes: np.ndarray) -> np.ndarray:
     """``p(true label)`` of each sample, shape (n,); 0 for labels the model never saw."""
+    # imported here: digitlab.metrics imports scikit-learn, which the data's figures do without
+    from digitlab.metrics import class_positions
+
     positions = class_positions(np.asarray(classes), np.asarray(y_true))
     picked = proba[np.arange(len(y_true)), np.maximum(positions, 0)]
     return np.where(positions >= 0, picked, 0.0)

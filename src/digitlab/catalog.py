@@ -48,6 +48,13 @@ MODEL_SETTINGS: dict[str, dict[str, object]] = {
     "template": {"metric": "dot"},
 }
 
+# Each model's ``default_validation``: the share of train images a run holds out for it
+# when ``--validation-fraction`` is not given (0 for the baselines, which choose nothing).
+DEFAULT_VALIDATION: dict[str, float] = {
+    "cnn": 0.1, "guess-and-check": 0.1, "majority": 0.0, "mlp": 0.1, "perceptron": 0.1,
+    "random": 0.0, "softmax": 0.1, "template": 0.1,
+}
+
 # RunConfig's defaults (every field but ``settings``).
 RUN_DEFAULTS: dict[str, object] = {
     "data": "mnist-sample", "model": "template", "task": "all", "image_size": None,

@@ -6,9 +6,11 @@ a few arrays and strings, so :func:`digitlab.inspection.inspect_model` records
 most figures as a :class:`Recipe` (which plotting function, with which
 arguments) instead of drawing them. :func:`start_drawer` forks a process at the
 start of the command; it imports matplotlib on the second core while the run
-imports scikit-learn and loads the data, then waits. The run sends it its
-recipes (pickled; a recipe is a name and arrays) and gets the PNGs back, drawn
-on both cores (:func:`digitlab.plots.png_bytes_all`). This module imports
+loads the data, then waits. The run sends it the figures of the data alone
+(average digits, one digit's values) as soon as the data is loaded, drawn while
+the run imports scikit-learn and trains; then the model's figures, drawn on both
+cores (:func:`digitlab.plots.png_bytes_all`) while the run writes its files.
+Recipes travel pickled (a recipe is a name and arrays); the PNGs come back. This module imports
 neither matplotlib nor :mod:`digitlab.plots` itself, so a run that draws through
 the drawer never imports matplotlib.
 
@@ -100,52 +102,64 @@ def _write_all(fd: int, data: bytes) -> None:
 class Drawer:
     """A forked process that draws recipes into PNGs (see the module's docstring).
 
-    Made by :func:`start_drawer`. It draws one list of recipes: :meth:`submit` sends
-    it as soon as it is known, so the run writes its other files meanwhile, and
-    :meth:`draw` collects the PNGs (sending them first if not submitted). Should the
-    process fail or die, :meth:`draw` returns None and the caller draws itself.
+    Made by :func:`start_drawer`. :meth:`submit` sends recipes as soon as they are
+    known, in one or more batches: the figures of the data alone while the run still
+    imports and trains, those of the model while it writes its other files.
+    :meth:`draw` sends the rest and collects the PNGs. Should the process fail or die,
+    :meth:`draw` returns None and the caller draws itself.
     """
 
     def __init__(self, pid: int, requests: int, replies: int) -> None:
         self.pid, self._requests, self._replies = pid, requests, replies
         self._open = True
-        self._submitted: list[Recipe] | None = None
+        self._submitted: list[Recipe] = []
 
-    def submit(self, recipes: Sequence[Recipe]) -> None:
-        """Start drawing ``recipes`` (once; a second list is refused by :meth:`draw`)."""
-        if not self._open or self._submitted is not None:
+    def submit(self, recipes: Sequence[Recipe], *, background: bool = False) -> None:
+        """Start drawing those of ``recipes`` not sent before. ``background``: the run is
+        still busy on one core, so the drawing process keeps to the other (one figure at
+        a time); otherwise it draws on both."""
+        if not self._open or self._requests < 0:
             return
-        self._submitted = list(recipes)
+        sent = {id(recipe) for recipe in self._submitted}
+        batch = [recipe for recipe in recipes if id(recipe) not in sent]
+        if not batch:
+            return
+        self._submitted += batch
         try:
-            _write_all(self._requests, frame(pickle.dumps(self._submitted, pickle.HIGHEST_PROTOCOL)))
-            os.close(self._requests)
+            _write_all(self._requests, frame(pickle.dumps((background, batch), pickle.HIGHEST_PROTOCOL)))
         except OSError:
             self.close()  # draw() finds it closed and answers None
-        self._requests = -1
 
     def draw(self, recipes: Sequence[Recipe]) -> list[bytes] | None:
         """The PNG of each recipe, in order; None when the drawing process failed or was
-        given other recipes."""
+        sent a recipe that is not among them."""
         self.submit(recipes)
-        submitted = self._submitted or []
-        if not self._open or [id(r) for r in submitted] != [id(r) for r in recipes]:
+        if self._open and self._requests >= 0:
+            os.close(self._requests)  # no more: the process leaves when it has drawn these
+            self._requests = -1
+        wanted = {id(recipe) for recipe in recipes}
+        if not self._open or any(id(recipe) not in wanted for recipe in self._submitted):
             self.close()
             return None
         try:
-            pngs = [_read_frame(self._replies) for _ in submitted]
+            pngs = [_read_frame(self._replies) for _ in self._submitted]
         except OSError:
             pngs = [None]
         finally:
             self.close()
-        return None if any(png is None for png in pngs) else [png for png in pngs if png is not None]
+        drawn = [png for png in pngs if png is not None]
+        if len(drawn) != len(self._submitted):
+            return None
+        by_recipe = {id(recipe): png for recipe, png in zip(self._submitted, drawn, strict=True)}
+        return [by_recipe[id(recipe)] for recipe in recipes]
 
     def close(self) -> None:
         """Let the process go (it leaves when its requests pipe closes) and reap it; one
-        never asked to draw (the run failed first) is stopped at once, not waited for."""
+        never asked for its drawings (the run failed first) is stopped at once, not waited for."""
         if not self._open:
             return
         self._open = False
-        if self._submitted is None:
+        if self._requests >= 0:
             import signal
 
             with contextlib.suppress(OSError):
@@ -154,6 +168,7 @@ class Drawer:
             if fd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(fd)
+        self._requests = self._replies = -1
         with contextlib.suppress(ChildProcessError):
             os.waitpid(self.pid, 0)
 
@@ -214,17 +229,18 @@ def start_drawer(enabled: bool = True) -> Iterator[Drawer | None]:
 
 
 def _serve(requests: int, replies: int) -> None:
-    """The drawing process: get ready while the run works, then draw what it sends."""
+    """The drawing process: get ready while the run works, then draw each batch it sends
+    until it closes the pipe."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the run's to handle; it reaps us
     _warm_up()
-    payload = _read_frame(requests)
-    if payload is None:  # the run ended without figures (an error, or none to draw)
-        return
-    recipes = pickle.loads(payload)  # our own parent's pickle, through our own pipe
-    for png in plotting().png_bytes_all(recipes):
-        _write_all(replies, frame(png))
+    while (payload := _read_frame(requests)) is not None:
+        background, recipes = pickle.loads(payload)  # our own parent's pickle, through our own pipe
+        plots = plotting()
+        pngs = (plots.png_of(recipe) for recipe in recipes) if background else plots.png_bytes_all(recipes)
+        for png in pngs:
+            _write_all(replies, frame(png))
 
 
 def _warm_up() -> None:

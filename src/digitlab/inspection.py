@@ -24,6 +24,7 @@ from digitlab.calibration import (
     temperature_of,
 )
 from digitlab.data.dataset import Dataset
+from digitlab.data_figures import data_figures
 from digitlab.drawing import Recipe, plotting
 from digitlab.errors import SettingsError
 from digitlab.models import DigitClassifier
@@ -111,6 +112,7 @@ def inspect_model(
     target_digit: int | None = None,
     worst_digit: int | None = None,
     seed: int = 0,
+    early_figures: dict[str, tuple[str, Recipe]] | None = None,
 ) -> Inspection:
     """Evaluate ``model`` on ``splits`` of ``dataset`` and analyse what it learned.
 
@@ -121,7 +123,9 @@ def inspect_model(
     ``target_digit``: the label whose "most mistaken for" ranking is made (default 5
     when the model knows it and has more than two classes). ``worst_digit``: show the
     worst-written images of that label only (default: the worst of every label).
-    ``seed`` draws the example digits shown, at random per class.
+    ``seed`` draws the example digits shown, at random per class. ``early_figures``:
+    the data's own figures, made before (:func:`digitlab.data_figures.data_figures`, for
+    the last of ``splits``) and perhaps already being drawn.
     """
     classes = np.asarray(model.classes_)
     check_analysis_digits(classes, target_digit=target_digit, worst_digit=worst_digit)
@@ -270,14 +274,12 @@ def inspect_model(
                   Recipe("digit_grid", (images[picked], [f"{name_of(int(t))},{name_of(int(p))}" for t, p
                                                          in zip(y[picked], predicted[picked], strict=True)]),
                          dict(mistakes=y[picked] != predicted[picked], suptitle=f"{split}: true,predicted")))
-        means = analysis.average_images(dataset.train_images, dataset.train_labels, classes)
-        shown.add("average_digits", "The average training image of each class",
-                  Recipe("average_digits", (means, [name_of(int(c)) for c in classes])))
+        of_data = early_figures if early_figures is not None else data_figures(dataset, split)
+        shown.add("average_digits", *of_data["average_digits"])
         shown.add("confusion", f"Confusion matrix on the {split} split",
                   Recipe("confusion_figure", (np.array(conf["matrix"]),
                                               [name_of(int(v)) for v in conf["labels"]])))
-        shown.add("digit_values", "One digit with its pixel values, as the model reads them",
-                  Recipe("digit_with_values", (images[0],), dict(title=f"{split} digit 0: {name_of(int(y[0]))}")))
+        shown.add("digit_values", *of_data["digit_values"])
         if bins:
             shown.add("reliability", f"Reliability on the {split} split: accuracy against "
                       "confidence in 15 bins (the dotted diagonal is a calibrated model)"

@@ -21,21 +21,22 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from digitlab.atomic import atomic_dir, check_folder_destination, write_json
-from digitlab.calibration import Calibration, calibrate
+from digitlab.catalog import DEFAULT_VALIDATION, MODEL_SETTINGS, model_kinds
 from digitlab.data.dataset import Dataset
 from digitlab.data.deskew import deskew_images
 from digitlab.data.sources import load
 from digitlab.errors import DataError, DataWarning, SettingsError, show_path
-from digitlab.inspection import Inspection, check_analysis_digits, features_for, inspect_model
-from digitlab.io import ModelInfo, json_settings, save_model
-from digitlab.models import MODELS, DigitClassifier
-from digitlab.models.training import Callback
-from digitlab.predict import deskews
-from digitlab.preparation import dataset_preprocessing, normalises, warn_if_prepared_otherwise
-from digitlab.report import write_report
 
+# The models, their evaluation and the report import scikit-learn and SciPy (0.7 s):
+# they are imported where used, so that a run loads its data first and its drawing
+# process starts on the data's own figures meanwhile (see train).
 if TYPE_CHECKING:
+    from digitlab.calibration import Calibration
     from digitlab.drawing import Drawer
+    from digitlab.inspection import Inspection
+    from digitlab.io import ModelInfo
+    from digitlab.models import DigitClassifier
+    from digitlab.models.training import Callback
 
 MAX_CONFIG_BYTES = 1_000_000  # a config.json is a few hundred bytes
 
@@ -96,6 +97,9 @@ def data_for_model(
 ) -> Dataset:
     """Load ``source`` the way a saved model expects it: its task, normalisation, deskewing
     and input size; warn (one line) when it still looks prepared otherwise than its training data."""
+    from digitlab.predict import deskews
+    from digitlab.preparation import normalises, warn_if_prepared_otherwise
+
     height = info.input_shape[0] if info.input_shape else None
     config = RunConfig(data=source, task=str(info.extra.get("task", "all")), image_size=height,
                        deskew=deskews(info), seed=seed, test_fraction=test_fraction,
@@ -186,27 +190,33 @@ def validation_fraction_of(config: RunConfig) -> float:
     baselines, which choose nothing)."""
     fraction = config.validation_fraction
     if fraction is None:
-        cls = MODELS.get(config.model)
-        return cls.default_validation if cls is not None else 0.0
+        return DEFAULT_VALIDATION.get(config.model, 0.0)
     if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 <= fraction < 1:
         raise SettingsError(f"validation fraction must be at least 0 and below 1, got {fraction!r}")
     return float(fraction)
 
 
-def build_model(config: RunConfig) -> DigitClassifier:
-    """The configured model; ``--seed`` seeds it unless a ``random_state`` setting was given."""
-    if config.model not in MODELS:
-        raise SettingsError(f"unknown model {config.model!r}: choose from {', '.join(MODELS)}")
-    cls = MODELS[config.model]
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
-    foreign = sorted(set(config.settings) - accepted)
+def check_model_settings(config: RunConfig) -> None:
+    """Refuse an unknown model, or a setting it does not have, without importing it
+    (from :mod:`digitlab.catalog`, tested equal to the models' own settings)."""
+    kinds = model_kinds()
+    if config.model not in kinds:
+        raise SettingsError(f"unknown model {config.model!r}: choose from {', '.join(kinds)}")
+    foreign = sorted(set(config.settings) - set(MODEL_SETTINGS[config.model]))
     if foreign:
         options = ", ".join("--" + name.replace("_", "-") for name in foreign)
         raise SettingsError(f"model {config.model!r} has no setting {options}")
+
+
+def build_model(config: RunConfig) -> DigitClassifier:
+    """The configured model; ``--seed`` seeds it unless a ``random_state`` setting was given."""
+    from digitlab.models import MODELS
+
+    check_model_settings(config)
     settings = dict(config.settings)
-    if "random_state" in accepted and settings.get("random_state") is None:
+    if "random_state" in MODEL_SETTINGS[config.model] and settings.get("random_state") is None:
         settings["random_state"] = config.seed
-    return cls(**settings)
+    return MODELS[config.model](**settings)
 
 
 def fit_model(
@@ -218,6 +228,8 @@ def fit_model(
     """Fit on the train split, passing a progress callback and the validation split
     (for learning curves, early stopping and the kept epoch) to models whose
     ``fit`` takes them. The test split is never passed: nothing is chosen on it."""
+    from digitlab.inspection import features_for
+
     accepted = inspect.signature(model.fit).parameters
     extra: dict[str, Any] = {}
     if "callback" in accepted:
@@ -231,6 +243,9 @@ def calibrate_on_validation(model: DigitClassifier, dataset: Dataset) -> Calibra
     """The model's temperature, fitted on the validation split; None when the run has none."""
     if "validation" not in dataset.splits:
         return None
+    from digitlab.calibration import calibrate
+    from digitlab.inspection import features_for
+
     return calibrate(model, features_for(model, dataset, "validation"), dataset.labels("validation"))
 
 
@@ -262,13 +277,23 @@ def train(
     if out is not None:  # a run folder that cannot be written is found now, not after training
         check_folder_destination(out, merge=True)
     fraction = validation_fraction_of(config)  # a bad setting is refused before loading
-    model = build_model(config)
+    check_model_settings(config)
     stage("loading data")
     dataset = prepare_data(config)
     check_trainable(dataset, class_weight=config.settings.get("class_weight"))
+    dataset = dataset.with_validation(fraction, config.seed)
+    early_figures = None
+    if drawer is not None and out is not None:
+        # Drawn on the second core while this one imports the model and trains it.
+        from digitlab.data_figures import data_figures
+
+        early_figures = data_figures(dataset, dataset.splits[-1])
+        drawer.submit([recipe for _, recipe in early_figures.values()], background=True)
+    from digitlab.inspection import check_analysis_digits, inspect_model
+
+    model = build_model(config)
     # a digit to aim the analysis at is checked now, not after training
     check_analysis_digits(dataset.classes, target_digit=target_digit, worst_digit=worst_digit)
-    dataset = dataset.with_validation(fraction, config.seed)
     stage(f"training {config.model}")
     started = time.perf_counter()
     fit_model(model, dataset, callback=callback)
@@ -279,7 +304,8 @@ def train(
     history = getattr(model, "history_", None) or {}
     inspection = inspect_model(model, dataset, history=history, figures=out is not None,
                                splits=dataset.splits, calibration=calibration,
-                               target_digit=target_digit, worst_digit=worst_digit, seed=config.seed)
+                               target_digit=target_digit, worst_digit=worst_digit, seed=config.seed,
+                               early_figures=early_figures)
     if drawer is not None:  # drawn while the model and its figures are written
         drawer.submit(inspection.figures.recipes())
     measured: dict[str, Any] = dict(inspection.evaluation)
@@ -310,6 +336,9 @@ def write_run_folder(
     drawer: Drawer | None = None,
 ) -> None:
     """Write the model, ``config.json``, ``metrics.json``, figures and report into ``out``."""
+    from digitlab.io import json_settings, save_model
+    from digitlab.report import write_report
+
     save_model(
         out / "model.safetensors",
         model,
@@ -400,6 +429,8 @@ def load_run_config(path: str | os.PathLike[str]) -> RunConfig:
     full = fields.pop("model_settings", None) or {}
     if not isinstance(full, dict) or not isinstance(fields.get("settings", {}), dict):
         raise DataError(path, "model settings must be a JSON object")
+    from digitlab.models import MODELS
+
     cls = MODELS.get(fields["model"])
     if cls is None:
         raise DataError(path, f"unknown model {fields['model']!r}: choose from {', '.join(MODELS)}")
@@ -417,5 +448,7 @@ def load_run_config(path: str | os.PathLike[str]) -> RunConfig:
 
 def preprocessing_of(config: RunConfig, dataset: Dataset) -> dict[str, Any]:
     """How raw images become this model's input, stored in the model file."""
+    from digitlab.preparation import dataset_preprocessing
+
     return dataset_preprocessing(dataset, resized_to=config.image_size, deskew=config.deskew,
                                  normalise=config.normalise)
