@@ -279,6 +279,20 @@ def test_png_bytes_all_draws_in_two_processes_the_same_bytes(digits, forkable, m
     assert drawn == [plots.png_bytes(fig) for fig in list(_figures(digits).values())[:5]]
 
 
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_png_bytes_all_draws_the_slow_recipes_first_and_returns_them_in_order(
+        digits, forkable) -> None:
+    from digitlab.drawing import Recipe
+
+    images = digits[0][:10]
+    recipes = [Recipe("confusion_figure", (np.arange(4).reshape(2, 2), ["a", "b"])),
+               Recipe("digit_grid", (images,)),
+               Recipe("similarity_bars", ([{"label": 3, "count": 2, "total": 10, "percent": 20.0}], "3", [str(i) for i in range(10)])),
+               Recipe("digit_with_values", (images[0],))]
+    assert plots.drawing_order(recipes) == [1, 3, 0, 2]
+    assert plots.png_bytes_all(recipes) == [plots.png_of(recipe) for recipe in recipes]
+
+
 def test_png_bytes_all_draws_the_childs_share_itself_when_the_child_fails(
         digits, forkable, monkeypatch) -> None:
     figures = list(_figures(digits).values())[:3]

@@ -77,7 +77,7 @@ def png_bytes_all(figures: Sequence[Figure | Callable[[], Figure]]) -> list[byte
     if len(figures) < 2 or len(figures) > 256 or not can_fork():
         return [png_of(fig) for fig in figures]
     queue_read, queue_write = os.pipe()
-    os.write(queue_write, bytes(range(len(figures))))  # at most 256 bytes: never blocks
+    os.write(queue_write, bytes(drawing_order(figures)))  # at most 256 bytes: never blocks
     os.close(queue_write)
     read_end, write_end = os.pipe()
     widen_pipe(write_end)  # room for every PNG
@@ -111,6 +111,20 @@ def png_bytes_all(figures: Sequence[Figure | Callable[[], Figure]]) -> list[byte
     for payload in _unframe(sent) if status == 0 else []:  # a figure's number, then its PNG
         drawn[payload[0]] = payload[1:]
     return [drawn[i] if i in drawn else png_of(figure) for i, figure in enumerate(figures)]
+
+
+# Recipes that take about twice as long to draw as the rest (0.15-0.25 s each on one
+# AMD EPYC core, against 0.06-0.11 s): many panels, many labels, or two axes laid out.
+SLOW_TO_DRAW = frozenset({"digit_grid", "worst_written", "digit_with_values", "reliability_diagram",
+                          "weight_images", "pixel_arrows"})
+
+
+def drawing_order(figures: Sequence[Figure | Callable[[], Figure]]) -> list[int]:
+    """The figures' positions, the recipes SLOW_TO_DRAW first (else in order): two processes
+    taking them in this order finish together, where one taking a slow figure last would
+    leave the other idle (a run's model figures: about 0.37 s instead of 0.45 s)."""
+    return sorted(range(len(figures)),
+                  key=lambda i: getattr(figures[i], "function", None) not in SLOW_TO_DRAW)
 
 
 def png_of(figure: Figure | Callable[[], Figure]) -> bytes:
