@@ -483,3 +483,75 @@ def test_bfloat16_training_is_seeded_and_learns(small, tmp_path, monkeypatch) ->
 def test_precision_is_checked() -> None:
     with pytest.raises(SettingsError, match="precision"):
         CNN(precision="float16").fit(np.zeros((4, 64), dtype=np.float32), np.array([0, 1, 0, 1]))
+
+
+@pytest.fixture(scope="module")
+def large_tiny():
+    """18,300 random 8x8 images: epochs=None means the minimum of 3 epochs there (the short
+    run's condition) at a fraction of full MNIST's cost."""
+    rng = np.random.default_rng(0)
+    X = rng.random((18_300, 64), dtype=np.float32)
+    return X, (X[:, :32].sum(1) > X[:, 32:].sum(1)).astype(np.int64)
+
+
+def _quick(**settings) -> CNN:
+    return CNN(batch_size=1024, width=2, dense=8, random_state=0, **settings)
+
+
+def test_short_run_is_four_bfloat16_epochs_the_last_unshifted(large_tiny, monkeypatch) -> None:
+    import digitlab.models.cnn as cnn_module
+
+    X, y = large_tiny
+    assert auto_epochs(len(X)) == 3
+    monkeypatch.setattr(cnn_module, "native_bfloat16", lambda device: True)
+    short = _quick().fit(X, y)
+    assert short.n_iter_ == 4
+    again = _quick().fit(X, y).state_dict()
+    for name, value in short.state_dict().items():  # seeded: the same weights
+        np.testing.assert_array_equal(value, again[name], err_msg=name)
+    # The same first three epochs as shifting all four in bfloat16; the last one differs.
+    shifted = _quick(epochs=4, precision="bfloat16", augment=True).fit(X, y)
+    assert short.history_["loss"][:3] == shifted.history_["loss"][:3]
+    assert short.history_["loss"][3] != shifted.history_["loss"][3]
+    # augment=False keeps its word: four plain bfloat16 epochs.
+    plain = _quick(augment=False).fit(X, y).state_dict()
+    same = _quick(epochs=4, precision="bfloat16", augment=False).fit(X, y).state_dict()
+    np.testing.assert_array_equal(plain["net.0.weight"], same["net.0.weight"])
+
+
+@pytest.mark.parametrize("settings", [{"precision": "float32"}, {"epochs": 3}])
+def test_short_run_only_with_auto_precision_and_epochs(large_tiny, monkeypatch, settings) -> None:
+    import digitlab.models.cnn as cnn_module
+
+    X, y = large_tiny
+    monkeypatch.setattr(cnn_module, "native_bfloat16", lambda device: True)
+    model = _quick(**settings).fit(X, y)
+    assert model.n_iter_ == 3
+    reference = _quick(epochs=3, precision="float32").fit(X, y)
+    np.testing.assert_array_equal(model.state_dict()["net.0.weight"],
+                                  reference.state_dict()["net.0.weight"])
+
+
+def test_no_short_run_without_native_bfloat16_or_on_small_sets(large_tiny, small, monkeypatch) -> None:
+    import digitlab.models.cnn as cnn_module
+
+    X, y = large_tiny
+    monkeypatch.setattr(cnn_module, "native_bfloat16", lambda device: False)
+    model = _quick().fit(X, y)
+    assert model.n_iter_ == 3
+    reference = _quick(precision="float32").fit(X, y)
+    np.testing.assert_array_equal(model.state_dict()["net.0.weight"],
+                                  reference.state_dict()["net.0.weight"])
+    # 600 images: epochs=None means 30 epochs, not the minimum; "auto" is float32 there.
+    monkeypatch.setattr(cnn_module, "native_bfloat16", lambda device: True)
+    auto = _quick().fit(small[0], small[1])
+    assert auto.n_iter_ == 30
+    plain = _quick(precision="float32").fit(small[0], small[1]).state_dict()
+    np.testing.assert_array_equal(auto.state_dict()["net.0.weight"], plain["net.0.weight"])
+
+
+def test_native_bfloat16_is_a_bool_and_false_off_the_cpu() -> None:
+    from digitlab.models.cnn import native_bfloat16
+
+    assert isinstance(native_bfloat16(torch.device("cpu")), bool)
+    assert native_bfloat16(torch.device("meta")) is False

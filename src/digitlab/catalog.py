@@ -19,7 +19,7 @@ MODEL_SETTINGS: dict[str, dict[str, object]] = {
         "label_smoothing": 0.1, "augment": None, "rotate": 0.0, "zoom": 0.0, "width": 16,
         "dense": 128, "convs": 1,
         "tta": False,
-        "target_accuracy": None, "device": "cpu", "precision": "float32",
+        "target_accuracy": None, "device": "cpu", "precision": "auto",
         "class_weight": None, "random_state": None,
     },
     "guess-and-check": {

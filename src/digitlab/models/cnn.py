@@ -45,8 +45,9 @@ else:
         torch = None
 
 DEVICES = ("cpu", "auto", "cuda")
-# Precision of training's forward and backward passes (weights and the optimizer stay float32).
-PRECISIONS = ("float32", "bfloat16")
+# Precision of training's forward and backward passes (weights and the optimizer stay float32);
+# "auto": the short run below where it applies, else float32.
+PRECISIONS = ("auto", "float32", "bfloat16")
 # Rows per forward pass in predict: bounds memory, and batches this small keep the
 # activations in cache (10,000 digits: 0.5 s in batches of 512, 1.1 s in one of 4096).
 PREDICT_BATCH = 512
@@ -56,8 +57,28 @@ AUTO_IMAGES_SEEN = 64_000
 MIN_EPOCHS, MAX_EPOCHS = 3, 30
 # With augment=None, augment when training runs at least this many epochs.
 AUGMENT_FROM_EPOCHS = 8
+# The short run: with epochs=None on a set large enough for MIN_EPOCHS, precision="auto"
+# and a CPU with native bfloat16, train SHORT_RUN_EPOCHS epochs in bfloat16 (about the
+# time of float32's MIN_EPOCHS), the images shifted (augment=None) in all but the last
+# SHORT_RUN_CLEAN_EPOCHS. Validation (6,000 of MNIST's 60,000, seeds 0-3, 2 AMD EPYC
+# cores): 99.26% against 99.17% for 3 float32 epochs, in 1.07x the time; Fashion-MNIST
+# 92.02% against 91.98%. Shifting all 4 epochs: MNIST 99.24%, Fashion 91.63%; the 4
+# epochs unshifted: MNIST 99.20%; 3 float32 epochs, the last unshifted: Fashion 91.55%.
+SHORT_RUN_EPOCHS = 4
+SHORT_RUN_CLEAN_EPOCHS = 1
 # Shifts used by test-time augmentation: the image itself and one pixel each way.
 TTA_SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
+
+
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 natively (a CPU with AVX512-BF16 or AMX), where
+    bfloat16 training is faster than float32 (elsewhere it may be slower). CUDA: False (not measured)."""
+    if device.type != "cpu":
+        return False
+    cpu = torch.cpu
+    # Private probes (torch 2.1+); a torch without them counts as not native.
+    checks = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(bool(check()) for check in checks if check is not None)
 
 
 def has_torch() -> bool:
@@ -207,7 +228,8 @@ class CNN(DigitClassifier):
         images smaller than 28 pixels) every epoch. None: augment when training
         runs 8 epochs or more, where the net would otherwise start to memorise
         its images (on Fashion-MNIST's 3 epochs it cost 0.8 point), and the
-        features are a square image (not padded to one).
+        features are a square image (not padded to one); in the short run
+        (``precision``), in all epochs but the last.
     rotate : float
         When augmenting, also turn each image by a random angle of up to this
         many degrees either way, in [0, 180]. 0: no turning.
@@ -231,13 +253,18 @@ class CNN(DigitClassifier):
         when there is none) reaches this, in (0, 1].
     device : {"cpu", "auto", "cuda"}
         ``"auto"`` uses CUDA when available. Model files always hold CPU arrays.
-    precision : {"float32", "bfloat16"}
+    precision : {"auto", "float32", "bfloat16"}
         Training's forward and backward passes in float32 or under bfloat16
         autocast (convolutions and dense layers in bfloat16; weights, batch norm
         statistics, the loss and the optimizer stay float32). bfloat16 pays on
         CPUs with native bfloat16 (AVX512-BF16, AMX): a training step took 0.6-0.7
         of the float32 time on 2 AMD EPYC cores; elsewhere it may be slower.
-        Prediction is always float32.
+        Prediction is always float32. ``"auto"``: float32, except for the short
+        run: with ``epochs=None`` on a set where that means the minimum of 3
+        epochs (about 20,000 images or more) on a CPU with native bfloat16,
+        train 4 epochs in bfloat16 instead, in about the same time, with the
+        images shifted (``augment=None``) in all but the last (full MNIST's
+        validation split: 99.26% against 99.17% for seeds 0-3).
     class_weight : None, "balanced" or dict of label to float
         Weighs each sample's loss by its class's weight (PyTorch's
         ``cross_entropy(weight=...)``, which divides a batch's loss by the sum
@@ -315,7 +342,7 @@ class CNN(DigitClassifier):
         tta: bool = False,
         target_accuracy: float | None = None,
         device: str = "cpu",
-        precision: str = "float32",
+        precision: str = "auto",
         class_weight: str | dict[int, float] | None = None,
         random_state: int | np.random.Generator | None = None,
     ) -> None:
@@ -401,11 +428,19 @@ class CNN(DigitClassifier):
         targets = torch.from_numpy(y_index.astype(np.int64))
         n, batch_size = len(X), int(self.batch_size)
         epochs = auto_epochs(n) if self.epochs is None else int(self.epochs)
+        short_run = (self.precision == "auto" and self.epochs is None and epochs == MIN_EPOCHS
+                     and native_bfloat16(device))
+        if short_run:
+            epochs = SHORT_RUN_EPOCHS
         # Shifting features that are not an image (padded ones) only moves them into
         # each other's places: on scikit-learn's 2-feature blobs, 30 epochs reach 79%
         # training accuracy with it and 95% without.
         augment = (epochs >= AUGMENT_FROM_EPOCHS and not padded if self.augment is None
                    else bool(self.augment))
+        # Epochs from this one on train on the images as they are.
+        clean_from = epochs + 1
+        if short_run and self.augment is None and not padded:
+            augment, clean_from = True, epochs - SHORT_RUN_CLEAN_EPOCHS + 1
         starts = list(range(0, n, batch_size))
         if side == 1 and n % batch_size == 1 and len(starts) > 1:
             # Batch norm cannot normalise a batch of one 1x1 map (one value per channel):
@@ -428,11 +463,11 @@ class CNN(DigitClassifier):
         weight = None if weights is None else torch.as_tensor(weights, dtype=torch.float32,
                                                               device=device)
         epoch_logs: dict[str, float] = {}
-        low_precision = self.precision == "bfloat16"
+        low_precision = self.precision == "bfloat16" or short_run
 
         def train_epoch(epoch: int) -> None:
             network.train()
-            if not augment:
+            if not augment or epoch >= clean_from:
                 inputs = images
             elif warp:
                 inputs = warp_images(images, max_shift, rotate, zoom, generator)
