@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from digitlab.lazy_import import lazy_import
 
 
@@ -178,3 +180,26 @@ def test_train_help_lists_every_models_settings_with_defaults(capsys) -> None:
             if name not in RUN_SETTINGS:
                 assert f"--{name.replace('_', '-')} " in helptext
                 assert f"{kind}: {default!r}" in helptext
+
+
+def test_the_heavy_imports_run_in_a_thread_that_is_gone_after(monkeypatch) -> None:
+    import importlib
+    import threading
+
+    from digitlab.run import import_heavy_modules
+
+    seen = []
+    real = importlib.import_module
+    monkeypatch.setattr(importlib, "import_module",
+                        lambda name: (seen.append(threading.current_thread().name), real(name))[1])
+    import_heavy_modules()
+    assert seen
+    assert set(seen) == {"digitlab-imports"}
+    assert threading.active_count() == 1  # a drawing process may still be forked safely
+
+    def broken(name):
+        raise ImportError(f"no module named {name!r}")
+
+    monkeypatch.setattr(importlib, "import_module", broken)
+    with pytest.raises(ImportError, match=r"digitlab\.models"):  # raised here, not lost in the thread
+        import_heavy_modules()

@@ -499,7 +499,6 @@ def _train_command(args: argparse.Namespace, out: Console, err: Console, drawer:
 
     from digitlab.run import RunConfig, load_run_config, train
 
-    _settle_imports()
     settings = {key[len("setting_"):]: value for key, value in vars(args).items()
                 if key.startswith("setting_")}
     base = load_run_config(args.config) if args.config is not None else RunConfig()
@@ -509,7 +508,14 @@ def _train_command(args: argparse.Namespace, out: Console, err: Console, drawer:
         base = dataclasses.replace(base, settings={})
     config = dataclasses.replace(base, **given, settings={**base.settings, **settings})
     with _TrainingDisplay(err, enabled=not args.quiet, verbose=args.verbose) as display:
-        result = train(config, args.out, on_stage=display.stage, callback=display.report,
+
+        def on_stage(name: str) -> None:
+            # The run imports its modules as it goes (scikit-learn before training, torch
+            # in a CNN's fit): what each stage imported is settled when the next begins.
+            _settle_imports()
+            display.stage(name)
+
+        result = train(config, args.out, on_stage=on_stage, callback=display.report,
                        target_digit=args.target_digit, worst_digit=args.worst_digit, drawer=drawer)
     if args.quiet:
         return EXIT_OK
