@@ -506,6 +506,9 @@ def test_short_run_is_four_bfloat16_epochs_the_last_unshifted(large_tiny, monkey
     monkeypatch.setattr(cnn_module, "native_bfloat16", lambda device: True)
     short = _quick().fit(X, y)
     assert short.n_iter_ == 4
+    assert short.training_precision_ == "bfloat16"
+    assert short.summary()["training_precision"] == "bfloat16"
+    assert "Trained in bfloat16" in str(short.summary())
     again = _quick().fit(X, y).state_dict()
     for name, value in short.state_dict().items():  # seeded: the same weights
         np.testing.assert_array_equal(value, again[name], err_msg=name)
@@ -539,6 +542,7 @@ def test_no_short_run_without_native_bfloat16_or_on_small_sets(large_tiny, small
     monkeypatch.setattr(cnn_module, "native_bfloat16", lambda device: False)
     model = _quick().fit(X, y)
     assert model.n_iter_ == 3
+    assert model.training_precision_ == "float32"
     reference = _quick(precision="float32").fit(X, y)
     np.testing.assert_array_equal(model.state_dict()["net.0.weight"],
                                   reference.state_dict()["net.0.weight"])

@@ -545,6 +545,8 @@ class CNN(DigitClassifier):
         self.kept_epoch_ = result.kept_epoch
         self.interrupted_ = result.interrupted and not reached
         self.stopped_early_ = reached
+        # What "auto" chose here (it depends on the CPU): shown by summary() and the report.
+        self.training_precision_ = "bfloat16" if low_precision else "float32"
 
     def _torch_device(self) -> torch.device:
         if self.device == "auto":
@@ -695,6 +697,9 @@ class CNN(DigitClassifier):
             "parameters": {name: list(value.shape) for name, value in state.items()
                            if name.startswith("net.")},
             "n_parameters": int(sum(layer["n_parameters"] for layer in layers)),
+            # trained in this process (a model file does not record it)
+            **({"training_precision": self.training_precision_}
+               if hasattr(self, "training_precision_") else {}),
         })
 
     def _check_network(self, what: str) -> None:

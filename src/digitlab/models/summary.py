@@ -43,6 +43,8 @@ class ModelSummary(dict[str, Any]):
         if stored:
             lines.append("Stored, not learned: " + ", ".join(
                 f"{name} = {value}" for name, value in stored.items()))
+        if "training_precision" in self:  # a CNN's precision="auto" chose it for this CPU
+            lines.append(f"Trained in {self['training_precision']}")
         return lines
 
     def __str__(self) -> str:
