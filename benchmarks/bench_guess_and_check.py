@@ -90,10 +90,10 @@ def main() -> None:
         args.n_train = QUICK_N_TRAIN
 
     # The kernel set is printed because the ratio depends on it: the engine's time is
-    # float32 matrix products, which OpenBLAS's AVX-512 ("SkylakeX") kernels ran about
-    # twice as fast as its AVX2 ("Haswell") ones on this project's AMD EPYC, while the
-    # plain loop's matrix-vector products are bound by memory. OPENBLAS_CORETYPE
-    # chooses the set (this project's machine sets it to Haswell).
+    # float32 matrix products, which depend on OpenBLAS's kernels (AVX-512 "SkylakeX"
+    # or AVX2 "Haswell"; OPENBLAS_CORETYPE chooses, and some of this project's machines
+    # have set it to Haswell), while the plain loop's matrix-vector products are bound
+    # by memory.
     blas = [
         (i["internal_api"], i["num_threads"], i.get("architecture"))
         for i in threadpool_info()
