@@ -523,7 +523,7 @@ def test_fast_path_matches_pillow_on_every_filter(filter_type: int | str) -> Non
     kinds = rng.integers(0, 5, size=(200, 9)) if filter_type == "mixed" else filter_type
     filtered[:, :, 0] = kinds
     files = [crafted_png(image) for image in filtered]
-    rows = [imagetree._plain_png_rows(data, 9, 11) for data in files]
+    rows = [imagetree.plain_png_rows(data, 9, 11) for data in files]
     assert all(r is not None for r in rows)
     fast = imagetree.unfilter_png_rows(filtered)
     pillow = np.stack([decode_image(data, "x.png") for data in files])
@@ -533,7 +533,7 @@ def test_fast_path_matches_pillow_on_every_filter(filter_type: int | str) -> Non
 def test_fast_path_is_used_for_plain_grey_pngs(tmp_path: Path, small_splits: Splits) -> None:
     write_image_tree(tmp_path / "tree", small_splits)
     data = next((tmp_path / "tree").rglob("*.png")).read_bytes()
-    assert imagetree._plain_png_rows(data, 28, 28) is not None
+    assert imagetree.plain_png_rows(data, 28, 28) is not None
 
 
 @pytest.mark.parametrize(
@@ -553,7 +553,7 @@ def test_fast_path_is_used_for_plain_grey_pngs(tmp_path: Path, small_splits: Spl
     ],
 )
 def test_fast_path_leaves_everything_else_to_pillow(make: object) -> None:
-    assert imagetree._plain_png_rows(make(), 3, 4) is None  # type: ignore[operator]
+    assert imagetree.plain_png_rows(make(), 3, 4) is None  # type: ignore[operator]
 
 
 def _flip_byte(data: bytes, at: int) -> bytes:
@@ -564,7 +564,7 @@ def test_fast_path_skips_ancillary_chunks(tmp_path: Path) -> None:
     filtered = np.zeros((3, 5), np.uint8)
     filtered[:, 1:] = 77
     data = crafted_png(filtered, extra=_png(b"tEXt", b"Comment\0hello"))
-    assert imagetree._plain_png_rows(data, 3, 4) is not None
+    assert imagetree.plain_png_rows(data, 3, 4) is not None
     (tmp_path / "a.png").write_bytes(data)
     np.testing.assert_array_equal(decode_files([tmp_path / "a.png"]), np.full((1, 3, 4), 77))
 
@@ -694,3 +694,27 @@ def test_tree_larger_than_the_data_limit_is_refused_before_decoding(
 def test_damaged_jpeg_header_is_named() -> None:
     with pytest.raises(DataError, match=r"a\.jpg: damaged JPEG file: its header cannot be read"):
         decode_image(b"\xff\xd8\xff\xc0\x00\x02garbage", "a.jpg")
+
+
+def test_a_user_pictures_plain_grey_png_keeps_only_chunks_that_change_nothing() -> None:
+    """predict decodes plain grey PNGs in batches (preprocess.plain_grey_png): the same
+    pixels as decode_user_image, on every filter, and only when no chunk could turn or
+    otherwise change the picture (EXIF orientation in eXIf or in a text chunk)."""
+    from digitlab.data.preprocess import decode_grey_pngs, decode_user_image, plain_grey_png
+
+    rng = np.random.default_rng(3)
+    filtered = rng.integers(0, 256, size=(50, 9, 1 + 11), dtype=np.uint8)
+    filtered[:, :, 0] = rng.integers(0, 5, size=(50, 9))
+    files = [crafted_png(image, extra=_png(b"pHYs", struct.pack(">IIB", 1, 1, 0)))
+             for image in filtered]
+    plain = [plain_grey_png(data) for data in files]
+    assert all(p is not None and p[0] == (9, 11) for p in plain)
+    np.testing.assert_array_equal(
+        decode_grey_pngs((9, 11), [p[1] for p in plain if p is not None]),
+        np.stack([decode_user_image(data) for data in files]),
+    )
+    image = np.zeros((3, 5), np.uint8)
+    for chunk in (_png(b"eXIf", b"MM\0*"), _png(b"tEXt", b"Raw profile type exif\0x")):
+        assert plain_grey_png(crafted_png(image, extra=chunk)) is None
+    assert plain_grey_png(encode(Image.new("RGB", (4, 3)))) is None
+    assert plain_grey_png(b"not a png") is None

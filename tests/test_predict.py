@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from digitlab.cli import main
 from digitlab.data.imagetree import MAX_PIXELS
@@ -352,14 +353,33 @@ def test_a_folder_predicts_as_each_picture_alone(trained, pictures, sample, tmp_
     (folder / "a07-broken.png").write_bytes(b"not a picture")
     for name in ("000.jpg", "001.jpg"):
         (folder / name).write_bytes((pictures / "photo" / name).read_bytes())
+    # 28x28 PNGs that are not plain grey, or whose chunks change their reading, beside
+    # the plain ones (decoded as a batch without Pillow): each must read as alone.
+    digit = Image.fromarray(sample.test_images[20])
+    digit.convert("RGB").save(folder / "a20-rgb.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: turned a quarter
+    digit.save(folder / "a21-exif.png", exif=exif)
+    text = PngInfo()
+    text.add_text("Raw profile type exif", "not a profile")
+    digit.save(folder / "a22-text.png", pnginfo=text)
+    digit.save(folder / "a23-dpi.png", dpi=(300, 300))  # pHYs: read as plain
+    by_pillow: list[str] = []
+    real_decode = predict.decode_user_image
+    monkeypatch.setattr(predict, "decode_user_image",
+                        lambda data, **kw: by_pillow.append(Path(kw["source"]).name) or real_decode(data, **kw))
     model, info = load_model(trained)
     seen: list[DataError] = []
     answers = predict.predict_images(model, info, [folder], on_error=seen.append)
+    assert sorted(by_pillow) == ["000.jpg", "001.jpg", "a07-broken.png", "a20-rgb.png",
+                                 "a21-exif.png", "a22-text.png"]
     files = predict.collect_images([folder])
     assert [Path(e.source).name for e in seen] == ["a05-blank.png", "a07-broken.png"]
     good = [path for path in files if path.name not in ("a05-blank.png", "a07-broken.png")]
     assert [a.path for a in answers] == [str(path) for path in good]
     for answer, path in zip(answers, good, strict=True):
         np.testing.assert_array_equal(answer.image, predict.model_input(path, info))
+    turned = next(a.image for a in answers if a.path.endswith("a21-exif.png"))
+    assert not np.array_equal(turned, next(a.image for a in answers if a.path.endswith("a23-dpi.png")))
     with pytest.raises(DataError, match=r"a05-blank\.png: no digit found"):
         predict.predict_images(model, info, [folder])
