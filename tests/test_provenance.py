@@ -29,6 +29,16 @@ def mlp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def test_the_model_file_holds_the_fingerprint_of_the_data_it_was_trained_on(mlp_run: Path) -> None:
+    from digitlab.run import prepare_data
+
+    _model, info = load_model(mlp_run / "model.safetensors")
+    config = load_run_config(mlp_run / "config.json")
+    data = prepare_data(config).with_validation(config.validation_fraction, config.seed)
+    assert info.data_fingerprint == data.fingerprint()
+    assert info.data_fingerprint != prepare_data(config).fingerprint()  # the split is part of it
+
+
 def test_the_model_file_says_where_it_came_from(mlp_run: Path) -> None:
     _model, info = load_model(mlp_run / "model.safetensors")
     prov = info.extra["provenance"]

@@ -90,6 +90,15 @@ def test_a_run_loads_its_data_and_its_datas_figures_before_importing_scikit_lear
     assert {"sklearn", "matplotlib", "torch", "digitlab.models"} & modules == set()
 
 
+def test_loading_a_dataset_imports_no_image_processing() -> None:
+    # scipy.ndimage (0.2-0.3 s) is for user pictures: a run waits for its data without it.
+    modules = _modules_after(
+        "from digitlab.run import RunConfig, prepare_data\n"
+        "prepare_data(RunConfig(model='majority'))")
+    assert "scipy.ndimage" not in modules
+    assert "digitlab.data.preprocess" in modules  # its pictures' code is there, not yet run
+
+
 def test_training_a_numpy_model_with_figures_never_imports_torch(tmp_path) -> None:
     # matplotlib checks sys.modules["torch"].Tensor on every plotted array. train() from
     # Python draws in its own process (the command's drawing process: test_drawing.py).

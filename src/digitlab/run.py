@@ -197,8 +197,17 @@ def validation_fraction_of(config: RunConfig) -> float:
 
 
 def import_heavy_modules() -> None:
-    """Import the models and their evaluation (scikit-learn, SciPy: 0.4-0.7 s) in a thread
-    of their own, at the bottom of a fresh frame stack.
+    """Import the models and their evaluation, as :func:`start_heavy_imports` does, and wait."""
+    start_heavy_imports()()
+
+
+def start_heavy_imports() -> Callable[[], None]:
+    """Start importing the models and their evaluation (scikit-learn, SciPy: 0.4-0.7 s) in a
+    thread of their own, at the bottom of a fresh frame stack; returns the function that
+    waits for it (and re-raises what the import raised).
+
+    The caller may meanwhile do work that runs outside the GIL for long stretches (hashing
+    big arrays): work in many short Python steps would wait for the GIL at each.
 
     CPython 3.11 keeps frames in 16 KB chunks and frees a chunk as soon as it empties:
     a loop whose calls cross a chunk's end maps and unmaps memory on every call. How
@@ -221,9 +230,13 @@ def import_heavy_modules() -> None:
 
     thread = threading.Thread(target=work, name="digitlab-imports")
     thread.start()
-    thread.join()
-    if failure:
-        raise failure[0]
+
+    def wait() -> None:
+        thread.join()
+        if failure:
+            raise failure[0]
+
+    return wait
 
 
 def check_model_settings(config: RunConfig) -> None:
@@ -319,7 +332,12 @@ def train(
 
         early_figures = data_figures(dataset, dataset.splits[-1])
         drawer.submit([recipe for _, recipe in early_figures.values()], background=True)
-    import_heavy_modules()
+    wait_for_imports = start_heavy_imports()
+    # Hashing 50 MB of images releases the GIL for the whole buffer, so it runs beside
+    # the import (loading the data beside it did not: its many short steps each waited
+    # for the GIL the import held).
+    fingerprint = dataset.fingerprint() if out is not None else ""
+    wait_for_imports()
     from digitlab.inspection import check_analysis_digits, inspect_model
 
     model = build_model(config)
@@ -352,7 +370,8 @@ def train(
     if out is not None:
         stage("writing the run folder")
         with atomic_dir(out, merge=True, keep_existing=keep_existing) as folder:
-            write_run_folder(folder, config, dataset, model, measured, inspection, drawer=drawer)
+            write_run_folder(folder, config, dataset, model, measured, inspection, drawer=drawer,
+                             data_fingerprint=fingerprint)
     return RunResult(config, dataset, model, measured, seconds)
 
 
@@ -365,8 +384,10 @@ def write_run_folder(
     inspection: Inspection,
     *,
     drawer: Drawer | None = None,
+    data_fingerprint: str | None = None,
 ) -> None:
-    """Write the model, ``config.json``, ``metrics.json``, figures and report into ``out``."""
+    """Write the model, ``config.json``, ``metrics.json``, figures and report into ``out``
+    (``data_fingerprint``: ``dataset.fingerprint()``, when the caller has it already)."""
     from digitlab.io import json_settings, save_model
     from digitlab.report import write_report
 
@@ -376,7 +397,7 @@ def write_run_folder(
         input_shape=dataset.image_shape,
         class_names=dataset.class_names,
         preprocessing=preprocessing_of(config, dataset),
-        data_fingerprint=dataset.fingerprint(),
+        data_fingerprint=data_fingerprint or dataset.fingerprint(),
         extra={"task": config.task, "test_accuracy": measured["test"]["accuracy"],
                "provenance": provenance_of(config, dataset, model, measured)},
         calibration=inspection.calibration,

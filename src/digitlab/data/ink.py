@@ -28,7 +28,10 @@ array), so their normalisation stays the same to the byte.
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
+
+from digitlab.lazy_import import lazy_import
+
+ndimage = lazy_import("scipy.ndimage")  # on first use: loading a dataset needs none of it
 
 MIN_SIDE = 64
 """Pictures smaller than this on either side are drawings, not photos of paper: left alone."""
