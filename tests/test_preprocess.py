@@ -817,6 +817,19 @@ def test_edge_regions_of_a_window_are_those_of_the_whole_picture() -> None:
     assert _edge_regions(window, 1, (20, 20, 100, 120)).tolist() == [False]
 
 
+def test_more_components_than_16_bit_labels_hold() -> None:
+    from digitlab.data.preprocess import _keep_digit
+
+    ink = np.zeros((602, 602), dtype=np.float32)
+    ink[1:-1:2, 1:-1:2] = 0.3  # 90,000 faint specks, none touching another
+    ink[100:200, 300] = 0.9  # and one stroke (it takes in the specks beside it)
+    kept = _keep_digit(ink, 0.5, 0.0, 0.9)
+    assert kept[150, 300] > 0.99  # the stroke
+    assert kept[151, 299] > 0  # a speck it touches
+    assert not kept[:, :299].any()  # every other speck: dust
+    assert not kept[:, 302:].any()
+
+
 def test_one_stroke_is_kept_as_when_there_are_more() -> None:
     from digitlab.data.preprocess import _keep_digit
 
