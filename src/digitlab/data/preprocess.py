@@ -473,8 +473,9 @@ def _paper_fit(grey: np.ndarray, *, settle: bool = True) -> np.ndarray:
     values = grey[::step, ::step].astype(np.float64).ravel()
 
     # Start flat, at the frame's median; the first "paper" is whatever is close to it.
-    coef = np.array([_median(values[frame]), 0, 0, 0, 0, 0], dtype=np.float64)
-    use = np.abs(values - coef[0]) < _paper_margin(values[frame], coef[0])
+    border = values[frame]
+    coef = np.array([_median(border), 0, 0, 0, 0, 0], dtype=np.float64)
+    use = np.abs(values - coef[0]) < _paper_margin(border, coef[0])
     if min(h, w) >= SHADING_MIN_SIDE:
         for _ in range(5):
             if np.count_nonzero(use) < 12:  # too few paper pixels for a surface: keep the last fit
@@ -668,8 +669,6 @@ def _keep_digit(
     ``window``: ``ink`` is the window ``(top, left, height, width)`` of a bigger picture
     holding all of its ink (what "the picture's edge" means for :func:`_edge_regions`).
     """
-    strong = ink >= threshold
-
     # Hysteresis: faint pixels (above the noise floor) count as ink only if they
     # touch a strong one, which keeps anti-aliased edges and drops paper grain.
     floor = min(max(4.0 * noise, 0.05), threshold / 2)
@@ -684,6 +683,7 @@ def _keep_digit(
     if count == 1:  # one stroke (most drawings): it is kept whatever its mass, as the largest
         np.copyto(stretched, np.float32(0.0), where=~faint)  # np.where's numbers, half the time
         return stretched.astype(np.float32, copy=False)
+    strong = ink >= threshold
     has_strong = np.bincount(labels[strong], minlength=count + 1)[1:] > 0  # (count,)
     mass = np.bincount(labels.ravel(), weights=ink.ravel(), minlength=count + 1)[1:]
     mass = np.where(has_strong, mass, 0.0)
