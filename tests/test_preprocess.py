@@ -713,6 +713,89 @@ def test_the_paper_fit_stops_when_settled_with_the_same_surface(sample: Dataset)
         np.testing.assert_array_equal(_paper_fit(grey), _paper_fit(grey, settle=False))
 
 
+def _exact_paper_margin(values: np.ndarray, near: float) -> float:
+    """_paper_margin as it was defined: two medians, whatever the values."""
+    return max(3.0 * (1.4826 * float(np.median(np.abs(values - np.median(values))))), 2.0)
+
+
+def test_the_paper_margin_is_three_robust_deviations_or_two() -> None:
+    from digitlab.data.preprocess import _paper_margin
+
+    rng = np.random.default_rng(5)
+    cases = [
+        np.zeros(9), np.r_[np.zeros(6), np.full(5, 255.0)],  # a canvas: the floor
+        # just over half within 0.2 of 0, at both ends of it: the MAD is about 0.4
+        np.r_[np.full(3, -0.2), np.full(3, 0.2), np.full(5, 90.0)],
+        np.r_[np.full(3, -0.2), np.full(3, 0.2), np.full(4, 90.0)],
+        # a little wider apart, and the MAD makes a margin above 2: no shortcut may take them
+        np.r_[np.full(3, -0.23), np.full(3, 0.23), np.full(5, 90.0)],
+        np.r_[np.full(3, -0.5), np.full(3, 0.5), np.full(5, 90.0)],
+        # exactly half within 0.2: the other half decides, three MADs of 50 (no floor)
+        np.r_[np.zeros(5), np.full(5, 100.0)], np.r_[np.zeros(5), np.full(6, 100.0)],
+        np.r_[np.zeros(5), np.linspace(3, 9, 5)],
+        *(rng.normal(near, scale, size) for near, scale, size in
+          [(0, 0.1, 101), (0, 0.3, 100), (0, 2, 1000), (180, 0.1, 50), (180, 3, 51)]),
+        *(np.where(rng.random(2000) < share, 0.0, rng.integers(1, 255, 2000)).astype(float)
+          for share in (0.45, 0.5, 0.55)),
+    ]
+    for values in cases:
+        for near in (0.0, float(np.median(values))):
+            assert _paper_margin(values, near) == _exact_paper_margin(values, near), values
+    assert _paper_margin(np.r_[np.zeros(5), np.full(5, 100.0)], 0.0) > 200  # not the floor
+    assert _paper_margin(np.r_[np.full(3, -0.23), np.full(3, 0.23), np.full(5, 90.0)], 0.0) > 2
+
+
+def _grainy_canvases(sample: Dataset) -> list[np.ndarray]:
+    """Drawings whose canvas is not all exactly 0: a few levels of grain on part of it."""
+    rng = np.random.default_rng(6)
+    pictures = []
+    for i, digit in enumerate(sample.test_images[:12]):
+        drawing = np.asarray(Image.fromarray(digit).resize((280, 280), Image.Resampling.BILINEAR))
+        share, top = [(0.05, 2), (0.2, 2), (0.3, 3), (0.45, 1)][i % 4]
+        grain = (rng.random(drawing.shape) < share) * rng.integers(1, top + 1, drawing.shape)
+        pictures.append(np.where(drawing == 0, grain, drawing).astype(np.uint8))
+    return pictures
+
+
+def test_the_paper_fit_is_that_of_the_exact_margin(
+    sample: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from digitlab.data import preprocess
+    from digitlab.data.photolike import KINDS, photo_like
+
+    rng = np.random.default_rng(7)
+    pictures = [
+        *(preprocess._grey_float(photo_like(d, KINDS[i % len(KINDS)], rng), "p")
+          for i, d in enumerate(sample.test_images[:11])),
+        *(np.asarray(Image.fromarray(d).resize((280, 280))).astype(np.float32)
+          for d in sample.test_images[:10]),
+        *(p.astype(np.float32) for p in _grainy_canvases(sample)),
+    ]
+    fast = [preprocess._paper_fit(grey) for grey in pictures]
+    monkeypatch.setattr(preprocess, "_paper_margin", _exact_paper_margin)
+    for grey, coef in zip(pictures, fast, strict=True):
+        np.testing.assert_array_equal(coef, preprocess._paper_fit(grey))
+
+
+def test_grainy_canvases_normalise_bit_for_bit_as_the_general_path(
+    sample: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from digitlab.data import preprocess
+
+    pictures = _grainy_canvases(sample)
+    canvas_ink_map = preprocess._canvas_ink_map
+    taken = [canvas_ink_map(p.astype(np.float32), "x", None) is not None for p in pictures]
+    assert sum(taken) >= 6  # the grain does not keep them off the canvas path
+    fast = [_normalised_or_error(p) for p in pictures]
+    monkeypatch.setattr(preprocess, "_canvas_ink_map", lambda *args: None)
+    for index, (picture, a) in enumerate(zip(pictures, fast, strict=True)):
+        b = _normalised_or_error(picture)
+        if isinstance(a, str) or isinstance(b, str):
+            assert a == b, index
+        else:
+            np.testing.assert_array_equal(a, b, err_msg=f"picture {index}")
+
+
 def test_edge_regions_of_a_window_are_those_of_the_whole_picture() -> None:
     from digitlab.data.preprocess import _edge_regions
 
@@ -732,6 +815,19 @@ def test_edge_regions_of_a_window_are_those_of_the_whole_picture() -> None:
     window = inner[20:80, 20:90]
     assert _edge_regions(window, 1).tolist() == [True]  # as a picture of its own
     assert _edge_regions(window, 1, (20, 20, 100, 120)).tolist() == [False]
+
+
+def test_more_components_than_16_bit_labels_hold() -> None:
+    from digitlab.data.preprocess import _keep_digit
+
+    ink = np.zeros((602, 602), dtype=np.float32)
+    ink[1:-1:2, 1:-1:2] = 0.3  # 90,000 faint specks, none touching another
+    ink[100:200, 300] = 0.9  # and one stroke (it takes in the specks beside it)
+    kept = _keep_digit(ink, 0.5, 0.0, 0.9)
+    assert kept[150, 300] > 0.99  # the stroke
+    assert kept[151, 299] > 0  # a speck it touches
+    assert not kept[:, :299].any()  # every other speck: dust
+    assert not kept[:, 302:].any()
 
 
 def test_one_stroke_is_kept_as_when_there_are_more() -> None:
