@@ -148,6 +148,7 @@ def test_drawing_digits_then_reading_the_report(browser, server, tmp_path) -> No
     WebDriverWait(browser, 15).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#bars li")) == 10)
     for digit, touch in (("1", False), ("7", False), ("0", True)):
         check_drawing(browser, tmp_path, digit, touch=touch)
+    check_tap(browser)
     check_threshold(browser, tmp_path)
     check_why(browser, tmp_path)
     check_report_tab(browser, tmp_path)
@@ -186,6 +187,27 @@ def check_drawing(browser: webdriver.Chrome, folder: Path, digit: str, *, touch:
     browser.find_element(By.ID, "clear").click()
     assert browser.find_element(By.ID, "label").text == "?"
     assert ink_seen(browser) == 0
+
+
+def pad_ink(driver: webdriver.Chrome) -> int:
+    """Sum of the red levels on the drawing pad."""
+    return int(driver.execute_script(
+        "const c = document.getElementById('pad');"
+        "const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+        "let s = 0; for (let i = 0; i < d.length; i += 4) s += d[i]; return s;"))
+
+
+def check_tap(browser: webdriver.Chrome) -> None:
+    """A tap leaves a round dot, which the page sends and the server reads (Chromium 156
+    drew nothing for a zero-length line: a blank pad went out and came back a 422)."""
+    before = settled_answers(browser)
+    pad = browser.find_element(By.ID, "pad")
+    ActionChains(browser, duration=10).move_to_element(pad).click().perform()
+    assert settled_answers(browser) > before
+    assert pad_ink(browser) > 255 * 200  # a dot of the pen's width, not a speck
+    assert browser.find_element(By.ID, "label").text != "?"
+    browser.find_element(By.ID, "clear").click()
+    assert pad_ink(browser) == 0
 
 
 def set_threshold(browser: webdriver.Chrome, value: float) -> None:

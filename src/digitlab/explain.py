@@ -54,6 +54,10 @@ GRADIENT_KINDS = ("softmax", "mlp")  # differentiable in NumPy: input_gradient
 AUTO_METHOD = {"softmax": "gradient-x-input", "mlp": "gradient-x-input", "cnn": "integrated-gradients"}
 BLANK = 0.0  # the background: what a blanked pixel becomes
 _ROWS = 8192  # occluded copies per predict_proba call: bounds memory to ~25 MB at 28x28
+# A drop this small is rounding, not the patch: BLAS kernels may round the same row's
+# product differently at another place in a batch (OpenBLAS's AVX-512 kernels moved an
+# unchanged image's probability by 5.6e-17), and a pixel the model ignores must get 0.
+_ROUNDING = 1e-12
 
 
 # ---------------------------------------------------------------------------- shapes
@@ -157,6 +161,7 @@ def occlusion(
         p = occluded.reshape(len(chunk), len(corners), -1)[
             np.arange(len(chunk)), :, rows]  # (m, P): the predicted class after each blanking
         drops = proba[np.arange(start, start + len(chunk)), rows][:, None] - p  # (m, P)
+        drops[np.abs(drops) <= _ROUNDING] = 0.0
         for i, (top, left) in enumerate(corners):
             maps[start : start + len(chunk), top : top + patch, left : left + patch] += (
                 drops[:, i, None, None])

@@ -56,14 +56,22 @@ function point(event) {
 }
 
 function stroke(from, to) {
-  ctx.strokeStyle = "#fff";
-  ctx.lineWidth = PEN_WIDTH;
-  ctx.lineCap = "round";
-  ctx.lineJoin = "round";
   ctx.beginPath();
-  ctx.moveTo(from[0], from[1]);
-  ctx.lineTo(to[0], to[1]);
-  ctx.stroke();
+  if (from[0] === to[0] && from[1] === to[1]) {
+    // A tap: a round dot. Some browsers (Chromium 156) draw nothing for a line of
+    // length 0, round caps or not, and the pad would be sent blank.
+    ctx.fillStyle = "#fff";
+    ctx.arc(to[0], to[1], PEN_WIDTH / 2, 0, 2 * Math.PI);
+    ctx.fill();
+  } else {
+    ctx.strokeStyle = "#fff";
+    ctx.lineWidth = PEN_WIDTH;
+    ctx.lineCap = "round";
+    ctx.lineJoin = "round";
+    ctx.moveTo(from[0], from[1]);
+    ctx.lineTo(to[0], to[1]);
+    ctx.stroke();
+  }
   hasInk = true;
   requestPrediction();
 }
