@@ -195,13 +195,13 @@ def test_the_heavy_imports_run_in_a_thread_that_is_gone_after(monkeypatch) -> No
     import importlib
     import threading
 
-    from digitlab.run import import_heavy_modules
+    from digitlab.run import start_heavy_imports
 
     seen = []
     real = importlib.import_module
     monkeypatch.setattr(importlib, "import_module",
                         lambda name: (seen.append(threading.current_thread().name), real(name))[1])
-    import_heavy_modules()
+    start_heavy_imports()()
     assert seen
     assert set(seen) == {"digitlab-imports"}
     # gone: a drawing process may still be forked safely (digitlab.drawing.can_fork)
@@ -212,4 +212,4 @@ def test_the_heavy_imports_run_in_a_thread_that_is_gone_after(monkeypatch) -> No
 
     monkeypatch.setattr(importlib, "import_module", broken)
     with pytest.raises(ImportError, match=r"digitlab\.models"):  # raised here, not lost in the thread
-        import_heavy_modules()
+        start_heavy_imports()()

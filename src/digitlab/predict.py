@@ -22,7 +22,7 @@ import numpy as np
 
 from digitlab.calibration import calibration_of, scale, temperature_of
 from digitlab.data.deskew import deskew_images
-from digitlab.data.imagetree import MAX_PIXELS
+from digitlab.data.imagetree import MAX_PIXELS, plain_png_size
 from digitlab.data.preprocess import (
     PICTURE_MAX_SIDE,
     decode_grey_pngs,
@@ -215,8 +215,10 @@ def _stacked_inputs(files: list[Path], info: ModelInfo) -> list[tuple[str, Calla
     for i, path in enumerate(files):
         try:
             data = read_picture(path)
-            plain = plain_grey_png(data)
-            if plain is not None and stackable(plain[0]):
+            # From the header first: a big plain PNG is not inflated here to be decoded again.
+            size = plain_png_size(data)
+            plain = plain_grey_png(data) if size is not None and stackable(size) else None
+            if plain is not None:
                 shape: tuple[int, ...] = plain[0]
                 scanlines[i] = plain[1]
             else:

@@ -196,11 +196,6 @@ def validation_fraction_of(config: RunConfig) -> float:
     return float(fraction)
 
 
-def import_heavy_modules() -> None:
-    """Import the models and their evaluation, as :func:`start_heavy_imports` does, and wait."""
-    start_heavy_imports()()
-
-
 def start_heavy_imports() -> Callable[[], None]:
     """Start importing the models and their evaluation (scikit-learn, SciPy: 0.4-0.7 s) in a
     thread of their own, at the bottom of a fresh frame stack; returns the function that
