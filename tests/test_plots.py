@@ -6,6 +6,8 @@ import io
 
 import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from PIL import Image
 
@@ -71,9 +73,13 @@ def test_figures_draw_into_a_given_axes() -> None:
 def test_mistakes_are_marked_in_red(digits) -> None:
     images, _ = digits
     fig = plots.digit_grid(images[:2], ["1,1", "2,7"], mistakes=[False, True])
-    first, second = fig.axes[:2]
-    assert first.title.get_color() == "black"
-    assert second.title.get_color() == plots.MISTAKE_COLOUR
+    first, second = plots.panel_titles(fig)
+    assert first.get_color() == "black"
+    assert second.get_color() == plots.MISTAKE_COLOUR
+    (frames,) = fig.axes[0].collections
+    assert frames.get_linewidths()[1] > frames.get_linewidths()[0]  # a thick frame too
+    assert tuple(frames.get_edgecolors()[1]) == pytest.approx(to_rgba(plots.MISTAKE_COLOUR))
+    assert tuple(frames.get_edgecolors()[0]) == pytest.approx(to_rgba("black"))
 
 
 def test_save_png_writes_atomically(tmp_path, digits) -> None:
@@ -98,7 +104,7 @@ def test_readable_probability_tells_small_probabilities_apart() -> None:
 def test_worst_written_captions_read_each_probability(digits) -> None:
     images, _ = digits
     fig = plots.worst_written(images[:3], np.array([3e-05, 0.002, 0.4]), ["1", "2", "3"], ["7", "2", "5"])
-    titles = [ax.get_title() for ax in fig.axes[:3]]
+    titles = [title.get_text() for title in plots.panel_titles(fig)]
     assert titles == ["1,7\n3.0e-05", "2,2\n0.20%", "3,5\n40%"]
     assert len(set(titles)) == 3  # never all "0.00"
 
@@ -156,19 +162,19 @@ def tiny_networks(sample):
     return cnn, mlp
 
 
-def _image_axes(fig: Figure) -> list:
-    return [ax for ax in fig.axes if ax.images]
-
-
 def test_cnn_filters_one_panel_per_channel_on_one_scale(tiny_networks) -> None:
     cnn, _ = tiny_networks
     fig = plots.cnn_filters(cnn)
-    panels = _image_axes(fig)
+    panels = plots.panel_images(fig)
     assert len(panels) == 3
     limit = float(np.abs(cnn.first_filters()).max())
-    for ax, kernel in zip(panels, cnn.first_filters(), strict=True):
-        np.testing.assert_array_equal(ax.images[0].get_array(), kernel)
-        assert ax.images[0].get_clim() == pytest.approx((-limit, limit))
+    for image, kernel in zip(panels, cnn.first_filters(), strict=True):
+        np.testing.assert_array_equal(image.get_array(), kernel)
+        assert image.get_clim() == pytest.approx((-limit, limit))
+    assert [title.get_text() for title in plots.panel_titles(fig)] == ["ch 0", "ch 1", "ch 2"]
+    colour_bar = fig.axes[1]
+    assert colour_bar.get_ylabel() == "weight"
+    assert colour_bar.get_ylim() == pytest.approx((-limit, limit))
     assert _png_size(fig) == _expected(fig)
 
 
@@ -176,15 +182,23 @@ def test_cnn_activations_one_row_per_digit(tiny_networks, digits) -> None:
     cnn, _ = tiny_networks
     images, labels = digits
     fig = plots.cnn_activations(cnn, images[:4], [str(v) for v in labels[:4]])
-    panels = _image_axes(fig)
+    panels = plots.panel_images(fig)
     assert len(panels) == 4 * (1 + 3)  # each row: the digit, then 3 channels
     maps = cnn.first_block(images[:4].reshape(4, -1).astype(np.float32) / 255)
-    np.testing.assert_array_equal(panels[1].images[0].get_array(), maps[0, 0])
-    np.testing.assert_array_equal(panels[4 + 3].images[0].get_array(), maps[1, 2])
-    scales = {ax.images[0].get_clim() for ax in panels if ax.images[0].get_cmap().name == "magma"}
+    np.testing.assert_array_equal(panels[1].get_array(), maps[0, 0])
+    np.testing.assert_array_equal(panels[4 + 3].get_array(), maps[1, 2])
+    np.testing.assert_array_equal(panels[4 * 2].get_array(), images[2])
+    scales = {image.get_clim() for image in panels if image.get_cmap().name == "magma"}
     assert len(scales) == 1  # one scale for every channel of every digit
     assert scales.pop() == pytest.approx((0.0, float(maps.max())))
-    assert [panels[4 * row].get_ylabel() for row in range(4)] == [str(v) for v in labels[:4]]
+    rows = [text for text in fig.axes[0].texts if text.get_gid() == plots.ROW_LABEL]
+    assert [text.get_text() for text in rows] == [str(v) for v in labels[:4]]
+    # each name sits left of its row's digit, at the digit's height
+    for row, text in enumerate(rows):
+        left, _right, bottom, top = panels[4 * row].get_extent()
+        x, y = text.get_position()
+        assert x < left
+        assert bottom < y < top
     assert _png_size(fig) == _expected(fig)
 
 
@@ -196,23 +210,25 @@ def test_attributions_show_the_explain_map_over_each_digit(tiny_networks, digits
     images, _ = digits
     captions = [f"{i},{i + 1}" for i in range(5)]
     fig = plots.attributions(model, images[:5], captions, mistakes=[True, False, False, False, False])
-    panels = _image_axes(fig)
+    panels = plots.panel_images(fig)
+    titles = plots.panel_titles(fig)
     assert len(panels) == 5
-    assert [ax.get_title() for ax in panels] == captions
-    assert panels[0].title.get_color() == plots.MISTAKE_COLOUR != panels[1].title.get_color()
+    assert [title.get_text() for title in titles] == captions
+    assert titles[0].get_color() == plots.MISTAKE_COLOUR != titles[1].get_color()
     maps = explain(model, images[:5].reshape(5, -1).astype(np.float32) / 255)
-    np.testing.assert_array_equal(panels[2].images[0].get_array(), overlay(images[2], maps[2], scale=1))
+    np.testing.assert_array_equal(panels[2].get_array(), overlay(images[2], maps[2], scale=1))
     assert ("integrated-gradients" if kind == "cnn" else "gradient-x-input") in fig.get_suptitle()
 
 
 def test_mlp_first_layer_draws_the_first_units(tiny_networks, sample) -> None:
     cnn, mlp = tiny_networks
     fig = plots.mlp_first_layer(mlp, count=8)
-    panels = _image_axes(fig)
+    panels = plots.panel_images(fig)
     assert len(panels) == 8
-    np.testing.assert_array_equal(panels[5].images[0].get_array(),
-                                  mlp.hidden_weights()[5].reshape(28, 28))
-    assert len(_image_axes(plots.mlp_first_layer(mlp, count=100))) == 20  # all there are
+    np.testing.assert_array_equal(panels[5].get_array(), mlp.hidden_weights()[5].reshape(28, 28))
+    limit = float(np.abs(mlp.hidden_weights()[5]).max())
+    assert panels[5].get_clim() == pytest.approx((-limit, limit))  # each unit on its own scale
+    assert len(plots.panel_images(plots.mlp_first_layer(mlp, count=100))) == 20  # all there are
     with pytest.raises(ValueError, match="no hidden layer"):
         plots.mlp_first_layer(cnn)
 
@@ -230,12 +246,13 @@ def test_png_bytes_draws_once_and_writes_what_savefig_writes(digits) -> None:
     """The one-draw path gives savefig's bytes exactly (constrained layout included);
     another dpi than the figure's still rescales the picture."""
     images, labels = digits
+    history = {"loss": [1.0, 0.5, 0.4], "accuracy": [0.6, 0.8, 0.85]}
+    for build in (lambda: plots.digit_grid(images[:4], [str(v) for v in labels[:4]], suptitle="digits"),
+                  lambda: plots.learning_curves(history)):  # a grid, and a constrained layout
+        buffer = io.BytesIO()
+        build().savefig(buffer, format="png")
+        assert plots.png_bytes(build()) == buffer.getvalue()
     fig = plots.digit_grid(images[:4], [str(v) for v in labels[:4]], suptitle="digits")
-    drawn = plots.png_bytes(fig)
-    buffer = io.BytesIO()
-    plots.digit_grid(images[:4], [str(v) for v in labels[:4]], suptitle="digits").savefig(
-        buffer, format="png")
-    assert drawn == buffer.getvalue()
     with Image.open(io.BytesIO(plots.png_bytes(fig, dpi=50))) as image:
         assert image.size == tuple(round(v / 2) for v in _expected(fig))
 
@@ -246,6 +263,14 @@ def test_digit_values_stay_out_of_the_layout(digits) -> None:
     image = digits[0][0]
     ax = plots.digit_with_values(image, title="one").axes[0]
     assert len(ax.texts) == np.count_nonzero(image)
+    assert not any(text.get_in_layout() for text in ax.texts)
+
+
+def test_confusion_counts_stay_out_of_the_layout() -> None:
+    """The counts sit in their cells: the layout measures the axes' labels, not them."""
+    matrix = np.arange(16).reshape(4, 4)
+    ax = plots.confusion_figure(matrix, ["a", "b", "c", "d"]).axes[0]
+    assert [text.get_text() for text in ax.texts] == [str(v) for v in matrix.ravel()]
     assert not any(text.get_in_layout() for text in ax.texts)
 
 
@@ -289,7 +314,7 @@ def test_png_bytes_all_draws_the_slow_recipes_first_and_returns_them_in_order(
                Recipe("digit_grid", (images,)),
                Recipe("similarity_bars", ([{"label": 3, "count": 2, "total": 10, "percent": 20.0}], "3", [str(i) for i in range(10)])),
                Recipe("digit_with_values", (images[0],))]
-    assert plots.drawing_order(recipes) == [1, 3, 0, 2]
+    assert plots.drawing_order(recipes) == [0, 3, 1, 2]
     assert plots.png_bytes_all(recipes) == [plots.png_of(recipe) for recipe in recipes]
 
 
@@ -312,3 +337,63 @@ def test_png_bytes_all_never_forks_beside_another_thread(digits, monkeypatch) ->
     monkeypatch.setattr(os, "fork", refused)
     drawn = plots.png_bytes_all(list(_figures(digits).values())[:2])
     assert drawn == [plots.png_bytes(fig) for fig in list(_figures(digits).values())[:2]]
+
+
+FASHION_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                 "Bag", "Ankle boot"]
+
+
+@pytest.mark.parametrize("titles", [
+    [f"{a},{b}" for a, b in zip(FASHION_NAMES, FASHION_NAMES[::-1], strict=True)],  # long
+    [str(i) for i in range(10)],  # short: drawn at full size
+])
+def test_grid_panels_and_titles_stay_in_their_cells(titles) -> None:
+    """Drawn panels do not overlap one another, nor does a title reach into its neighbour's
+    cell (Fashion-MNIST's long names shrink to fit; digits keep 9 points)."""
+    fig = plots.digit_grid(np.zeros((10, 28, 28), np.uint8), titles, ncols=5, suptitle="grid")
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    cell = fig.get_size_inches()[0] * fig.dpi / 5
+    drawn = [title.get_window_extent(renderer) for title in plots.panel_titles(fig)]
+    assert max(box.width for box in drawn) <= cell
+    for i, box in enumerate(drawn):
+        column = i % 5
+        assert cell * column <= box.x0
+        assert box.x1 <= cell * (column + 1)
+    sizes = {title.get_fontsize() for title in plots.panel_titles(fig)}
+    assert sizes == ({9} if len(titles[0]) == 1 else {min(sizes)})
+    assert min(sizes) >= 5
+    if len(titles[0]) > 1:
+        assert sizes.pop() < 9
+        assert max(box.width for box in drawn) > 0.7 * cell  # shrunk to fit, not to a speck
+    extents = [image.get_extent() for image in plots.panel_images(fig)]
+    for i, (left, right, bottom, top) in enumerate(extents):
+        assert 0 <= left < right <= fig.get_size_inches()[0]
+        assert 0 <= bottom < top <= fig.get_size_inches()[1]
+        assert right - left == pytest.approx(top - bottom)  # square digits stay square
+        for other in extents[i + 1:]:
+            assert right <= other[0] or other[1] <= left or top <= other[2] or other[3] <= bottom
+    suptitle = fig.get_suptitle()
+    assert suptitle == "grid"
+    title_top = max(box.y1 for box in drawn)
+    assert title_top < fig._suptitle.get_window_extent(renderer).y0  # titles under the suptitle
+
+
+def test_pixel_arrows_point_at_the_named_pixels(digits) -> None:
+    """Each arrow's head is the centre of the named pixel of its own panel's image."""
+    images, _ = digits
+    fig = plots.pixel_arrows(images[:3], (20, 22), (5, 7))
+    panels = plots.panel_images(fig)
+    heads = [arrow.xy for arrow in fig.axes[0].texts if arrow.get_gid() != plots.PANEL_TITLE]
+    assert len(heads) == 2 * 3
+    for i, image in enumerate(panels):
+        left, right, bottom, top = image.get_extent()
+        for (row, col), head in zip(((20, 22), (5, 7)), heads[2 * i: 2 * i + 2], strict=True):
+            assert head[0] == pytest.approx(left + (col + 0.5) / 28 * (right - left))
+            assert head[1] == pytest.approx(top - (row + 0.5) / 28 * (top - bottom))
+
+
+def test_a_grid_of_wide_images_keeps_their_shape() -> None:
+    """An image that is not square fills its panel's width and keeps its proportions."""
+    fig = plots.digit_grid(np.zeros((2, 10, 20), np.uint8), ["a", "b"])
+    left, right, bottom, top = plots.panel_images(fig)[0].get_extent()
+    assert (right - left) == pytest.approx(2 * (top - bottom))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from digitlab import metrics
+from digitlab import metrics, plots
 from digitlab.cli import main
 from digitlab.errors import SettingsError
 from digitlab.inspection import inspect_model
@@ -137,7 +137,7 @@ def _figure(inspection, name):
 
 
 def _titles(figure):
-    return [ax.get_title() for ax in figure.axes if ax.get_title()]
+    return [title.get_text() for title in plots.panel_titles(figure)]
 
 
 def test_binary_examples_show_both_classes_on_class_sorted_data(binary_run) -> None:
@@ -274,9 +274,10 @@ def test_cnn_activations_show_one_random_digit_per_class(sample) -> None:
     rows = {}
     for seed in (0, 1):
         figure = _figure(inspect_model(model, data, splits=("test",), seed=seed), "cnn_activations")
-        digits = [ax for ax in figure.axes if ax.images and ax.get_ylabel()]  # not the colour bar
-        assert sorted(ax.get_ylabel() for ax in digits) == [str(d) for d in range(10)]
-        rows[seed] = [ax.images[0].get_array().tobytes() for ax in digits]
+        names = [text.get_text() for text in figure.axes[0].texts if text.get_gid() == plots.ROW_LABEL]
+        assert sorted(names) == [str(d) for d in range(10)]
+        digits = plots.panel_images(figure)[::3]  # each row: the digit, then 2 channels
+        rows[seed] = [image.get_array().tobytes() for image in digits]
     assert rows[0] != rows[1]  # drawn at random with the seed
 
 
