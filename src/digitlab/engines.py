@@ -39,14 +39,20 @@ class Engine(Protocol):
 FORK_WARNING = r".*multi-threaded, use of fork\(\) may lead to deadlocks"
 
 
+# The cores this process was given as one of several workers (limit_threads), or None.
+_SHARE: int | None = None
+
+
 def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity, not the machine's total)."""
+    """The cores this process may run on: its CPU affinity (not the machine's total), or
+    fewer when it is one of several workers sharing them (:func:`limit_threads`)."""
     import os
 
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # macOS and Windows have no affinity call
-        return max(1, os.cpu_count() or 1)
+        cores = max(1, os.cpu_count() or 1)
+    return min(cores, _SHARE) if _SHARE else cores
 
 
 def openmp_wait_policy_for_load() -> None:
@@ -82,11 +88,20 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"
 
 def limit_threads(threads: int) -> None:
     """Make this worker process use at most ``threads`` BLAS/OpenMP/torch threads: N
-    processes each running a machine's worth of threads would fight over the cores."""
+    processes each running a machine's worth of threads would fight over the cores.
+
+    ``threads`` is also what :func:`usable_cores` answers from now on, so the worker
+    keeps to its share elsewhere too: given one core, a run draws its figures itself
+    instead of forking a second drawing process (``plots.png_bytes_all``), and
+    guess-and-check runs one engine worker.
+    """
     import os
     import sys
 
     from threadpoolctl import threadpool_limits
+
+    global _SHARE
+    _SHARE = threads
 
     for name in THREAD_VARIABLES:
         os.environ[name] = str(threads)
