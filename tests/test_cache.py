@@ -17,6 +17,22 @@ from digitlab.errors import DataError, DataWarning
 Splits = dict[str, tuple[np.ndarray, np.ndarray]]
 
 
+@pytest.fixture(autouse=True, params=["serial", "forked"])
+def stat_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test twice: the walk's stat calls made here, and shared with a forked child
+    (as for a tree of PARALLEL_STAT_MIN_FILES files or more), so that every hit and every
+    invalidation holds both ways."""
+    if request.param == "forked":
+        if not hasattr(os, "fork"):
+            pytest.skip("needs fork")
+        monkeypatch.setattr(imagetree, "PARALLEL_STAT_MIN_FILES", 0)
+        # Forced even if a test runner's thread is running: the child only stats files.
+        monkeypatch.setattr(imagetree, "_can_fork", lambda: True)
+    else:
+        monkeypatch.setattr(imagetree, "PARALLEL_STAT_MIN_FILES", 1 << 62)
+    return str(request.param)
+
+
 @pytest.fixture
 def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = tmp_path / "cache"
@@ -130,6 +146,24 @@ def test_modified_file_invalidates(tree: Path, cache_dir: Path, decoded: list[st
     assert (after["train"][0][changed[0]] == 123).all()
 
 
+def test_same_size_rewrite_invalidates(tree: Path, cache_dir: Path, decoded: list[str]) -> None:
+    before = load(tree)
+    pngs = sorted((tree / "train").rglob("*.png"))
+    by_size: dict[int, list[Path]] = {}
+    for path in pngs:
+        by_size.setdefault(path.stat().st_size, []).append(path)
+    same = next(group for group in by_size.values() if len(group) > 1 and
+                group[0].read_bytes() != group[1].read_bytes())
+    target, source = same[0], same[1]
+    target.write_bytes(source.read_bytes())  # another digit, of the very same byte count
+    bump_mtime(target)  # as a coarse-clock file system might not
+    decoded.clear()
+    after = load(tree)
+    assert str(target) in decoded
+    changed = np.flatnonzero((after["train"][0] != before["train"][0]).any(axis=(1, 2)))
+    assert len(changed) == 1
+
+
 def test_touching_a_file_invalidates(tree: Path, cache_dir: Path, decoded: list[str]) -> None:
     load(tree)
     bump_mtime(next((tree / "test").rglob("*.png")))
@@ -164,6 +198,16 @@ def test_renamed_file_invalidates(tree: Path, cache_dir: Path) -> None:
     labels_after = np.bincount(after["train"][1], minlength=10)
     assert labels_after[1] == labels_before[1] - 1
     assert labels_after[2] == labels_before[2] + 1
+
+
+def test_renamed_file_within_its_folder_invalidates(tree: Path, cache_dir: Path) -> None:
+    before = load(tree)
+    folder = max((tree / "train").iterdir(), key=lambda f: len(list(f.iterdir())))
+    first = min(folder.iterdir(), key=lambda p: imagetree.natural_key(p.name))
+    first.rename(folder / "train_image_99999.png")  # same class, size and mtime: a new order
+    after = load(tree)
+    np.testing.assert_array_equal(after["train"][1], before["train"][1])
+    assert not np.array_equal(after["train"][0], before["train"][0])
 
 
 def test_new_entry_replaces_the_old_one(tree: Path, cache_dir: Path) -> None:
@@ -238,6 +282,59 @@ def test_key_ignores_listing_order_and_sees_every_field(tmp_path: Path) -> None:
     assert cache.tree_key(tmp_path, paths, sizes, [1, 2, 4]) != key
     assert cache.tree_key(tmp_path / "elsewhere", paths, sizes, mtimes) != key
     assert len(key) == 64
+
+
+def test_entry_matches_its_listing_only(tmp_path: Path, cache_dir: Path) -> None:
+    paths, sizes, mtimes = ["a/1.png", "a/2.png", "b/1.png"], [10, 20, 30], [1, 2, 3]
+    splits = {"train": (np.zeros((3, 2, 2), np.uint8), np.arange(3, dtype=np.int64))}
+    cache.store(tmp_path, cache.tree_key(tmp_path, paths, sizes, mtimes), splits,
+                (paths, sizes, mtimes))
+    entry = cache.find(tmp_path)
+    assert entry is not None
+    assert_equal_splits(entry.splits, splits)
+    assert entry.matches(tmp_path, paths, sizes, mtimes)
+    assert entry.matches(tmp_path, paths[::-1], sizes[::-1], mtimes[::-1])  # listed in another order
+    assert entry.matches(tmp_path, paths, np.array(sizes), np.array(mtimes))
+    assert not entry.matches(tmp_path, ["a/1.png", "a/3.png", "b/1.png"], sizes, mtimes)
+    assert not entry.matches(tmp_path, ["a/2.png", "a/1.png", "b/1.png"], sizes, mtimes)
+    assert not entry.matches(tmp_path, paths, [10, 21, 30], mtimes)
+    assert not entry.matches(tmp_path, paths, sizes, [1, 2, 4])
+    assert not entry.matches(tmp_path, paths[:2], sizes[:2], mtimes[:2])
+    assert not entry.matches(tmp_path, [*paths, "b/2.png"], [*sizes, 40], [*mtimes, 4])
+    assert not entry.matches(tmp_path / "elsewhere", paths, sizes, mtimes)
+    assert cache.find(tmp_path / "elsewhere") is None
+
+
+def test_entry_header_holds_the_versions(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    listing = (["a/1.png"], [10], [1])
+    splits = {"train": (np.zeros((1, 2, 2), np.uint8), np.zeros(1, dtype=np.int64))}
+    cache.store(tmp_path, cache.tree_key(tmp_path, *listing), splits, listing)
+    monkeypatch.setattr(cache, "FORMAT_VERSION", cache.FORMAT_VERSION + 1)
+    entry = cache.find(tmp_path)
+    assert entry is not None
+    assert not entry.matches(tmp_path, *listing)
+    monkeypatch.setattr(cache, "FORMAT_VERSION", cache.FORMAT_VERSION - 1)
+    monkeypatch.setattr(cache.PIL, "__version__", "0.0.0")
+    assert not entry.matches(tmp_path, *listing)
+
+
+def test_entry_without_listing_is_not_found(tmp_path: Path, cache_dir: Path) -> None:
+    splits = {"train": (np.zeros((1, 2, 2), np.uint8), np.zeros(1, dtype=np.int64))}
+    cache.store(tmp_path, "0" * 64, splits)  # as an IDX folder's entry is stored
+    assert cache.find(tmp_path) is None
+    assert cache.load(tmp_path, "0" * 64) is not None
+
+
+def test_damaged_listing_is_deleted(tmp_path: Path, cache_dir: Path) -> None:
+    cache_dir.mkdir()
+    write_npz(cache.entry_path(tmp_path, "0" * 64),
+              train_images=np.zeros((1, 2, 2), np.uint8), train_labels=np.zeros(1, np.int64),
+              listing_header=np.zeros(3, np.uint8), listing_paths=np.zeros(3, np.uint8),
+              listing_stats=np.zeros(3, np.float64))
+    assert cache.find(tmp_path) is None
+    assert entries(cache_dir) == []
 
 
 def test_cache_dir_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import io
+import os
+import select
 import struct
+import sys
+import threading
 import zlib
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing.context import BaseContext
@@ -429,6 +434,197 @@ def test_no_file_handle_stays_open(tmp_path: Path, small_splits: Splits) -> None
     before = len(list(fd_dir.iterdir()))
     read_image_tree(tmp_path / "tree", cache=False, workers=1)
     assert len(list(fd_dir.iterdir())) == before
+
+
+# ---------------------------------------------------------------- the walk's stat calls
+
+
+@pytest.fixture(params=["serial", "forked"])
+def stat_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The walk's stat calls made here, or shared with a forked child; records each fork."""
+    forks: list[int] = []
+    if request.param == "forked":
+        if not hasattr(os, "fork"):
+            pytest.skip("needs fork")
+        real_fork = os.fork
+
+        def spy_fork() -> int:
+            pid = real_fork()
+            if pid:
+                forks.append(pid)
+            return pid
+
+        monkeypatch.setattr(os, "fork", spy_fork)
+        monkeypatch.setattr(imagetree, "PARALLEL_STAT_MIN_FILES", 0)
+        # Forced even if a test runner's thread is running: the child only stats files.
+        monkeypatch.setattr(imagetree, "_can_fork", lambda: True)
+    else:
+        monkeypatch.setattr(imagetree, "PARALLEL_STAT_MIN_FILES", 1 << 62)
+    return forks
+
+
+def test_walk_stats_every_file(
+    tmp_path: Path, small_splits: Splits, stat_mode: list[int], request: pytest.FixtureRequest
+) -> None:
+    write_image_tree(tmp_path / "tree", small_splits)
+    (tmp_path / "tree/train/0/.DS_Store").write_bytes(b"stray")  # listed as a stray, not a file
+    met: list[int] = []
+    walk = imagetree._walk(tmp_path / "tree", meanwhile=lambda: met.append(1))
+    paths, sizes, mtimes = walk.listing()
+    assert met == [1]
+    assert len(stat_mode) == (request.node.callspec.params["stat_mode"] == "forked")
+    assert sorted(paths) == sorted(
+        p.relative_to(tmp_path / "tree").as_posix() for p in (tmp_path / "tree").rglob("*.png")
+    )
+    assert sizes.dtype == mtimes.dtype == np.int64
+    for path, size, mtime in zip(paths, sizes.tolist(), mtimes.tolist(), strict=True):
+        stat = (tmp_path / "tree" / path).stat()
+        assert (size, mtime) == (stat.st_size, stat.st_mtime_ns), path
+
+
+def test_file_gone_before_its_stat_is_named(
+    tmp_path: Path, small_splits: Splits, stat_mode: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_image_tree(tmp_path / "tree", small_splits)
+    gone = sorted((tmp_path / "tree/test").rglob("*.png"))[-1]
+    real = imagetree._stat_files
+
+    def listed_then_removed(folders: list[imagetree._Folder], meanwhile: object = None) -> object:
+        gone.unlink()
+        return real(folders, meanwhile)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(imagetree, "_stat_files", listed_then_removed)
+    with pytest.raises(DataError, match="cannot read") as raised:
+        read_image_tree(tmp_path / "tree", workers=1)
+    assert raised.value.source == str(gone)
+
+
+def test_chunks_a_failed_child_took_are_read_here(
+    tmp_path: Path, small_splits: Splits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not hasattr(os, "fork"):
+        pytest.skip("needs fork")
+    monkeypatch.setattr(imagetree, "PARALLEL_STAT_MIN_FILES", 0)
+    monkeypatch.setattr(imagetree, "_can_fork", lambda: True)
+    write_image_tree(tmp_path / "tree", small_splits)
+    serial = imagetree._stat_range
+    parent = os.getpid()
+    failed_read, failed_write = os.pipe()
+    real = imagetree._stat_names
+
+    def failing_in_the_child(folder: Path, names: list[str]) -> list[os.stat_result]:
+        if os.getpid() != parent:
+            os.write(failed_write, b"x")
+            raise OSError(errno.EIO, "simulated failure", names[0])
+        return real(folder, names)
+
+    def until_the_child_failed() -> None:  # the child takes a chunk, fails and exits first
+        select.select([failed_read], [], [], 60)
+
+    monkeypatch.setattr(imagetree, "_stat_names", failing_in_the_child)
+    try:
+        walk = imagetree._walk(tmp_path / "tree", meanwhile=until_the_child_failed)
+        assert select.select([failed_read], [], [], 0)[0], "the child did not fail"
+    finally:
+        os.close(failed_read)
+        os.close(failed_write)
+    want = np.empty_like(walk.stats)
+    serial(walk.listed, 0, want.shape[1], want)
+    np.testing.assert_array_equal(walk.stats, want)
+
+
+def test_chunks_the_child_read_are_not_read_again(
+    tmp_path: Path, small_splits: Splits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not hasattr(os, "fork"):
+        pytest.skip("needs fork")
+    monkeypatch.setattr(imagetree, "PARALLEL_STAT_MIN_FILES", 0)
+    monkeypatch.setattr(imagetree, "_can_fork", lambda: True)
+    write_image_tree(tmp_path / "tree", small_splits)
+    parent = os.getpid()
+    read_here: list[str] = []
+    child_read, child_write = os.pipe()
+    real = imagetree._stat_names
+
+    def counting(folder: Path, names: list[str]) -> list[os.stat_result]:
+        results = real(folder, names)
+        if os.getpid() == parent:
+            read_here.extend(names)
+        else:
+            os.write(child_write, b"x")
+        return results
+
+    def until_the_child_read_a_chunk() -> None:
+        select.select([child_read], [], [], 60)
+
+    monkeypatch.setattr(imagetree, "_stat_names", counting)
+    try:
+        walk = imagetree._walk(tmp_path / "tree", meanwhile=until_the_child_read_a_chunk)
+        assert select.select([child_read], [], [], 0)[0], "the child read nothing"
+    finally:
+        os.close(child_read)
+        os.close(child_write)
+    n_files = sum(len(folder.names) for folder in walk.listed)
+    assert 0 < len(read_here) < n_files
+
+
+def test_no_process_to_spare_reads_every_chunk_here(
+    tmp_path: Path, small_splits: Splits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_image_tree(tmp_path / "tree", small_splits)
+    want = imagetree._walk(tmp_path / "tree").stats
+
+    def no_fork() -> int:
+        raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(imagetree, "PARALLEL_STAT_MIN_FILES", 0)
+    monkeypatch.setattr(imagetree, "_can_fork", lambda: True)
+    monkeypatch.setattr(os, "fork", no_fork)
+    np.testing.assert_array_equal(imagetree._walk(tmp_path / "tree").stats, want)
+
+
+def test_forked_walk_leaves_no_file_handle_open(
+    tmp_path: Path, small_splits: Splits, stat_mode: list[int]
+) -> None:
+    fd_dir = Path("/proc/self/fd")
+    if not fd_dir.is_dir():
+        pytest.skip("needs /proc/self/fd")
+    write_image_tree(tmp_path / "tree", small_splits)
+    before = len(list(fd_dir.iterdir()))
+    imagetree._walk(tmp_path / "tree")
+    assert len(list(fd_dir.iterdir())) == before
+
+
+def test_no_fork_when_every_core_is_busy(monkeypatch: pytest.MonkeyPatch) -> None:
+    cores = imagetree.usable_cores()
+    monkeypatch.setattr(imagetree, "_running_elsewhere", lambda: cores)
+    assert not imagetree._can_fork()
+    monkeypatch.setattr(imagetree, "_running_elsewhere", lambda: cores - 1)
+    if not (hasattr(os, "fork") and sys.platform.startswith("linux") and cores >= 2):
+        pytest.skip("forks only on Linux with two cores or more")
+    if threading.active_count() > 1:
+        pytest.skip("another thread runs in this test process")
+    assert imagetree._can_fork()
+
+
+def test_tasks_running_elsewhere(tmp_path: Path) -> None:
+    (tmp_path / "loadavg").write_text("2.51 1.48 1.49 3/142 14319\n")
+    assert imagetree._running_elsewhere(str(tmp_path / "loadavg")) == 2  # not this process
+    (tmp_path / "loadavg").write_text("garbled\n")
+    assert imagetree._running_elsewhere(str(tmp_path / "loadavg")) == 0
+    assert imagetree._running_elsewhere(str(tmp_path / "missing")) == 0
+
+
+def test_no_fork_while_another_thread_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(imagetree, "_running_elsewhere", lambda: 0)  # only the thread says no
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert not imagetree._can_fork()
+    finally:
+        stop.set()
+        other.join()
 
 
 # ---------------------------------------------------------------- parallel
