@@ -499,13 +499,18 @@ def test_file_gone_before_its_stat_is_named(
     assert raised.value.source == str(gone)
 
 
-def test_chunks_a_failed_child_took_are_read_here(
-    tmp_path: Path, small_splits: Splits, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def forking(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The walk shares its stat calls with a forked child, however small the tree."""
     if not hasattr(os, "fork"):
         pytest.skip("needs fork")
     monkeypatch.setattr(imagetree, "PARALLEL_STAT_MIN_FILES", 0)
     monkeypatch.setattr(imagetree, "_can_fork", lambda: True)
+
+
+def test_chunks_a_failed_child_took_are_read_here(
+    tmp_path: Path, small_splits: Splits, monkeypatch: pytest.MonkeyPatch, forking: None
+) -> None:
     write_image_tree(tmp_path / "tree", small_splits)
     serial = imagetree._stat_range
     parent = os.getpid()
@@ -534,12 +539,8 @@ def test_chunks_a_failed_child_took_are_read_here(
 
 
 def test_chunks_the_child_read_are_not_read_again(
-    tmp_path: Path, small_splits: Splits, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, small_splits: Splits, monkeypatch: pytest.MonkeyPatch, forking: None
 ) -> None:
-    if not hasattr(os, "fork"):
-        pytest.skip("needs fork")
-    monkeypatch.setattr(imagetree, "PARALLEL_STAT_MIN_FILES", 0)
-    monkeypatch.setattr(imagetree, "_can_fork", lambda: True)
     write_image_tree(tmp_path / "tree", small_splits)
     parent = os.getpid()
     read_here: list[str] = []
