@@ -9,10 +9,10 @@ numbers. Target (issue 18): two processes at least 1.8x faster than one.
 
 Since issue 17, one process is not one core: each run's figures are drawn in a
 forked second process (``plots.png_bytes_all``), so a one-process sweep already
-keeps most of two cores busy, and two processes can only gain what it leaves
-idle. The row's note gives the cores the one-process sweep kept busy (its CPU
-time and its children's, over its wall time): on 2 cores, 1.75 caps the ratio
-near 2 / 1.75 = 1.14x.
+keeps most of two cores busy, and two processes gain mostly what it leaves idle
+(and the forks, which a worker given one core skips). The row's note gives the
+cores the one-process sweep kept busy (its CPU time and its children's, over
+its wall time): 1.76 of 2 on 2026-12-01, when two processes were 1.31x faster.
 
     python benchmarks/bench_sweep.py                  # the 24 runs
     python benchmarks/bench_sweep.py --dry-run        # 4 runs, a quick check

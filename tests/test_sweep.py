@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 
+from digitlab import sweep as sweep_module
 from digitlab.cli import _sweep_parse, main
 from digitlab.engines import LocalEngine
 from digitlab.errors import SettingsError
@@ -215,6 +220,63 @@ def test_one_process_and_two_processes_give_the_same_rows(tmp_path) -> None:
     one, two = rows(1), rows(2)
     assert all(row["status"] == "ok" for row in one)
     assert one == two
+
+
+class _RecordingEngine:
+    """Runs each run here, at once, and keeps the specs it was given."""
+
+    def __init__(self, separate_processes: bool) -> None:
+        self.separate_processes = separate_processes
+        self.specs: list[dict] = []
+
+    def submit(self, fn, arg, *, key):
+        self.specs.append(arg)
+        return LocalEngine(1).submit(fn, {**arg, "settle": False}, key=key)  # this process: no freeze
+
+    def as_completed(self, futures):
+        yield from futures
+
+
+@pytest.mark.parametrize("separate", [True, False])
+def test_only_runs_in_worker_processes_settle_them(tmp_path, separate) -> None:
+    engine = _RecordingEngine(separate)
+    run_sweep(_plan({"lr": [0.01]}, [0]), tmp_path / "out", engine, base=BASE)
+    assert [spec["settle"] for spec in engine.specs] == [separate]
+    two = LocalEngine(2)
+    try:
+        assert (LocalEngine(1).separate_processes, two.separate_processes) == (False, True)
+    finally:
+        two.close()
+
+
+def test_a_sweep_in_this_process_leaves_its_garbage_collector_alone(tmp_path) -> None:
+    import gc
+
+    frozen = gc.get_freeze_count()
+    result = run_sweep(_plan({"lr": [0.01]}, [0]), tmp_path / "out", LocalEngine(1), base=BASE)
+    assert result.rows[0]["status"] == "ok"
+    assert gc.get_freeze_count() == frozen
+
+
+def test_a_worker_settles_once_before_its_first_run() -> None:
+    """In a fresh process: the run's modules imported, then every live object frozen
+    (exempt from collection), once; garbage made before is collected, not frozen."""
+    code = (
+        "import gc, sys, weakref\n"
+        "from digitlab import sweep\n"
+        "gc.disable()\n"  # only settle_worker's own collection may find the cycle
+        "class Cycle: pass\n"
+        "c = Cycle(); c.me = c; ref = weakref.ref(c); del c\n"  # garbage: collected, never frozen
+        "sweep.settle_worker(); first = gc.get_freeze_count()\n"
+        "sweep.settle_worker()\n"
+        "print(first, gc.get_freeze_count() == first, int(ref() is not None),\n"
+        "      all(m in sys.modules for m in ('digitlab.models', 'digitlab.inspection', 'matplotlib.figure')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env={**os.environ, "PYTHONPATH": str(Path(sweep_module.__file__).parents[1])})
+    first, once, garbage_kept, imported = done.stdout.split()
+    assert int(first) > 50_000  # scikit-learn, SciPy and matplotlib's objects
+    assert (once, garbage_kept, imported) == ("True", "0", "True")
 
 
 def test_each_local_worker_keeps_to_its_share_of_the_cores() -> None:

@@ -167,6 +167,8 @@ class LocalEngine:
         cores = usable_cores()
         self.workers = workers or cores
         self.where = f"local ({self.workers} process{'es' if self.workers > 1 else ''})"
+        # whether runs go to processes of their own (sweep.settle_worker), not this one
+        self.separate_processes = self.workers > 1
         self._executor: Any = None
         self._futures: list[Any] = []
         if self.workers > 1:
@@ -246,6 +248,7 @@ class DaskEngine:
         self._retries = retries
         self._futures: list[Any] = []
         self.where = str(self._client.scheduler_info().get("address", address))
+        self.separate_processes = True  # runs go to the workers (sweep.settle_worker)
 
     def submit(self, fn: Callable[[Any], Any], arg: Any, *, key: str) -> Any:
         """Start ``fn(arg)`` on a worker; a :class:`distributed.Future`."""

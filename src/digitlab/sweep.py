@@ -226,17 +226,49 @@ def describe_error(exc: BaseException) -> str:
     return _one_line(text)
 
 
+_SETTLED = False  # whether settle_worker() ran in this process
+
+
+def settle_worker() -> None:
+    """Once in a worker process, before its first run: import what every run uses, then
+    exempt the objects alive from garbage collection (``gc.freeze``, after a collection,
+    so no garbage is kept), as the command line does for itself.
+
+    scikit-learn, SciPy, matplotlib (and a Dask worker's own modules) leave hundreds of
+    thousands of long-lived objects, and each full collection that a run's many small
+    objects trigger walks them all. Measured on 24 MLP runs, two Dask workers (2-core
+    AMD EPYC): median run 1.445 s, 1.263 s settled. Only in a worker process: a sweep
+    run in the caller's own process (one local worker) leaves its garbage collector alone.
+    """
+    global _SETTLED
+    if _SETTLED:
+        return
+    _SETTLED = True
+    import gc
+
+    from digitlab.run import start_heavy_imports
+
+    start_heavy_imports()()
+    import digitlab.plots  # noqa: F401  (matplotlib: every run with a folder draws)
+
+    gc.collect()
+    gc.freeze()
+
+
 def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     """Train one run of a sweep and return its row of the results table.
 
     ``spec``: ``run_id``, ``config`` (a RunConfig as a dict), ``out`` (its run
-    folder) and ``settings`` (what it varies, for the table). Module-level and
+    folder), ``settings`` (what it varies, for the table) and ``settle`` (whether
+    this is a worker process of its own: :func:`settle_worker`). Module-level and
     plain data in and out, so any engine can run it anywhere. A run that fails
     returns its row with ``status`` "failed" and the one-line ``error``; only an
     interrupt stops it.
     """
     from digitlab.run import train
 
+    if spec.get("settle"):
+        settle_worker()
     config = RunConfig(**spec["config"])
     row: dict[str, Any] = {
         "run_id": spec["run_id"], "status": "failed", "data": config.data, "model": config.model,
@@ -366,7 +398,8 @@ def run_sweep(
     futures: dict[Any, dict[str, Any]] = {}
     for rid, config in todo:
         spec: dict[str, Any] = {"run_id": rid, "config": asdict(config), "out": str(out / "runs" / rid),
-                "settings": swept_values(config, names)}
+                "settings": swept_values(config, names),
+                "settle": bool(getattr(engine, "separate_processes", False))}
         futures[engine.submit(run_one, spec, key=f"digitlab-run-{rid}")] = spec
     for future in engine.as_completed(list(futures)):
         spec = futures[future]
