@@ -196,7 +196,7 @@ class PanelGrid:
 
     One Axes for the whole grid, not one per panel: matplotlib takes 5-10 ms to make an
     Axes and lays each one out again at every draw, which was most of a grid's time (a
-    20-digit grid: 0.23 s to build and draw with an Axes per panel, 0.05 s on one; a
+    20-digit grid: 0.20 s to build and draw with an Axes per panel, 0.05 s on one; a
     CNN's 170-panel activation grid took 2.4 s to draw). Panels never move, so no layout
     engine is needed: the figure's size fixes every position.
 
