@@ -19,6 +19,9 @@ class Engine(Protocol):
     """What a sweep needs of whatever runs its runs."""
 
     where: str  # "local (N processes)" or the cluster's address
+    # True when runs go to processes of their own, which then settle before their first
+    # run (sweep.settle_worker); an engine without it runs them in the caller's process.
+    separate_processes: bool
 
     def submit(self, fn: Callable[[Any], Any], arg: Any, *, key: str) -> Any:
         """Start ``fn(arg)``; a future with ``.result()`` (raises what ``fn`` raised)."""
