@@ -174,13 +174,20 @@ def digit_grid(
         Marks wrong predictions: red title and a red frame.
     suptitle : str, optional
     """
+    return _digit_panels(images, titles, ncols, suptitle).finish(mistakes)
+
+
+def _digit_panels(images: np.ndarray, titles: Sequence[str] | None, ncols: int,
+                  suptitle: str | None) -> PanelGrid:
+    """The digits drawn in a PanelGrid with room for their titles' lines, not yet finished
+    (:func:`pixel_arrows` marks pixels on them first)."""
     images = np.asarray(images)
     lines = max((title.count("\n") + 1 for title in titles), default=1) if titles is not None else 1
     grid = PanelGrid(len(images), ncols, (1.1, 1.1 + 0.16 * lines), suptitle,
                      titles=titles, title_lines=lines)
-    for i in range(len(images)):
-        grid.image(i, images[i], cmap=INK, vmin=0, vmax=255)
-    return grid.finish(mistakes)
+    for i, image in enumerate(images):
+        grid.image(i, image, cmap=INK, vmin=0, vmax=255)
+    return grid
 
 
 MIN_GRID_WIDTH = 3.5  # inches
@@ -242,14 +249,13 @@ class PanelGrid:
             self.fig.suptitle(suptitle, y=1 - 0.08 / self.height, va="top")
         band = (_LINE * title_lines + 0.04) * scale if titles is not None else 0.0
         side = min(cell_width, cell_height - band) - 2 * _MARGIN
-        self.top = self.height - top  # where the header (or the first row) starts
         # Each panel's box (left, bottom, width, height): its square, until image() fits
         # the image's own shape into it; pixels (h, w) of the image drawn there.
         self.boxes: list[tuple[float, float, float, float]] = []
         self.pixels: list[tuple[int, int]] = [(1, 1)] * n
         for i in range(n):
             row, col = divmod(i, ncols)
-            cell_top = self.top - header - row * cell_height
+            cell_top = self.height - top - header - row * cell_height
             x = left + col * cell_width + (cell_width - side) / 2
             self.boxes.append((x, cell_top - band - _MARGIN - side, side, side))
         self.titles = list(titles) if titles is not None else None
@@ -443,12 +449,9 @@ def pixel_arrows(
     most negative by a red one (``(row, col)`` each); the suptitle names both."""
     where = (f"green: most positive pixel ({positive[0]}, {positive[1]}); "
              f"red: most negative ({negative[0]}, {negative[1]})")
-    images = np.asarray(images)
-    lines = max((title.count("\n") + 1 for title in titles), default=1) if titles is not None else 1
-    grid = PanelGrid(len(images), min(len(images), 6), (1.1, 1.1 + 0.16 * lines),
-                     f"{suptitle}\n{where}" if suptitle else where, titles=titles, title_lines=lines)
-    for i, image in enumerate(images):
-        grid.image(i, image, cmap=INK, vmin=0, vmax=255)
+    grid = _digit_panels(images, titles, min(len(images), 6),
+                         f"{suptitle}\n{where}" if suptitle else where)
+    for i in range(len(grid.boxes)):
         for (row, col), colour in zip((positive, negative), MARK_COLOURS, strict=True):
             grid.ax.annotate("", xy=grid.point(i, row, col), xytext=grid.point(i, row - 5, col + 5),
                              arrowprops={"arrowstyle": "-|>", "color": colour, "lw": 2},
