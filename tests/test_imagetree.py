@@ -545,14 +545,18 @@ def test_chunks_the_child_read_are_not_read_again(
     parent = os.getpid()
     read_here: list[str] = []
     child_read, child_write = os.pipe()
+    parent_read, parent_write = os.pipe()
     real = imagetree._stat_names
 
     def counting(folder: Path, names: list[str]) -> list[os.stat_result]:
         results = real(folder, names)
         if os.getpid() == parent:
             read_here.extend(names)
-        else:
+            os.write(parent_write, b"x")
+        else:  # after its first chunk the child waits for this process to read one, so
+            # both read some however the two are scheduled (a busy machine ran the child alone)
             os.write(child_write, b"x")
+            select.select([parent_read], [], [], 60)
         return results
 
     def until_the_child_read_a_chunk() -> None:
@@ -563,8 +567,8 @@ def test_chunks_the_child_read_are_not_read_again(
         walk = imagetree._walk(tmp_path / "tree", meanwhile=until_the_child_read_a_chunk)
         assert select.select([child_read], [], [], 0)[0], "the child read nothing"
     finally:
-        os.close(child_read)
-        os.close(child_write)
+        for fd in (child_read, child_write, parent_read, parent_write):
+            os.close(fd)
     n_files = sum(len(folder.names) for folder in walk.listed)
     assert 0 < len(read_here) < n_files
 
