@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import sys
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -12,8 +14,10 @@ from sklearn.model_selection import cross_val_score
 
 from digitlab.errors import SettingsError
 from digitlab.models import GuessAndCheck, Majority, Perceptron, guess_and_check_engine
+from digitlab.models import guess_and_check_products as products_module
 from digitlab.models.guess_and_check import guess_and_check_plain
 from digitlab.models.guess_and_check_engine import _CandidateScorer
+from digitlab.models.guess_and_check_products import Float32Products, PixelProducts
 from digitlab.models.training import Progress
 
 # ---------------------------------------------------------------- reference loops
@@ -65,6 +69,39 @@ def is2(sample):
     return data.features("train"), data.train_labels, data.features("test"), data.test_labels
 
 
+def _float32_products(X, weight_range, bias_range, work, workers) -> Float32Products:
+    return Float32Products(X, weight_range, bias_range)
+
+
+@pytest.fixture(autouse=True)
+def _float32_unless_asked(request, monkeypatch) -> None:
+    """Races use float32 products unless a test asks for ``products``: whether torch is
+    imported already (so pixel products apply) would otherwise depend on the test order."""
+    if "products" not in request.fixturenames:
+        monkeypatch.setattr(guess_and_check_engine, "_choose_products", _float32_products)
+
+
+@pytest.fixture(params=["float32", "int8"])
+def products(request, monkeypatch) -> Iterator[str]:
+    """Races with float32 products, or with int8 pixel products (every test using this
+    fixture fits on pixels, and the int8 runs check that those products were used)."""
+    built: list[PixelProducts] = []
+    if request.param == "float32":
+        monkeypatch.setattr(guess_and_check_engine, "_choose_products", _float32_products)
+    else:
+        pytest.importorskip("torch")
+        monkeypatch.setattr(products_module, "WORTH_IMPORTING_TORCH", 0.0)
+        original = PixelProducts.__init__
+
+        def spy(self: PixelProducts, *args: object, **kwargs: object) -> None:
+            original(self, *args, **kwargs)
+            built.append(self)
+
+        monkeypatch.setattr(PixelProducts, "__init__", spy)
+    yield str(request.param)
+    assert bool(built) == (request.param == "int8")
+
+
 @pytest.fixture(scope="module")
 def small_is2(is2):
     X, y, _, _ = is2
@@ -77,7 +114,7 @@ def small_is2(is2):
 @pytest.mark.parametrize("seed", [0, 1, 7])
 @pytest.mark.parametrize("batch_size", [1, 64, 97, 2048])
 def test_guess_and_check_picks_exactly_what_the_plain_loop_picks(
-    small_is2, seed, batch_size
+    small_is2, seed, batch_size, products
 ) -> None:
     X, y = small_is2
     n_candidates = 400  # 97 does not divide it; 2048 is one (ramped) chunk sequence
@@ -148,7 +185,7 @@ def test_plain_engine_ctrl_c_keeps_the_best_so_far(small_is2) -> None:
     np.testing.assert_array_equal(model.coef_, reference["w"])
 
 
-def test_guess_and_check_other_ranges_match_the_plain_loop(small_is2) -> None:
+def test_guess_and_check_other_ranges_match_the_plain_loop(small_is2, products) -> None:
     X, y = small_is2
     reference = plain_guess_and_check(X, y, 150, 3, weight_range=0.37, bias_range=2.5)
     model = GuessAndCheck(
@@ -212,8 +249,146 @@ def test_guess_and_check_on_the_edge_matches_the_float64_loop(batch_size) -> Non
     assert float(model.best_train_accuracy_) == reference["count"] / len(y)
 
 
+def _pixel_rows(pixels: np.ndarray) -> np.ndarray:
+    """Features the way ``Dataset.features`` makes them: float32 pixel * float32(1/255)."""
+    return pixels.astype(np.float32) * np.float32(1 / 255)
+
+
+def _pixel_scores_on_the_edge(n=300, d=24, k=6, seed=5, bias_range=2.5):
+    """Pixel rows whose float64 score for one of the first k candidates is within a
+    few thousandths of 0: the pixels of each row, largest weights first, are set to
+    the values nearest the zero of candidate ``i % k`` (a step moves it by |w| / 255)."""
+    rng = np.random.default_rng(seed)
+    draws = np.random.default_rng(seed)
+    W = np.empty((k, d))
+    b = np.empty(k)
+    for j in range(k):
+        W[j] = draws.uniform(-1, 1, d)
+        b[j] = draws.uniform(-bias_range, bias_range)
+    pixels = rng.integers(0, 256, (n, d))
+    for i in range(n):
+        j = i % k
+        for col in np.argsort(-np.abs(W[j])):
+            pixels[i, col] = 0
+            others = _pixel_rows(pixels[i]).astype(np.float64) @ W[j] + b[j]
+            pixels[i, col] = np.clip(np.rint(-others / W[j, col] * 255), 0, 255)
+    X = _pixel_rows(pixels)
+    y = rng.integers(0, 2, n)
+    return X, y, W, b
+
+
+@pytest.mark.parametrize("probe_rows", [128, 2])  # unsure rows met in the probe / in the races
+def test_pixel_products_never_change_a_count(probe_rows, monkeypatch) -> None:
+    pytest.importorskip("torch")
+    monkeypatch.setattr(guess_and_check_engine, "_PROBE_ROWS", probe_rows)
+    X, y, W, b = _pixel_scores_on_the_edge()
+    scores64 = X.astype(np.float64) @ W.T + b
+    exact = np.count_nonzero((scores64 >= 0) == (y == 1)[:, None], axis=0)
+    pixels = PixelProducts.for_features(X, 1.0, 2.5, work=np.inf)
+    assert pixels is not None
+    coarse = pixels.high_halves()
+    w, offsets = pixels.empty(len(b))
+    pixels.candidates(W, b, w, offsets)
+    rows = pixels.rows(np.arange(len(X)))
+    for products, tolerance in ((pixels, pixels.tolerance), (coarse, coarse.tolerance)):
+        scores = products.scores(rows, w, offsets, np.empty((len(X), len(b)), np.float32))
+        near = np.abs(scores) <= tolerance[:, None]
+        assert near.sum() >= 10  # many rows are unsure: the tolerance is what decides them
+        # the sign alone would get some rows wrong (8 bits: many, 16: a few)
+        assert np.any((scores >= 0) != (scores64 >= 0))
+    with _CandidateScorer(X, y == 1, 1.0, 2.5, products=pixels) as scorer:
+        assert scorer.coarse is not None
+        positions, counts = scorer.contenders(W, b, bar=-1)  # no bar: the exact tier alone
+        np.testing.assert_array_equal(positions, np.arange(len(b)))
+        np.testing.assert_array_equal(counts, exact)
+        for bar in (int(np.sort(exact)[-3]), int(exact.min()) - 1):  # coarse tier, then exact
+            positions, counts = scorer.contenders(W, b, bar=bar)
+            assert set(np.flatnonzero(exact > bar)) <= set(positions.tolist())
+            np.testing.assert_array_equal(counts, exact[positions])
+
+
+@pytest.mark.parametrize("weight_range", [1.0, 0.37, 3.0])
+def test_pixel_products_stay_within_their_tolerance(weight_range) -> None:
+    """Both kinds of pixel score stay within half their tolerance (twice the bound) of
+    the float64 score, on real digits and on extreme weights, biases and pixels."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    pixels = np.concatenate([
+        rng.integers(0, 256, (200, 784)),
+        np.full((1, 784), 255),  # every pixel white: the largest |x|_1
+        np.zeros((1, 784), np.int64),
+        np.where(rng.random((50, 784)) < 0.5, 0, 255),
+    ])
+    X = _pixel_rows(pixels)
+    W = rng.uniform(-weight_range, weight_range, (300, 784))
+    W[0], W[1] = weight_range, -weight_range  # the ends of the range
+    W[2] = np.nextafter(weight_range, 0)
+    b = rng.uniform(-20, 20, 300)
+    b[0], b[1] = -20, 20
+    products = PixelProducts.for_features(X, weight_range, 20.0, work=np.inf)
+    assert products is not None
+    w, offsets = products.empty(len(b))
+    products.candidates(W, b, w, offsets)
+    assert w.dtype == np.int8
+    assert np.abs(w[0]).max() <= 127  # the high halves
+    exact = X.astype(np.float64) @ W.T + b
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)  # what the caller had: set back after each block
+    try:
+        scored = []
+        for kind in (products, products.high_halves()):
+            with kind.single_threaded():
+                assert torch.get_num_threads() == 1
+                rows = kind.rows(np.arange(len(X)))
+                scored.append(kind.scores(rows, w, offsets, np.empty_like(exact, np.float32)))
+            assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(threads)
+    for kind, scores in zip((products, products.high_halves()), scored, strict=True):
+        error = np.abs(scores.astype(np.float64) * products.unit - exact)
+        tolerance = kind.tolerance.astype(np.float64)[:, None] * products.unit
+        assert np.all(error <= tolerance / 2)
+        assert error.max() > tolerance.max() / 1e4  # the bound is a bound, not a guess
+    # 16 bits: a tolerance well below float32's on the same rows
+    float32 = Float32Products(X, weight_range, 20.0)
+    assert np.all(products.tolerance * products.unit < float32.tolerance)
+
+
+@pytest.mark.parametrize(
+    "features",
+    [
+        lambda p: p.astype(np.float32) / np.float32(254),  # another scale
+        lambda p: _pixel_rows(p).astype(np.float64),  # float64
+        lambda p: _pixel_rows(p) - np.float32(0.5),  # centred
+        lambda p: np.where(p == 7, np.nan, _pixel_rows(p)).astype(np.float32),  # a NaN
+        lambda p: _pixel_rows(p) * np.float32(1.0001),  # a hair off
+    ],
+)
+def test_pixel_products_apply_only_to_pixel_features(features) -> None:
+    pytest.importorskip("torch")
+    pixels = np.random.default_rng(0).integers(0, 256, (9000, 20))  # more than one block
+    assert PixelProducts.for_features(_pixel_rows(pixels), 1.0, 20.0, work=np.inf) is not None
+    assert PixelProducts.for_features(features(pixels), 1.0, 20.0, work=np.inf) is None
+    late = _pixel_rows(pixels)
+    late[8500, 3] = np.float32(0.3)  # no pixel value, past the first block
+    assert PixelProducts.for_features(late, 1.0, 20.0, work=np.inf) is None
+
+
+def test_torch_is_imported_for_pixel_products_only_when_it_pays(monkeypatch) -> None:
+    pytest.importorskip("torch")
+    X = _pixel_rows(np.random.default_rng(0).integers(0, 256, (50, 20)))
+    below = products_module.WORTH_IMPORTING_TORCH / 2
+    assert PixelProducts.for_features(X, 1.0, 20.0, work=below) is not None  # torch imported
+    # as in a process that has not imported torch (it cannot be imported twice: no fit here)
+    monkeypatch.delitem(sys.modules, "torch")
+    assert PixelProducts.for_features(X, 1.0, 20.0, work=below) is None
+    assert not products_module._torch_worth_it(below)
+    assert products_module._torch_worth_it(products_module.WORTH_IMPORTING_TORCH)
+    assert "torch" not in sys.modules
+
+
 @pytest.mark.parametrize("batch_size", [1, 3, 7, 2048])
-def test_ties_go_to_the_first_candidate(batch_size) -> None:
+def test_ties_go_to_the_first_candidate(batch_size, products) -> None:
     # Blank images: a candidate says "yes" to every image when b >= 0, "no" otherwise,
     # so every candidate with b >= 0 ties, and so does every one with b < 0.
     X = np.zeros((10, 5), dtype=np.float32)
@@ -273,7 +448,9 @@ def test_blocks_visit_every_row_once_from_either_end(
 @pytest.mark.usefixtures("tiny_blocks")
 @pytest.mark.parametrize("flip", [False, True])  # positives the minority / the majority
 @pytest.mark.parametrize("batch_size", [5, 64])
-def test_tiny_blocks_pick_exactly_what_the_plain_loop_picks(small_is2, flip, batch_size) -> None:
+def test_tiny_blocks_pick_exactly_what_the_plain_loop_picks(
+    small_is2, flip, batch_size, products
+) -> None:
     X, y = small_is2
     y = 1 - y if flip else y
     reference = plain_guess_and_check(X, y, 200, 6)
@@ -287,7 +464,7 @@ def test_tiny_blocks_pick_exactly_what_the_plain_loop_picks(small_is2, flip, bat
 
 @pytest.mark.usefixtures("tiny_blocks")
 @pytest.mark.parametrize("positives", [7, 3])  # "yes" the majority / the minority
-def test_ties_with_tiny_blocks_go_to_the_first_candidate(positives) -> None:
+def test_ties_with_tiny_blocks_go_to_the_first_candidate(positives, products) -> None:
     # Blank images and a few bright ones: every candidate says the same on the blanks,
     # so many tie; the first of the tied best must win, whichever end the races start from.
     X = np.zeros((40, 5), dtype=np.float32)
@@ -573,17 +750,18 @@ def test_drawing_on_threads_gives_the_plain_loops_numbers(cpus, monkeypatch) -> 
         first = scorer.draw(rng, 5, 0.5, 20.0)  # too few to split
         second = scorer.draw(rng, 1000, 0.5, 20.0)
     plain = np.random.default_rng(5)
-    for weights, biases, w32 in (first, second):
+    for weights, biases, (w32, b32) in (first, second):  # float32 products: X is no pixels
         for i in range(len(biases)):
             np.testing.assert_array_equal(weights[i], plain.uniform(-0.5, 0.5, 7))
             assert biases[i] == plain.uniform(-20, 20)
         np.testing.assert_array_equal(w32, weights.astype(np.float32))
+        np.testing.assert_array_equal(b32, biases.astype(np.float32))
     assert rng.random() == plain.random()
 
 
 @pytest.mark.parametrize("cpus", [1, 3])
 def test_races_split_over_any_number_of_workers_pick_the_plain_loops_candidate(
-    small_is2, cpus, monkeypatch
+    small_is2, cpus, monkeypatch, products
 ) -> None:
     monkeypatch.setattr(guess_and_check_engine, "usable_cores", lambda: cpus)
     monkeypatch.setattr(guess_and_check_engine, "_MIN_TASK", 5)  # several races per chunk
