@@ -36,7 +36,9 @@ from threadpoolctl import threadpool_limits
 
 # float32 unit roundoff: every float32 operation is exact to a relative 2**-24.
 _U32 = float(np.finfo(np.float32).eps) / 2
-_BLOCK_ROWS = 8192  # rows per step when preparing: no temporary the size of X
+# Rows per step when preparing: temporaries of a few MB stay in the caches (a pass over
+# 8,192 rows took 2.8x as long: 138 ms for Fashion-MNIST's 60,000 on one core, not 50).
+_BLOCK_ROWS = 1024
 # 16-bit weights: w ~ round(w * _STEPS / weight_range), split as 256 * high + low with
 # both halves in int8: |high| <= 127 even if float32 rounding gives _STEPS + 1.
 _STEPS = 32511
@@ -260,12 +262,15 @@ def _pixels(x: np.ndarray, q_out: np.ndarray, sums_out: np.ndarray) -> bool:
     Writes ``p - 128`` (int8) into ``q_out`` and each row's sum of ``p`` into
     ``sums_out`` (the caller uses them only when the answer is True).
     """
-    p = np.rint(x * np.float32(255))
-    if not np.array_equal(p * _PIXEL, x) or (len(p) and (p.min() < 0 or p.max() > 255)):
+    p = np.multiply(x, np.float32(255))
+    np.rint(p, out=p)
+    # Out of range or NaN, the uint8 is some other number: x is then not rebuilt from it.
+    with np.errstate(invalid="ignore"):
+        pixels = p.astype(np.uint8)
+    if not np.array_equal(np.multiply(pixels, _PIXEL, dtype=np.float32), x):
         return False
-    p -= 128
-    q_out[...] = p
-    sums_out[...] = p.sum(axis=1, dtype=np.float64) + 128 * x.shape[1]
+    np.bitwise_xor(pixels, np.uint8(128), out=q_out.view(np.uint8))  # p - 128 as int8
+    sums_out[...] = p.sum(axis=1)  # whole numbers below 2**24: exact in float32
     return True
 
 
