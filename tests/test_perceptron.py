@@ -292,6 +292,9 @@ def test_pixel_products_never_change_a_count(probe_rows, monkeypatch) -> None:
     rows = pixels.rows(np.arange(len(X)))
     for products, tolerance in ((pixels, pixels.tolerance), (coarse, coarse.tolerance)):
         scores = products.scores(rows, w, offsets, np.empty((len(X), len(b)), np.float32))
+        # within the tolerance here too (6 candidates take the thin path)
+        error = np.abs(scores.astype(np.float64) - scores64 / pixels.unit)
+        assert np.all(error <= tolerance.astype(np.float64)[:, None])
         near = np.abs(scores) <= tolerance[:, None]
         assert near.sum() >= 10  # many rows are unsure: the tolerance is what decides them
         # the sign alone would get some rows wrong (8 bits: many, 16: a few)
@@ -349,6 +352,12 @@ def test_pixel_products_stay_within_their_tolerance(weight_range) -> None:
         tolerance = kind.tolerance.astype(np.float64)[:, None] * products.unit
         assert np.all(error <= tolerance / 2)
         assert error.max() > tolerance.max() / 1e4  # the bound is a bound, not a guess
+    # a few candidates take the product the other way round: the very same numbers
+    few = products_module._THIN - 1
+    for kind, scores in zip((products, products.high_halves()), scored, strict=True):
+        thin = kind.scores(kind.rows(np.arange(len(X))), kind.take(w, slice(0, few)),
+                           offsets[:few], np.empty((len(X), few), np.float32))
+        np.testing.assert_array_equal(thin, scores[:, :few])
     # 16 bits: a tolerance well below float32's on the same rows
     float32 = Float32Products(X, weight_range, 20.0)
     assert np.all(products.tolerance * products.unit < float32.tolerance)
