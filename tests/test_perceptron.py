@@ -195,6 +195,12 @@ def test_guess_and_check_other_ranges_match_the_plain_loop(small_is2, products) 
     np.testing.assert_array_equal(model.coef_, reference["w"])
 
 
+def _first_candidates(seed, k, d, bias_range=20.0):
+    """The plain loop's first ``k`` candidates for ``seed``: weights (k, d), biases (k,)."""
+    draws = _draws(seed, k, d, bias_range)
+    return np.array([w for w, _ in draws]), np.array([b for _, b in draws])
+
+
 def _scores_on_the_edge(n=240, d=24, k=6, seed=5):
     """Rows whose float64 score for one of the first k candidates is within ~1e-6 of 0.
 
@@ -202,12 +208,7 @@ def _scores_on_the_edge(n=240, d=24, k=6, seed=5):
     is set so that candidate ``i % k`` scores (almost exactly) zero on it.
     """
     rng = np.random.default_rng(seed)
-    draws = np.random.default_rng(seed)
-    W = np.empty((k, d))
-    b = np.empty(k)
-    for j in range(k):
-        W[j] = draws.uniform(-1, 1, d)
-        b[j] = draws.uniform(-20, 20)
+    W, b = _first_candidates(seed, k, d)
     X = rng.random((n, d))
     for i in range(n):
         j = i % k
@@ -259,12 +260,7 @@ def _pixel_scores_on_the_edge(n=300, d=24, k=6, seed=5, bias_range=2.5):
     few thousandths of 0: the pixels of each row, largest weights first, are set to
     the values nearest the zero of candidate ``i % k`` (a step moves it by |w| / 255)."""
     rng = np.random.default_rng(seed)
-    draws = np.random.default_rng(seed)
-    W = np.empty((k, d))
-    b = np.empty(k)
-    for j in range(k):
-        W[j] = draws.uniform(-1, 1, d)
-        b[j] = draws.uniform(-bias_range, bias_range)
+    W, b = _first_candidates(seed, k, d, bias_range)
     pixels = rng.integers(0, 256, (n, d))
     for i in range(n):
         j = i % k
@@ -488,9 +484,9 @@ def test_ties_with_tiny_blocks_go_to_the_first_candidate(positives, products) ->
     assert list(zip(*model.history_.values(), strict=True)) == reference["history"]
 
 
-def _draws(seed, n, d):
+def _draws(seed, n, d, bias_range=20.0):
     rng = np.random.default_rng(seed)
-    return [(rng.uniform(-1, 1, d), rng.uniform(-20, 20)) for _ in range(n)]
+    return [(rng.uniform(-1, 1, d), rng.uniform(-bias_range, bias_range)) for _ in range(n)]
 
 
 def test_predicts_yes_at_exactly_zero(small_is2) -> None:
