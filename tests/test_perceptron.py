@@ -282,7 +282,7 @@ def test_pixel_products_never_change_a_count(probe_rows, monkeypatch) -> None:
     exact = np.count_nonzero((scores64 >= 0) == (y == 1)[:, None], axis=0)
     pixels = PixelProducts.for_features(X, 1.0, 2.5, work=np.inf)
     assert pixels is not None
-    coarse = pixels.high_halves()
+    coarse = pixels.coarse()
     w, offsets = pixels.empty(len(b))
     pixels.candidates(W, b, w, offsets)
     rows = pixels.rows(np.arange(len(X)))
@@ -335,7 +335,7 @@ def test_pixel_products_stay_within_their_tolerance(weight_range) -> None:
     torch.set_num_threads(3)  # what the caller had: set back after each block
     try:
         scored = []
-        for kind in (products, products.high_halves()):
+        for kind in (products, products.coarse()):
             with kind.single_threaded():
                 assert torch.get_num_threads() == 1
                 rows = kind.rows(np.arange(len(X)))
@@ -343,14 +343,14 @@ def test_pixel_products_stay_within_their_tolerance(weight_range) -> None:
             assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(threads)
-    for kind, scores in zip((products, products.high_halves()), scored, strict=True):
+    for kind, scores in zip((products, products.coarse()), scored, strict=True):
         error = np.abs(scores.astype(np.float64) * products.unit - exact)
         tolerance = kind.tolerance.astype(np.float64)[:, None] * products.unit
         assert np.all(error <= tolerance / 2)
         assert error.max() > tolerance.max() / 1e4  # the bound is a bound, not a guess
     # a few candidates take the product the other way round: the very same numbers
     few = products_module._THIN - 1
-    for kind, scores in zip((products, products.high_halves()), scored, strict=True):
+    for kind, scores in zip((products, products.coarse()), scored, strict=True):
         thin = kind.scores(kind.rows(np.arange(len(X))), kind.take(w, slice(0, few)),
                            offsets[:few], np.empty((len(X), few), np.float32))
         np.testing.assert_array_equal(thin, scores[:, :few])

@@ -160,8 +160,8 @@ class _CandidateScorer:
         # The exact tier counts; a coarse one (pixel products' high halves: half the
         # work, a wider tolerance) first drops most candidates of a chunk.
         self.exact = _Tier(products, self.order, probe)
-        coarse = getattr(products, "high_halves", None)
-        self.coarse = _Tier(coarse(), self.order, probe) if coarse is not None else None
+        coarse = products.coarse()
+        self.coarse = _Tier(coarse, self.order, probe) if coarse is not None else None
         self._pool: ThreadPoolExecutor | None = None
         self._stack = ExitStack()
 
@@ -185,11 +185,12 @@ class _CandidateScorer:
         """``k`` candidates drawn in the plain loop's order: per candidate, d weights then the bias.
 
         Returns float64 weights ``(k, d)`` and biases ``(k,)``, and the
-        candidates in the products' form (weights, offsets). Drawing and scaling are a tenth of the work and would leave
-        the other cores idle, so with PCG64 (numpy's default) the candidates are
-        split between the worker threads: each part draws from a copy of the
-        generator advanced past the parts before it (a double is one 64-bit
-        draw), which gives the very numbers of one sequential draw.
+        candidates in the products' form (weights, offsets). Drawing and
+        scaling are a tenth of the work and would leave the other cores idle,
+        so with PCG64 (numpy's default) the candidates are split between the
+        worker threads: each part draws from a copy of the generator advanced
+        past the parts before it (a double is one 64-bit draw), which gives the
+        very numbers of one sequential draw.
         """
         d = self.X.shape[1]
         weights = np.empty((k, d))

@@ -20,8 +20,9 @@ rows within ``T`` are unsure (the engine scores those again in float64).
 Both have the same interface: ``l1`` (``|x|_1`` per row, an upper bound),
 ``tolerance`` (per row, float32, in the product's units), ``rows(index)``,
 ``empty(k)``, ``candidates(weights, biases, w_out, offset_out)``,
-``take(w, index)`` (some candidates' weights; a view for a slice) and
-``scores(rows, w, offsets, out)``.
+``take(w, index)`` (some candidates' weights; a view for a slice),
+``scores(rows, w, offsets, out)``, ``single_threaded()`` and ``coarse()``
+(cheaper products with a wider tolerance over the same candidates, or None).
 """
 
 from __future__ import annotations
@@ -113,6 +114,10 @@ class Float32Products:
         """One BLAS thread: the engine's own threads run the products side by side."""
         return threadpool_limits(limits=1, user_api="blas")
 
+    def coarse(self) -> None:
+        """No cheaper float32 products: the engine races once."""
+        return None
+
 
 class PixelProducts:
     """Exact integer products for pixel features; units are ``weight_range / (_STEPS * 255)``.
@@ -197,7 +202,7 @@ class PixelProducts:
         # (2, k, d): every candidate's high half, then every low half. As a (2 k, d)
         # matrix, its product's columns are H for all, then L for all: the sum reads two
         # contiguous halves (alternating columns took 3x as long).
-        # Offsets (k, 2): for the high halves alone (see high_halves), for both.
+        # Offsets (k, 2): for the high halves alone (HighHalves), for both.
         return np.empty((2, k, self.Q.shape[1]), np.int8), np.empty((k, 2), np.float32)
 
     def take(self, w: np.ndarray, index: np.ndarray | slice) -> np.ndarray:
@@ -234,7 +239,7 @@ class PixelProducts:
             scores.add_(halves[:, k:])
         return out
 
-    def high_halves(self) -> HighHalves:
+    def coarse(self) -> HighHalves:
         """The same scores from the high halves alone: one int8 product, a wider tolerance."""
         return HighHalves(self)
 
