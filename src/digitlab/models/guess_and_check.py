@@ -110,7 +110,9 @@ class GuessAndCheck(DigitClassifier):
         are smaller); see :func:`digitlab.models.guess_and_check_engine.search`.
     engine : {"fast", "plain"}
         ``"plain"`` runs :func:`guess_and_check_plain`, one candidate at a time;
-        ``"fast"`` runs the speed engine. Both give the same model.
+        ``"fast"`` runs the speed engine (exact int8 products on pixel
+        features when torch is imported or the search is long, float32
+        otherwise). Both give the same model.
     random_state : int, numpy.random.Generator or None
         The random numbers. An int gives the same candidates, and so the same
         weights, on every fit.
