@@ -30,9 +30,18 @@ START_SECONDS = 180.0
 # distributed.nanny.pre-spawn-environ), to hand freed memory back to the system. Setting
 # it also turns off glibc's adaptive mmap threshold, so every array over 128 KiB is a
 # fresh mmap whose pages fault in again: an MLP fit took 2.5x as long as in a local
-# process. None unsets it (dask's documented way to drop a pre-spawn variable); the
-# README's `dask worker` line sets the same.
-WORKER_ENVIRON = {"DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON": '{"MALLOC_TRIM_THRESHOLD_": None}'}
+# process. None unsets it (dask's documented way to drop a pre-spawn variable).
+# A worker also wakes its event loop every 20 ms to time it (distributed.admin.tick) and
+# samples every thread's stack every 10 ms (its profiler, distributed.worker.profile):
+# each wake-up takes the GIL from the run. With the tick at 1 s and the profiler off,
+# bench_sweep.py's 24 MLP runs on two workers took 1.06-1.07x the time of two local
+# processes, against 1.15-1.18x with Dask's defaults (2-core AMD EPYC, load 1.8-2.0,
+# 2026-12-01). The README's `dask worker` line sets the same three.
+WORKER_ENVIRON = {
+    "DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON": '{"MALLOC_TRIM_THRESHOLD_": None}',
+    "DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL": "1s",
+    "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False",
+}
 
 
 def dask_command(role: str) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -81,10 +82,24 @@ def test_workers_allocate_as_a_local_process_does(cluster) -> None:
         cluster.client.scheduler_info()["workers"])
 
 
+def test_workers_are_quiet_while_a_run_holds_the_gil(cluster) -> None:
+    # Dask's defaults wake a worker's event loop every 20 ms and sample its stacks every
+    # 10 ms; started as the README says, the tick is 1 s and the profiler is off.
+    def settings() -> tuple[object, object]:
+        import dask
+
+        return (dask.config.get("distributed.admin.tick.interval"),
+                dask.config.get("distributed.worker.profile.enabled"))
+
+    assert set(cluster.client.run(settings).values()) == {("1s", False)}
+
+
 def test_the_readme_starts_workers_as_the_tests_do() -> None:
-    (name, value), = _load_cluster_module().WORKER_ENVIRON.items()
+    environ = _load_cluster_module().WORKER_ENVIRON
+    assert len(environ) == 3
+    line = " ".join(f"{name}={shlex.quote(value)}" for name, value in environ.items())
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert f"{name}='{value}' dask worker tcp://HOST:8786 --nworkers 1 --nthreads 1" in readme
+    assert f"{line} dask worker tcp://HOST:8786 --nworkers 1 --nthreads 1" in readme
 
 
 def test_results_on_the_cluster_equal_local_ones(cluster, engine) -> None:
