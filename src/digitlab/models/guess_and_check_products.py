@@ -52,9 +52,9 @@ _MAX_PIXEL_FEATURES = 2**31 // (128 * 128) - 1
 # the import (about 1 s): rows x candidates. Once torch is imported they are always used.
 WORTH_IMPORTING_TORCH = 2e9
 _PIXEL = np.float32(1 / 255)
-# Below this many candidates the int8 product runs the other way round, candidates x
-# rows: on one AMD EPYC core 7.9 against 10.6 ns a cell for 8 candidates (the last few
-# candidates of a race read thousands of rows each).
+# Below this many columns (candidates' halves) the int8 product runs the other way
+# round, columns x rows: on one AMD EPYC core 7.9 against 10.6 ns a cell for 8 columns
+# (the last few candidates of a race read thousands of rows each).
 _THIN = 8
 
 
@@ -223,20 +223,13 @@ class PixelProducts:
         w_out[1] = v - high
 
     def scores(self, rows: Any, w: np.ndarray, offsets: np.ndarray, out: np.ndarray) -> np.ndarray:
-        torch = self._torch
         k = w.shape[1]
-        both = torch.from_numpy(w.reshape(2 * k, -1))
-        scores = torch.from_numpy(out)
-        offset = torch.from_numpy(offsets[:, 1])
+        halves = _int8_product(self._torch, rows, w.reshape(2 * k, -1))  # H for all, then L
+        scores = self._torch.from_numpy(out)
         # In float32: offset + 256 H (H converted exactly below 2**24), then + L.
-        if k < _THIN:  # (2 k, rows): the product the other way round
-            halves = torch._int_mm(both, rows.t())  # exact, int32
-            torch.add(offset[:, None], halves[:k], alpha=256, out=scores.t())
-            scores.t().add_(halves[k:])
-        else:
-            halves = torch._int_mm(rows, both.t())  # exact, int32
-            torch.add(offset, halves[:, :k], alpha=256, out=scores)
-            scores.add_(halves[:, k:])
+        self._torch.add(self._torch.from_numpy(offsets[:, 1]), halves[:, :k], alpha=256,
+                        out=scores)
+        scores.add_(halves[:, k:])
         return out
 
     def coarse(self) -> HighHalves:
@@ -258,7 +251,7 @@ class HighHalves:
     """
 
     def __init__(self, full: PixelProducts) -> None:
-        self.full, self._torch = full, full._torch
+        self._torch = full._torch
         self.l1 = full.l1
         wider = full.tolerance.astype(np.float64) + 128.0 * full.pixel_sums * (1 + 1e-6)
         self.tolerance = _rounded_up(wider)
@@ -266,17 +259,22 @@ class HighHalves:
         self.take, self.single_threaded = full.take, full.single_threaded
 
     def scores(self, rows: Any, w: np.ndarray, offsets: np.ndarray, out: np.ndarray) -> np.ndarray:
-        torch = self._torch
-        scores = torch.from_numpy(out)
-        high_halves = torch.from_numpy(w[0])
-        offset = torch.from_numpy(offsets[:, 0])
-        if len(w[0]) < _THIN:  # (k, rows): the product the other way round
-            high = torch._int_mm(high_halves, rows.t())  # exact, int32
-            torch.add(offset[:, None], high, alpha=256, out=scores.t())
-        else:
-            high = torch._int_mm(rows, high_halves.t())  # exact, int32
-            torch.add(offset, high, alpha=256, out=scores)
+        high = _int8_product(self._torch, rows, w[0])
+        self._torch.add(self._torch.from_numpy(offsets[:, 0]), high, alpha=256,
+                        out=self._torch.from_numpy(out))
         return out
+
+
+def _int8_product(torch: Any, rows: Any, w: np.ndarray) -> Any:
+    """``rows @ w.T`` (int8 rows, int8 ``w`` (n, d)), exact in int32, shape (rows, n).
+
+    Below ``_THIN`` columns it is computed the other way round (``w @ rows.T``,
+    returned transposed: a view), which is faster for a race's thin tails.
+    """
+    weights = torch.from_numpy(w)
+    if len(w) < _THIN:
+        return torch._int_mm(weights, rows.t()).t()
+    return torch._int_mm(rows, weights.t())
 
 
 def _pixels(x: np.ndarray, q_out: np.ndarray, sums_out: np.ndarray) -> bool:
